@@ -1,0 +1,64 @@
+"""The app factory: ``create_app(settings)`` assembles one collector from its settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from . import __version__
+from .http_errors import install_error_handlers
+from .ingest import UploadService
+from .keys import KeyLayout
+from .metrics import Metrics
+from .routes import health, uploads
+from .services import Services
+from .settings import Settings
+from .storage import ObjectStore, RetryingStore, open_store
+
+
+def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastAPI:
+    """A collector over ``store`` (default: the backend the settings select)."""
+    metrics = Metrics()
+    retrying = RetryingStore(
+        store or open_store(settings), metrics, deadline_seconds=settings.storage_deadline_seconds
+    )
+    layout = KeyLayout(settings.data_prefix)
+    services = Services(
+        settings=settings,
+        store=retrying,
+        layout=layout,
+        metrics=metrics,
+        uploads=UploadService(retrying, layout, retry_after=settings.retry_after_seconds),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        retrying.close()
+
+    app = FastAPI(
+        title="Participant data collector",
+        version=__version__,
+        description="Backs up browser-study participant uploads to an S3-compatible bucket.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.include_router(uploads.router)
+    app.include_router(health.router)
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST"],
+        allow_headers=["Content-Type"],
+        max_age=600,
+    )
+    return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """Entry point for ``uvicorn --factory``: settings from the environment, read once."""
+    return create_app(Settings())

@@ -1,0 +1,73 @@
+"""The collector's exceptions, each carrying the HTTP status it maps to.
+
+    CollectorError                 500  base; never raised directly
+    ├── InvalidUpload              400  the request is malformed; retrying will not help
+    │   ├── RequestTimeout         408  the body arrived too slowly
+    │   ├── PayloadTooLarge        413
+    │   ├── UnsupportedMediaType   415
+    │   └── UnprocessableUpload    422  well-formed JSON that breaks the contract
+    ├── NotAuthenticated           401
+    ├── NotFound                   404
+    ├── RateLimited                429  retry later
+    └── StorageUnavailable         503  the store failed past its retry deadline; retry later
+
+Storage backends raise their own, narrower exceptions (``collector.storage.base``); the upload
+service turns the ones it cannot handle into ``StorageUnavailable``. ``http_errors`` maps all of
+these to the single JSON error shape.
+"""
+
+from __future__ import annotations
+
+
+class CollectorError(Exception):
+    """Base of every error the collector answers with; ``status`` is the HTTP status code."""
+
+    status: int = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidUpload(CollectorError):
+    status = 400
+
+
+class RequestTimeout(InvalidUpload):
+    status = 408
+
+
+class PayloadTooLarge(InvalidUpload):
+    status = 413
+
+
+class UnsupportedMediaType(InvalidUpload):
+    status = 415
+
+
+class UnprocessableUpload(InvalidUpload):
+    status = 422
+
+
+class NotAuthenticated(CollectorError):
+    status = 401
+
+
+class NotFound(CollectorError):
+    status = 404
+
+
+class RateLimited(CollectorError):
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StorageUnavailable(CollectorError):
+    status = 503
+
+    def __init__(self, message: str, retry_after: int = 5) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -1,0 +1,51 @@
+"""The one place errors become HTTP answers: ``{"status": "error", "error": "<for a person>"}``."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import CollectorError, RateLimited, StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+def error_response(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:
+    """The JSON error every route answers with."""
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return JSONResponse({"status": "error", "error": message}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map the exception hierarchy, framework errors and surprises to the one error shape."""
+
+    @app.exception_handler(CollectorError)
+    async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
+        retry_after = exc.retry_after if isinstance(exc, RateLimited | StorageUnavailable) else None
+        logger.warning(
+            "⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message
+        )
+        return error_response(exc.status, exc.message, retry_after=retry_after)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        message = exc.detail if isinstance(exc.detail, str) else "request refused"
+        return error_response(exc.status_code, message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
+        message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
+        logger.warning("⚠️ Refused %s %s (422): %s", request.method, request.url.path, message)
+        return error_response(422, message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The trace goes to the log for us, never into the answer.
+        logger.exception("Unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error; nothing was stored")

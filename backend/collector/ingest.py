@@ -1,0 +1,162 @@
+"""Stores uploads exactly once: append-only submissions and a newest-wins ``status.json``.
+
+Correctness across collector processes comes from the store's conditional writes, never from
+memory in this process:
+
+* a submission is created only if its key is absent; if the key is taken by *the same* upload
+  (a retry) its key is returned and nothing is written, otherwise the next suffix is tried;
+* ``status.json`` is replaced by compare-and-swap on its ETag, and only by an upload whose
+  timestamp is not older than the stored one, so racing writers end at the newest.
+
+Common path: one PUT for a submission, then one GET and one PUT for the status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from .errors import StorageUnavailable
+from .keys import KeyLayout, format_timestamp, parse_timestamp
+from .models import PRIVATE_STATUS_FIELDS, Upload, without_server_fields
+from .storage import AlreadyExists, ObjectStore, PreconditionFailed, StorageError
+
+logger = logging.getLogger(__name__)
+
+MAX_SAME_SECOND_SUBMISSIONS = 1000
+MAX_STATUS_ATTEMPTS = 200
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    participant_id: str
+    timestamp: str
+    files_uploaded: list[str]
+    status_superseded: bool  # a newer status.json was already stored; this one was not written
+
+    def as_response(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "success",
+            "participantId": self.participant_id,
+            "timestamp": self.timestamp,
+            "filesUploaded": self.files_uploaded,
+        }
+        if self.status_superseded:
+            body["statusSuperseded"] = True
+        return body
+
+
+class UploadService:
+    """Writes validated uploads into a store under a key layout."""
+
+    def __init__(self, store: ObjectStore, layout: KeyLayout, *, retry_after: int = 5) -> None:
+        self.store = store
+        self.layout = layout
+        self.retry_after = retry_after
+
+    def store_upload(self, upload: Upload, *, received_at: datetime) -> UploadResult:
+        """Store one upload; raises ``StorageUnavailable`` when the store fails past its deadline."""
+        stamped = {**upload.document, "serverReceivedAt": format_timestamp(received_at)}
+        files: list[str] = []
+        try:
+            # The submission goes first: if the status write then fails, the client's retry is
+            # recognised as the same submission and only the status is written again.
+            submission_key = None
+            if upload.upload_type == "submission":
+                submission_key = self._store_submission(upload, stamped)
+            status_key = self.layout.status_key(upload.participant_id)
+            status_written = self._store_status(status_key, upload, stamped)
+        except StorageError as exc:
+            logger.warning(
+                "⚠️ Storage failed for %s (%s upload): %s",
+                upload.participant_id, upload.upload_type, exc,
+            )
+            raise StorageUnavailable(
+                "storage is unavailable right now; the upload was not stored, please retry",
+                retry_after=self.retry_after,
+            ) from exc
+        if status_written:
+            files.append(status_key)
+        if submission_key:
+            files.append(submission_key)
+        logger.info("✅ Uploaded user data for %s: %s", upload.participant_id, files)
+        return UploadResult(
+            upload.participant_id, upload.timestamp_text, files, not status_written
+        )
+
+    def _store_submission(self, upload: Upload, stamped: dict[str, Any]) -> str:
+        body = _encode(stamped)
+        for attempt in range(1, MAX_SAME_SECOND_SUBMISSIONS + 1):
+            key = self.layout.submission_key(upload.participant_id, upload.moment, attempt)
+            try:
+                self.store.put(key, body, if_absent=True)
+                return key
+            except AlreadyExists:
+                existing = self.store.get_or_none(key)
+                if existing is not None and _same_upload(existing.body, upload):
+                    logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
+                    return key
+        raise StorageError(f"more than {MAX_SAME_SECOND_SUBMISSIONS} submissions in one second")
+
+    def _store_status(self, key: str, upload: Upload, stamped: dict[str, Any]) -> bool:
+        """Compare-and-swap ``status.json``; False when a newer status is already stored."""
+        body = _encode({k: v for k, v in stamped.items() if k != "submissionData"})
+        for _ in range(MAX_STATUS_ATTEMPTS):
+            current = self.store.get_or_none(key)
+            try:
+                if current is None:
+                    self.store.put(key, body, if_absent=True)
+                    return True
+                if _stored_moment(current.body) > upload.moment:
+                    return False
+                self.store.put(key, body, if_match=current.etag)
+                return True
+            except PreconditionFailed:
+                continue  # another writer got there first: look again
+        raise StorageError(f"status.json for {upload.participant_id} is too contended")
+
+    def read_status(self, participant_id: str) -> dict[str, Any] | None:
+        """The participant's stored status without private fields, or None if there is none."""
+        try:
+            current = self.store.get_or_none(self.layout.status_key(participant_id))
+        except StorageError as exc:
+            raise StorageUnavailable(
+                "storage is unavailable right now, please retry", retry_after=self.retry_after
+            ) from exc
+        if current is None:
+            return None
+        document = json.loads(current.body)
+        return {k: v for k, v in document.items() if k not in PRIVATE_STATUS_FIELDS}
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, indent=2).encode("utf-8")
+
+
+def _same_upload(stored_body: bytes, upload: Upload) -> bool:
+    """Is the stored submission this very upload (a retry)? By uploadId, else by content."""
+    try:
+        stored = json.loads(stored_body)
+    except ValueError:
+        return False
+    if not isinstance(stored, dict):
+        return False
+    if upload.upload_id is not None:
+        return stored.get("uploadId") == upload.upload_id
+    return without_server_fields(stored) == without_server_fields(upload.document)
+
+
+def _stored_moment(body: bytes) -> datetime:
+    """When the stored status was made; an unreadable one counts as oldest, so it gets replaced."""
+    try:
+        stored = json.loads(body)
+        return (
+            parse_timestamp(stored.get("timestamp"))
+            or parse_timestamp(stored.get("serverReceivedAt"))
+            or datetime.min.replace(tzinfo=UTC)
+        )
+    except (ValueError, AttributeError):
+        return datetime.min.replace(tzinfo=UTC)

@@ -1,0 +1,97 @@
+"""The bucket's key layout (DESIGN §2): the only place that builds or parses object keys."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+PARTICIPANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_PARTICIPANT_ID = re.compile(PARTICIPANT_ID_PATTERN)
+_NAME_TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
+
+STATUS_FILE = "user-status/status.json"
+SUBMISSIONS_DIR = "submissions"
+
+
+def is_valid_participant_id(value: object) -> bool:
+    """True for 1 to 64 of ``[A-Za-z0-9_-]``: nothing that could leave the participant's folder."""
+    return isinstance(value, str) and _PARTICIPANT_ID.fullmatch(value) is not None
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """The upload's ISO-8601 ``timestamp`` as an aware UTC datetime, or None if absent/unparseable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO-8601 with milliseconds and ``Z``, the way the browser's ``Date.toISOString`` writes it."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """Builds and recognises keys under one prefix, e.g. ``volcano-audio-anonymized-data``."""
+
+    prefix: str
+
+    @property
+    def participants_root(self) -> str:
+        return f"{self.prefix}/participants/"
+
+    def participant_dir(self, participant_id: str) -> str:
+        if not is_valid_participant_id(participant_id):
+            raise ValueError(f"not a valid participant id: {participant_id!r}")
+        return f"{self.participants_root}{participant_id}/"
+
+    def status_key(self, participant_id: str) -> str:
+        return self.participant_dir(participant_id) + STATUS_FILE
+
+    def submissions_dir(self, participant_id: str) -> str:
+        return self.participant_dir(participant_id) + SUBMISSIONS_DIR + "/"
+
+    def submission_key(self, participant_id: str, moment: datetime, attempt: int = 1) -> str:
+        """The submission's key; ``attempt`` > 1 adds the suffix that keeps same-second uploads apart."""
+        stamp = moment.astimezone(UTC).strftime(_NAME_TIME_FORMAT)
+        suffix = "" if attempt == 1 else f"_{attempt}"
+        return f"{self.submissions_dir(participant_id)}{participant_id}_Complete_{stamp}{suffix}.json"
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """What a key is (status or submission, whose), or None when it does not fit the layout."""
+        if not key.startswith(self.participants_root):
+            return None
+        parts = key[len(self.participants_root):].split("/")
+        if len(parts) < 2 or not is_valid_participant_id(parts[0]):
+            return None
+        participant_id, rest = parts[0], "/".join(parts[1:])
+        if rest == STATUS_FILE:
+            return ParsedKey(participant_id, "status", None)
+        match = _SUBMISSION_NAME.fullmatch(rest)
+        if match and match["pid"] == participant_id:
+            moment = datetime.strptime(match["stamp"], _NAME_TIME_FORMAT).replace(tzinfo=UTC)
+            return ParsedKey(participant_id, "submission", moment)
+        return None
+
+
+_SUBMISSION_NAME = re.compile(
+    rf"{SUBMISSIONS_DIR}/(?P<pid>[A-Za-z0-9_-]{{1,64}})_Complete_"
+    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<n>[2-9]|[1-9]\d+))?\.json"
+)
+
+
+@dataclass(frozen=True)
+class ParsedKey:
+    participant_id: str
+    kind: str  # "status" or "submission"
+    submitted_at: datetime | None

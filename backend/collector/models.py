@@ -1,0 +1,183 @@
+"""Request parsing and validation: raw bytes in, a validated ``Upload`` out, or an ``InvalidUpload``.
+
+Validation is by hand rather than by a pydantic model because the stored document must be the
+client's JSON exactly as sent (types, unknown fields, order), and every refusal needs a message
+a person understands. ``UploadRequest`` documents the same contract in the OpenAPI description.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InvalidUpload, UnprocessableUpload
+from .keys import (
+    PARTICIPANT_ID_PATTERN,
+    format_timestamp,
+    is_valid_participant_id,
+    parse_timestamp,
+)
+
+UPLOAD_TYPES = ("submission", "status")
+# Fields the server adds to what it stores; they are ignored when comparing two uploads.
+SERVER_FIELDS = ("serverReceivedAt",)
+# Status fields the restore endpoint never returns: survey answers stay in the bucket.
+PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """One validated upload: the client's document plus what the server derived from it."""
+
+    document: dict[str, Any]
+    participant_id: str
+    upload_type: Literal["submission", "status"]
+    moment: datetime  # the upload's timestamp in UTC, or server time when absent/unparseable
+    upload_id: str | None
+
+    @property
+    def timestamp_text(self) -> str:
+        """The timestamp to answer with: the client's own text, else the server time used."""
+        return self.document.get("timestamp") or format_timestamp(self.moment)
+
+
+def parse_json(raw: bytes, *, max_depth: int) -> Any:
+    """Decode a JSON body, refusing invalid UTF-8/JSON, duplicate keys and absurd nesting."""
+    try:
+        value = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise InvalidUpload(f"the JSON object has the key {exc.args[0]!r} twice") from None
+    except RecursionError:
+        raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidUpload(f"the body is not valid JSON: {exc}") from None
+    if _depth(value) > max_depth:
+        raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels")
+    return value
+
+
+def parse_upload(value: Any, *, received_at: datetime) -> Upload:
+    """Check one upload against the contract (DESIGN §3)."""
+    if not isinstance(value, dict):
+        raise InvalidUpload("the body must be a JSON object")
+    participant_id = value.get("participantId")
+    if participant_id is None:
+        raise InvalidUpload("participantId is required")
+    if not is_valid_participant_id(participant_id):
+        raise InvalidUpload(
+            "participantId must be 1 to 64 letters, digits, '_' or '-' (got "
+            f"{_preview(participant_id)})"
+        )
+    upload_type = value.get("uploadType")
+    if upload_type is None:
+        upload_type = "submission" if "submissionData" in value else "status"
+    if upload_type not in UPLOAD_TYPES:
+        raise UnprocessableUpload(
+            f"uploadType must be 'submission' or 'status' (got {_preview(upload_type)})"
+        )
+    if upload_type == "submission" and not isinstance(value.get("submissionData"), dict):
+        raise UnprocessableUpload("a submission needs submissionData, a JSON object")
+    timestamp = value.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, str):
+        raise UnprocessableUpload("timestamp must be an ISO-8601 string")
+    upload_id = value.get("uploadId")
+    if upload_id is not None and (not isinstance(upload_id, str) or not 0 < len(upload_id) <= 128):
+        raise UnprocessableUpload("uploadId must be a string of 1 to 128 characters")
+    return Upload(
+        document=value,
+        participant_id=participant_id,
+        upload_type=upload_type,
+        moment=parse_timestamp(timestamp) or received_at,
+        upload_id=upload_id,
+    )
+
+
+def parse_batch(value: Any, *, max_items: int) -> list[Any]:
+    """The list of uploads in a batch body ``{"uploads": [...]}``; items are validated one by one."""
+    if not isinstance(value, dict) or not isinstance(value.get("uploads"), list):
+        raise InvalidUpload('a batch body must be {"uploads": [ ... ]}')
+    items = value["uploads"]
+    if not items:
+        raise UnprocessableUpload("a batch needs at least one upload")
+    if len(items) > max_items:
+        raise UnprocessableUpload(f"a batch holds at most {max_items} uploads, not {len(items)}")
+    return items
+
+
+def without_server_fields(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k not in SERVER_FIELDS}
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return result
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
+    return deepest
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# --- OpenAPI description of the same contract -------------------------------------------------
+
+
+class UploadRequest(BaseModel):
+    """One participant upload (DESIGN §3). Unknown fields are accepted and stored as sent."""
+
+    model_config = ConfigDict(extra="allow")
+
+    participantId: str = Field(pattern=PARTICIPANT_ID_PATTERN, examples=["P001ABC"])
+    uploadType: Literal["submission", "status"] | None = Field(
+        default=None, description="Defaults to 'submission' when submissionData is present."
+    )
+    timestamp: str | None = Field(default=None, examples=["2025-11-19T14:30:45.123Z"])
+    uploadId: str | None = Field(
+        default=None, min_length=1, max_length=128,
+        description="Client-generated id; a retry with the same id stores nothing new.",
+    )
+    submissionData: dict[str, Any] | None = Field(
+        default=None, description="The study's full jsonDump; required for submissions."
+    )
+
+
+class BatchRequest(BaseModel):
+    uploads: list[UploadRequest] = Field(min_length=1)
+
+
+class UploadResponse(BaseModel):
+    status: Literal["success"]
+    participantId: str
+    timestamp: str
+    filesUploaded: list[str]
+
+
+class ErrorResponse(BaseModel):
+    status: Literal["error"]
+    error: str

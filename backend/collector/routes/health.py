@@ -1,0 +1,29 @@
+"""Operational routes: health check and Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..errors import StorageUnavailable
+from ..storage import StorageError
+from .uploads import ServicesDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Is storage reachable?")
+async def healthz(services: ServicesDep) -> JSONResponse:
+    """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503."""
+    try:
+        await run_in_threadpool(services.store.check)
+    except StorageError as exc:
+        raise StorageUnavailable(f"storage is not reachable: {exc}") from exc
+    return JSONResponse({"status": "ok", "storage": services.settings.storage_kind})
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(services: ServicesDep) -> Response:
+    return Response(services.metrics.render(), media_type=CONTENT_TYPE_LATEST)

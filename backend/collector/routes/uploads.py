@@ -1,0 +1,133 @@
+"""Participant-facing API: single upload, batch upload, and status restore (DESIGN §3)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from ..errors import CollectorError, InvalidUpload, NotFound
+from ..keys import PARTICIPANT_ID_PATTERN, is_valid_participant_id
+from ..models import (
+    BatchRequest,
+    ErrorResponse,
+    UploadRequest,
+    UploadResponse,
+    parse_batch,
+    parse_upload,
+)
+from ..request_body import read_json_body
+from ..services import Services, get_services
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["uploads"])
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {
+        400: "Malformed upload; retrying will not help.",
+        408: "The body arrived too slowly.",
+        413: "Body over MAX_UPLOAD_BYTES.",
+        415: "Not sent as JSON.",
+        422: "Valid JSON that breaks the contract.",
+        429: "Rate-limited; retry after Retry-After.",
+        503: "Storage unavailable; nothing stored; retry after Retry-After.",
+    }.items()
+}
+
+
+def _json_body_doc(model: type) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+async def _body(request: Request, services: Services) -> Any:
+    s = services.settings
+    return await read_json_body(
+        request, max_bytes=s.max_upload_bytes, max_depth=s.max_json_depth,
+        timeout_seconds=s.body_timeout_seconds,
+    )
+
+
+async def _store(services: Services, value: Any) -> dict[str, Any]:
+    """Validate and store one upload; the answer body of a 200."""
+    received_at = datetime.now(UTC)
+    upload = parse_upload(value, received_at=received_at)
+    try:
+        result = await run_in_threadpool(
+            services.uploads.store_upload, upload, received_at=received_at
+        )
+    except CollectorError:
+        services.metrics.uploads.labels(upload.upload_type, "storage_error").inc()
+        raise
+    services.metrics.uploads.labels(upload.upload_type, "stored").inc()
+    return result.as_response()
+
+
+@router.post(
+    "/api/upload-user-data",
+    response_model=UploadResponse,
+    responses=_ERRORS,
+    openapi_extra=_json_body_doc(UploadRequest),
+    summary="Store one participant upload",
+)
+async def upload_user_data(request: Request, services: ServicesDep) -> JSONResponse:
+    """Store a status or submission upload; 200 only once it is durably stored."""
+    try:
+        value = await _body(request, services)
+        return JSONResponse(await _store(services, value))
+    except InvalidUpload:
+        services.metrics.uploads.labels("unknown", "refused").inc()
+        raise
+
+
+@router.post(
+    "/api/upload-user-data/batch",
+    responses=_ERRORS,
+    openapi_extra=_json_body_doc(BatchRequest),
+    summary="Store several queued uploads, each answered on its own",
+)
+async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
+    """Answers ``{"status": "success", "results": [...]}``: one result per upload, in order.
+
+    Each result carries ``httpStatus`` (what the single endpoint would have answered), the
+    item's ``uploadId``, and either the success fields or ``error``; the client drops exactly
+    the items whose ``httpStatus`` is 200 (stored) or a 4xx other than 429 (never storable).
+    """
+    value = await _body(request, services)
+    items = parse_batch(value, max_items=services.settings.max_batch_items)
+    results: list[dict[str, Any]] = []
+    for index, item in enumerate(items):
+        upload_id = item.get("uploadId") if isinstance(item, dict) else None
+        try:
+            answer = {**await _store(services, item), "httpStatus": 200}
+        except CollectorError as exc:
+            logger.warning("⚠️ Refused batch item %d (%d): %s", index, exc.status, exc.message)
+            if isinstance(exc, InvalidUpload):
+                services.metrics.uploads.labels("unknown", "refused").inc()
+            answer = {"status": "error", "error": exc.message, "httpStatus": exc.status}
+        results.append({"index": index, "uploadId": upload_id, **answer})
+    return JSONResponse({"status": "success", "results": results})
+
+
+@router.get(
+    "/api/user-status/{participant_id}",
+    responses={404: {"model": ErrorResponse}, 400: {"model": ErrorResponse}},
+    summary="Read back one participant's status (no submissions, no survey answers)",
+)
+async def restore_user_status(
+    participant_id: str, services: ServicesDep
+) -> JSONResponse:
+    """The stored status fields, so the study app can rebuild progress flags and counters."""
+    if not is_valid_participant_id(participant_id):
+        raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")
+    status = await run_in_threadpool(services.uploads.read_status, participant_id)
+    if status is None:
+        raise NotFound(f"no status stored for participant {participant_id}")
+    return JSONResponse({"status": "success", "participantId": participant_id, "userStatus": status})

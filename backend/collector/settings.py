@@ -1,0 +1,83 @@
+"""All configuration, read once from the environment (DESIGN §5) and passed in explicitly."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+StorageKind = Literal["local", "s3"]
+
+
+class Settings(BaseSettings):
+    """The collector's settings. Build one with ``Settings()`` (environment) or with keywords in tests."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    r2_account_id: str | None = None
+    r2_access_key_id: str | None = None
+    r2_secret_access_key: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "auto"
+    r2_bucket_name: str = "hearts-data-cache"
+    data_prefix: str = "volcano-audio-anonymized-data"
+    local_storage_dir: Path = Path("./data")
+
+    host: str = "127.0.0.1"
+    port: int = 5005
+    workers: int = Field(default=1, ge=1)
+    allowed_origins: str = ""
+
+    admin_password: str | None = None
+    max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(default=64, ge=4)
+    max_batch_items: int = Field(default=50, ge=1)
+
+    # How long one upload may spend retrying a failing store before answering 503.
+    storage_deadline_seconds: float = Field(default=5.0, gt=0)
+    storage_timeout_seconds: float = Field(default=3.0, gt=0)
+    retry_after_seconds: int = Field(default=5, ge=1)
+    # A client trickling its body (slow-loris) is cut off after this long.
+    body_timeout_seconds: float = Field(default=15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_admin_password(self) -> Settings:
+        # A placeholder password guarding real participant data is worse than none: refuse it.
+        if self.admin_password is not None and self.admin_password.strip().lower() in {
+            "", "changeme", "change-me", "password", "admin",
+        }:
+            raise ValueError("ADMIN_PASSWORD is a placeholder; set a real secret or leave it unset")
+        return self
+
+    @property
+    def storage_kind(self) -> StorageKind:
+        """``s3`` when credentials or an endpoint are configured, else the local directory."""
+        if self.s3_endpoint_url or (self.r2_account_id and self.r2_access_key_id):
+            return "s3"
+        return "local"
+
+    @property
+    def endpoint_url(self) -> str | None:
+        """The S3 endpoint: ``S3_ENDPOINT_URL`` if set, else the R2 account's endpoint."""
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        if self.r2_account_id:
+            return f"https://{self.r2_account_id}.r2.cloudflarestorage.com"
+        return None
+
+    @property
+    def cors_origins(self) -> list[str]:
+        """Origins allowed by CORS; ``*`` on the local default so a study page on any port works."""
+        origins = [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+        if origins:
+            return origins
+        return ["*"] if self.storage_kind == "local" else []
+
+    def with_generated_admin_password(self) -> tuple[Settings, bool]:
+        """Return settings that have an admin password, and whether one had to be generated."""
+        if self.admin_password:
+            return self, False
+        return self.model_copy(update={"admin_password": secrets.token_urlsafe(18)}), True

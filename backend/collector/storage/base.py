@@ -1,0 +1,97 @@
+"""The object-store interface every backend implements, and the errors it raises.
+
+Usage::
+
+    store = LocalStore(Path("./data"))          # or S3Store(...), MemoryStore()
+    etag = store.put(key, body, if_absent=True)  # raises AlreadyExists if the key exists
+    current = store.get(key)                     # StoredObject(body, etag) or raises ObjectNotFound
+    store.put(key, new_body, if_match=current.etag)  # raises PreconditionFailed if it changed
+
+Two conditional writes are all the collector needs for exactly-once semantics across processes:
+*create if absent* for append-only submissions and *compare-and-swap on the ETag* for
+``status.json``. A backend raises ``StorageError`` (or ``TransientStorageError`` when a retry
+might succeed) for anything else that goes wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class StorageError(Exception):
+    """The store failed in a way the caller cannot fix by changing the request."""
+
+
+class TransientStorageError(StorageError):
+    """The store failed in a way that a retry may fix (timeouts, 5xx, throttling, resets)."""
+
+
+class ObjectNotFound(StorageError):
+    """The key does not exist."""
+
+
+class PreconditionFailed(StorageError):
+    """A conditional write lost: the object changed, or appeared, since the caller looked."""
+
+
+class AlreadyExists(PreconditionFailed):
+    """``if_absent=True`` and the key already exists."""
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    body: bytes
+    etag: str
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+def content_etag(body: bytes) -> str:
+    """The ETag S3 gives a single-part upload: the hex MD5 of the body (not for security)."""
+    return hashlib.md5(body, usedforsecurity=False).hexdigest()
+
+
+class ObjectStore(ABC):
+    """A flat key → bytes store with conditional writes. Implementations must be thread-safe."""
+
+    @abstractmethod
+    def put(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """Store ``body`` durably under ``key`` and return its ETag.
+
+        ``if_absent``: fail with ``AlreadyExists`` if the key exists.
+        ``if_match``: fail with ``PreconditionFailed`` unless the stored ETag equals it
+        (a missing key also fails). With neither, overwrite unconditionally.
+        """
+
+    @abstractmethod
+    def get(self, key: str) -> StoredObject:
+        """The object's body and ETag; ``ObjectNotFound`` if absent."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with ``prefix``, in key order."""
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise ``StorageError`` unless the store is reachable and usable."""
+
+    def get_or_none(self, key: str) -> StoredObject | None:
+        """Like ``get``, but None for a missing key."""
+        try:
+            return self.get(key)
+        except ObjectNotFound:
+            return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
+        """Release connections or handles."""

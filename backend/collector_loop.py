@@ -1,0 +1,10 @@
+"""The collector's entry point, kept under the name the seed gives it.
+
+The endpoint ``POST /api/upload-user-data`` lives in ``collector/routes/uploads.py``; the app is
+assembled in ``collector/app.py``. Run ``python backend/collector_loop.py`` or ``collector serve``.
+"""
+
+from collector.cli import main
+
+if __name__ == "__main__":
+    main(["serve"])
