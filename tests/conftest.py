@@ -88,3 +88,24 @@ def client(app: FastAPI) -> Iterator[TestClient]:
     """HTTP to the real app in-process (httpx over ASGI)."""
     with TestClient(app) as test_client:
         yield test_client
+
+
+# Flags that keep Chromium off the network it cannot reach here (and quiet), as root, headless.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """Debian's headless Chromium driven by Playwright (its own browser download is unreachable)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
