@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,9 +17,6 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore, open_store
 
-_bucket_numbers = itertools.count(1)
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real S3 protocol server (moto's standalone server) on a free loopback port."""
@@ -32,7 +29,7 @@ def moto_endpoint() -> Iterator[str]:
 
 def make_bucket(endpoint: str) -> str:
     """A fresh, empty bucket on the S3 server, so tests never see each other's objects."""
-    name = f"test-bucket-{next(_bucket_numbers)}"
+    name = f"test-bucket-{uuid.uuid4().hex[:12]}"
     boto3.client(
         "s3", endpoint_url=endpoint, region_name="us-east-1",
         aws_access_key_id="test", aws_secret_access_key="test",

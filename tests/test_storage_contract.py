@@ -1,0 +1,119 @@
+"""The ObjectStore contract, run against every backend: memory, local folder, S3 (moto)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from collector.storage import (
+    AlreadyExists,
+    LocalStore,
+    MemoryStore,
+    ObjectNotFound,
+    ObjectStore,
+    PreconditionFailed,
+    StorageError,
+    open_store,
+)
+from tests.conftest import s3_settings
+
+
+@pytest.fixture(params=["memory", "local", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ObjectStore]:
+    if request.param == "memory":
+        yield MemoryStore()
+    elif request.param == "local":
+        yield LocalStore(tmp_path / "root")
+    else:
+        store = open_store(s3_settings(request.getfixturevalue("moto_endpoint")))
+        yield store
+        store.close()
+
+
+def test_create_if_absent_refuses_an_existing_key(any_store: ObjectStore) -> None:
+    etag = any_store.put("a/b.json", b"one", if_absent=True)
+    with pytest.raises(AlreadyExists):
+        any_store.put("a/b.json", b"two", if_absent=True)
+    stored = any_store.get("a/b.json")
+    assert stored.body == b"one"
+    assert stored.etag == etag
+
+
+def test_compare_and_swap_needs_the_current_etag(any_store: ObjectStore) -> None:
+    first = any_store.put("s.json", b"v1")
+    second = any_store.put("s.json", b"v2", if_match=first)
+    with pytest.raises(PreconditionFailed):
+        any_store.put("s.json", b"v3", if_match=first)  # stale
+    assert any_store.get("s.json").body == b"v2"
+    assert any_store.get("s.json").etag == second
+
+
+def test_compare_and_swap_on_a_missing_key_fails(any_store: ObjectStore) -> None:
+    with pytest.raises(PreconditionFailed):
+        any_store.put("missing.json", b"x", if_match="0123456789abcdef0123456789abcdef")
+    assert any_store.get_or_none("missing.json") is None
+
+
+def test_get_of_a_missing_key(any_store: ObjectStore) -> None:
+    with pytest.raises(ObjectNotFound):
+        any_store.get("nope/x.json")
+
+
+def test_list_is_by_prefix_in_key_order(any_store: ObjectStore) -> None:
+    for key in ["p/b/2.json", "p/a/1.json", "p/b/1.json", "q/x.json", "pa/y.json"]:
+        any_store.put(key, key.encode())
+    assert [i.key for i in any_store.list("p/")] == ["p/a/1.json", "p/b/1.json", "p/b/2.json"]
+    assert [i.key for i in any_store.list("p/b/")] == ["p/b/1.json", "p/b/2.json"]
+    assert [i.size for i in any_store.list("q/")] == [len(b"q/x.json")]
+    assert list(any_store.list("zzz/")) == []
+
+
+def test_racing_creates_have_exactly_one_winner(any_store: ObjectStore) -> None:
+    def create(n: int) -> bool:
+        try:
+            any_store.put("race/one.json", f"writer {n}".encode(), if_absent=True)
+            return True
+        except AlreadyExists:
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        wins = list(pool.map(create, range(32)))
+    assert wins.count(True) == 1
+
+
+def test_racing_compare_and_swaps_lose_no_increment(any_store: ObjectStore) -> None:
+    any_store.put("counter.json", b"0")
+
+    def increment(_: int) -> None:
+        while True:
+            current = any_store.get("counter.json")
+            try:
+                any_store.put("counter.json", str(int(current.body) + 1).encode(), if_match=current.etag)
+                return
+            except PreconditionFailed:
+                continue
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(increment, range(24)))
+    assert any_store.get("counter.json").body == b"24"
+
+
+def test_local_store_leaves_no_temporaries_and_refuses_escaping_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("x/y.json", b"1", if_absent=True)
+    store.put("x/y.json", b"2")
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["y.json"]
+    for key in ["../escape.json", "/abs.json", "x//y.json", "x/.hidden", ""]:
+        with pytest.raises(StorageError):
+            store.put(key, b"no")
+    assert not (tmp_path.parent / "escape.json").exists()
+
+
+def test_local_store_hides_interrupted_writes_from_listing(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    store.put("d/real.json", b"{}")
+    (tmp_path / "d" / ".real.json.tmp-deadbeef").write_bytes(b"{half")  # a crash mid-write
+    assert [i.key for i in store.list("d/")] == ["d/real.json"]
