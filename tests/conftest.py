@@ -17,6 +17,7 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore, open_store
 
+
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     """A real S3 protocol server (moto's standalone server) on a free loopback port."""
@@ -31,17 +32,24 @@ def make_bucket(endpoint: str) -> str:
     """A fresh, empty bucket on the S3 server, so tests never see each other's objects."""
     name = f"test-bucket-{uuid.uuid4().hex[:12]}"
     boto3.client(
-        "s3", endpoint_url=endpoint, region_name="us-east-1",
-        aws_access_key_id="test", aws_secret_access_key="test",
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
     ).create_bucket(Bucket=name)
     return name
 
 
 def s3_settings(endpoint: str, **overrides: object) -> Settings:
     return Settings(
-        s3_endpoint_url=endpoint, r2_access_key_id="test", r2_secret_access_key="test",
-        s3_region="us-east-1", r2_bucket_name=make_bucket(endpoint),
-        admin_password="test-admin-password-1", **overrides,
+        s3_endpoint_url=endpoint,
+        r2_access_key_id="test",
+        r2_secret_access_key="test",
+        s3_region="us-east-1",
+        r2_bucket_name=make_bucket(endpoint),
+        admin_password="test-admin-password-1",
+        **overrides,
     )
 
 
@@ -89,8 +97,13 @@ def client(app: FastAPI) -> Iterator[TestClient]:
 
 # Flags that keep Chromium off the network it cannot reach here (and quiet), as root, headless.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",
 ]
 

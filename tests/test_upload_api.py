@@ -25,8 +25,11 @@ def read_json(store: ObjectStore, key: str) -> dict:
 
 def submission(pid: str = "P001ABC", timestamp: str = "2025-11-19T14:30:45.123Z", **extra: object) -> dict:
     return {
-        "participantId": pid, "timestamp": timestamp, "uploadType": "submission",
-        "submissionData": {"regions": [1, 2], "survey": {"q1": "a"}}, **extra,
+        "participantId": pid,
+        "timestamp": timestamp,
+        "uploadType": "submission",
+        "submissionData": {"regions": [1, 2], "survey": {"q1": "a"}},
+        **extra,
     }
 
 
@@ -54,8 +57,11 @@ def test_design_example_keeps_every_field_and_names_file_by_upload_timestamp(
     client: TestClient, store: ObjectStore
 ) -> None:
     body = submission(
-        hasSeenWelcome=True, weeklySessionCount=2, sessionHistory=[{"start": 1}],
-        totalSessionTimeHours=2.0, someFutureField={"nested": ["kept"]},
+        hasSeenWelcome=True,
+        weeklySessionCount=2,
+        sessionHistory=[{"start": 1}],
+        totalSessionTimeHours=2.0,
+        someFutureField={"nested": ["kept"]},
     )
     answer = client.post(URL, json=body).json()
     assert answer["timestamp"] == "2025-11-19T14:30:45.123Z"
@@ -81,14 +87,18 @@ def test_status_upload_writes_only_status(client: TestClient, store: ObjectStore
     assert stored_keys(store, layout) == [layout.status_key("S1")]
 
 
-def test_identical_retry_creates_nothing_new(client: TestClient, store: ObjectStore, layout: KeyLayout) -> None:
+def test_identical_retry_creates_nothing_new(
+    client: TestClient, store: ObjectStore, layout: KeyLayout
+) -> None:
     first = client.post(URL, json=submission()).json()
     again = client.post(URL, json=submission()).json()
     assert again["filesUploaded"] == first["filesUploaded"]
     assert len([k for k in stored_keys(store, layout) if "/submissions/" in k]) == 1
 
 
-def test_retry_with_same_upload_id_is_recognised(client: TestClient, store: ObjectStore, layout: KeyLayout) -> None:
+def test_retry_with_same_upload_id_is_recognised(
+    client: TestClient, store: ObjectStore, layout: KeyLayout
+) -> None:
     first = client.post(URL, json=submission(uploadId="u-1")).json()
     # Same uploadId, same second: the same upload even if a counter changed in between.
     again = client.post(URL, json=submission(uploadId="u-1", weeklySessionCount=3)).json()
@@ -133,7 +143,9 @@ def test_missing_timestamp_uses_server_time(client: TestClient, store: ObjectSto
 
 
 def test_sendbeacon_text_plain_is_accepted(client: TestClient) -> None:
-    answer = client.post(URL, content=json.dumps(SEED_BODY), headers={"Content-Type": "text/plain;charset=UTF-8"})
+    answer = client.post(
+        URL, content=json.dumps(SEED_BODY), headers={"Content-Type": "text/plain;charset=UTF-8"}
+    )
     assert answer.status_code == 200
 
 
@@ -150,9 +162,13 @@ REFUSALS = [
     pytest.param({"participantId": "P1\n"}, 400, "participantId", id="trailing-newline"),
     pytest.param({"participantId": 12345}, 400, "participantId", id="number-id"),
     pytest.param({"participantId": "P1", "uploadType": "weird"}, 422, "uploadType", id="unknown-upload-type"),
-    pytest.param({"participantId": "P1", "uploadType": "submission"}, 422, "submissionData", id="no-submission-data"),
     pytest.param(
-        {"participantId": "P1", "uploadType": "submission", "submissionData": "x"}, 422, "submissionData",
+        {"participantId": "P1", "uploadType": "submission"}, 422, "submissionData", id="no-submission-data"
+    ),
+    pytest.param(
+        {"participantId": "P1", "uploadType": "submission", "submissionData": "x"},
+        422,
+        "submissionData",
         id="submission-data-not-object",
     ),
     pytest.param({"participantId": "P1", "timestamp": 5}, 422, "timestamp", id="timestamp-not-string"),
@@ -164,8 +180,13 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("body", "status", "mentions"), REFUSALS)
 def test_bad_upload_is_refused_and_stores_nothing(
-    client: TestClient, store: ObjectStore, layout: KeyLayout, caplog: pytest.LogCaptureFixture,
-    body: object, status: int, mentions: str,
+    client: TestClient,
+    store: ObjectStore,
+    layout: KeyLayout,
+    caplog: pytest.LogCaptureFixture,
+    body: object,
+    status: int,
+    mentions: str,
 ) -> None:
     answer = client.post(URL, json=body)
     assert answer.status_code == status
@@ -182,10 +203,15 @@ RAW_REFUSALS = [
     pytest.param(DEEP.encode(), "application/json", 400, "nested deeper", id="deep-nesting"),
     pytest.param(("[" * 100_000).encode(), "application/json", 400, "nested deeper", id="absurd-nesting"),
     pytest.param(
-        b'{"participantId": "P1", "participantId": "P2"}', "application/json", 400, "twice",
+        b'{"participantId": "P1", "participantId": "P2"}',
+        "application/json",
+        400,
+        "twice",
         id="duplicate-key",
     ),
-    pytest.param(b"participantId=P1", "application/x-www-form-urlencoded", 415, "application/json", id="form"),
+    pytest.param(
+        b"participantId=P1", "application/x-www-form-urlencoded", 415, "application/json", id="form"
+    ),
     pytest.param(b"<xml/>", "application/xml", 415, "application/json", id="xml"),
     pytest.param(b"{}", "", 415, "application/json", id="no-content-type"),
 ]
@@ -193,8 +219,13 @@ RAW_REFUSALS = [
 
 @pytest.mark.parametrize(("raw", "content_type", "status", "mentions"), RAW_REFUSALS)
 def test_malformed_body_is_refused_and_stores_nothing(
-    client: TestClient, store: ObjectStore, layout: KeyLayout,
-    raw: bytes, content_type: str, status: int, mentions: str,
+    client: TestClient,
+    store: ObjectStore,
+    layout: KeyLayout,
+    raw: bytes,
+    content_type: str,
+    status: int,
+    mentions: str,
 ) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
     answer = client.post(URL, content=raw, headers=headers)
@@ -204,7 +235,9 @@ def test_malformed_body_is_refused_and_stores_nothing(
     assert stored_keys(store, layout) == []
 
 
-def test_oversized_body_is_refused_by_its_declared_length(client: TestClient, store: ObjectStore, layout: KeyLayout) -> None:
+def test_oversized_body_is_refused_by_its_declared_length(
+    client: TestClient, store: ObjectStore, layout: KeyLayout
+) -> None:
     limit = client.app.state.services.settings.max_upload_bytes
     body = json.dumps(submission(padding="x" * limit)).encode()
     answer = client.post(URL, content=body, headers={"Content-Type": "application/json"})
@@ -217,6 +250,7 @@ def test_oversized_chunked_body_is_cut_off_while_streaming(
     client: TestClient, store: ObjectStore, layout: KeyLayout
 ) -> None:
     limit = client.app.state.services.settings.max_upload_bytes
+
     def chunks():  # no Content-Length: the server must count as it reads
         for _ in range(limit // 65536 + 10):
             yield b" " * 65536

@@ -27,7 +27,8 @@ def load_settings(**overrides: object) -> Settings:
 
 def configure_logging() -> None:
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
 
@@ -44,8 +45,7 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the collector until interrupted."""
     configure_logging()
-    settings, generated = load_settings(host=host, port=port, workers=workers)\
-        .with_generated_admin_password()
+    settings, generated = load_settings(host=host, port=port, workers=workers).with_generated_admin_password()
     if generated:
         # Like Jupyter's token: printed once, handed to every worker through the environment.
         click.echo(f"Admin dashboard password (generated): {settings.admin_password}", err=True)
@@ -57,12 +57,13 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     )
     logger.info(
         "Collector on http://%s:%d storing into %s (%d worker(s))",
-        settings.host, settings.port, where, settings.workers,
+        settings.host,
+        settings.port,
+        where,
+        settings.workers,
     )
     # Workers re-read the environment; overrides from the command line travel the same way.
-    os.environ.update(
-        {"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)}
-    )
+    os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)})
     uvicorn.run(
         "collector.app:create_app_from_environment",
         factory=True,

@@ -26,9 +26,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CollectorError)
     async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
         retry_after = exc.retry_after if isinstance(exc, RateLimited | StorageUnavailable) else None
-        logger.warning(
-            "⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message
-        )
+        logger.warning("⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message)
         return error_response(exc.status, exc.message, retry_after=retry_after)
 
     @app.exception_handler(StarletteHTTPException)

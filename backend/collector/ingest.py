@@ -72,7 +72,9 @@ class UploadService:
         except StorageError as exc:
             logger.warning(
                 "⚠️ Storage failed for %s (%s upload): %s",
-                upload.participant_id, upload.upload_type, exc,
+                upload.participant_id,
+                upload.upload_type,
+                exc,
             )
             raise StorageUnavailable(
                 "storage is unavailable right now; the upload was not stored, please retry",
@@ -83,9 +85,7 @@ class UploadService:
         if submission_key:
             files.append(submission_key)
         logger.info("✅ Uploaded user data for %s: %s", upload.participant_id, files)
-        return UploadResult(
-            upload.participant_id, upload.timestamp_text, files, not status_written
-        )
+        return UploadResult(upload.participant_id, upload.timestamp_text, files, not status_written)
 
     def _store_submission(self, upload: Upload, stamped: dict[str, Any]) -> str:
         body = _encode(stamped)

@@ -71,7 +71,7 @@ class KeyLayout:
         """What a key is (status or submission, whose), or None when it does not fit the layout."""
         if not key.startswith(self.participants_root):
             return None
-        parts = key[len(self.participants_root):].split("/")
+        parts = key[len(self.participants_root) :].split("/")
         if len(parts) < 2 or not is_valid_participant_id(parts[0]):
             return None
         participant_id, rest = parts[0], "/".join(parts[1:])

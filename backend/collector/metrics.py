@@ -13,21 +13,29 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.uploads = Counter(
-            "collector_uploads", "Uploads handled, by upload type and outcome.",
-            ["upload_type", "outcome"], registry=self.registry,
+            "collector_uploads",
+            "Uploads handled, by upload type and outcome.",
+            ["upload_type", "outcome"],
+            registry=self.registry,
         )
         self.storage_seconds = Histogram(
-            "collector_storage_request_seconds", "Latency of one storage request.",
-            ["operation"], registry=self.registry,
+            "collector_storage_request_seconds",
+            "Latency of one storage request.",
+            ["operation"],
+            registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.storage_retries = Counter(
-            "collector_storage_retries", "Storage requests retried after a transient failure.",
-            ["operation"], registry=self.registry,
+            "collector_storage_retries",
+            "Storage requests retried after a transient failure.",
+            ["operation"],
+            registry=self.registry,
         )
         self.storage_failures = Counter(
-            "collector_storage_failures", "Storage requests that failed for good.",
-            ["operation"], registry=self.registry,
+            "collector_storage_failures",
+            "Storage requests that failed for good.",
+            ["operation"],
+            registry=self.registry,
         )
 
     def render(self) -> bytes:

@@ -69,8 +69,7 @@ def parse_upload(value: Any, *, received_at: datetime) -> Upload:
         raise InvalidUpload("participantId is required")
     if not is_valid_participant_id(participant_id):
         raise InvalidUpload(
-            "participantId must be 1 to 64 letters, digits, '_' or '-' (got "
-            f"{_preview(participant_id)})"
+            f"participantId must be 1 to 64 letters, digits, '_' or '-' (got {_preview(participant_id)})"
         )
     upload_type = value.get("uploadType")
     if upload_type is None:
@@ -159,7 +158,9 @@ class UploadRequest(BaseModel):
     )
     timestamp: str | None = Field(default=None, examples=["2025-11-19T14:30:45.123Z"])
     uploadId: str | None = Field(
-        default=None, min_length=1, max_length=128,
+        default=None,
+        min_length=1,
+        max_length=128,
         description="Client-generated id; a retry with the same id stores nothing new.",
     )
     submissionData: dict[str, Any] | None = Field(

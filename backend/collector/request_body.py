@@ -14,9 +14,7 @@ from .models import parse_json
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
 
 
-async def read_json_body(
-    request: Request, *, max_bytes: int, max_depth: int, timeout_seconds: float
-) -> Any:
+async def read_json_body(request: Request, *, max_bytes: int, max_depth: int, timeout_seconds: float) -> Any:
     """The decoded JSON body, or an ``InvalidUpload`` subclass saying what is wrong with it."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:

@@ -47,7 +47,11 @@ class Settings(BaseSettings):
     def _check_admin_password(self) -> Settings:
         # A placeholder password guarding real participant data is worse than none: refuse it.
         if self.admin_password is not None and self.admin_password.strip().lower() in {
-            "", "changeme", "change-me", "password", "admin",
+            "",
+            "changeme",
+            "change-me",
+            "password",
+            "admin",
         }:
             raise ValueError("ADMIN_PASSWORD is a placeholder; set a real secret or leave it unset")
         return self

@@ -50,7 +50,9 @@ def _json_body_doc(model: type) -> dict[str, Any]:
 async def _body(request: Request, services: Services) -> Any:
     s = services.settings
     return await read_json_body(
-        request, max_bytes=s.max_upload_bytes, max_depth=s.max_json_depth,
+        request,
+        max_bytes=s.max_upload_bytes,
+        max_depth=s.max_json_depth,
         timeout_seconds=s.body_timeout_seconds,
     )
 
@@ -60,9 +62,7 @@ async def _store(services: Services, value: Any) -> dict[str, Any]:
     received_at = datetime.now(UTC)
     upload = parse_upload(value, received_at=received_at)
     try:
-        result = await run_in_threadpool(
-            services.uploads.store_upload, upload, received_at=received_at
-        )
+        result = await run_in_threadpool(services.uploads.store_upload, upload, received_at=received_at)
     except CollectorError:
         services.metrics.uploads.labels(upload.upload_type, "storage_error").inc()
         raise
@@ -121,9 +121,7 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
     responses={404: {"model": ErrorResponse}, 400: {"model": ErrorResponse}},
     summary="Read back one participant's status (no submissions, no survey answers)",
 )
-async def restore_user_status(
-    participant_id: str, services: ServicesDep
-) -> JSONResponse:
+async def restore_user_status(participant_id: str, services: ServicesDep) -> JSONResponse:
     """The stored status fields, so the study app can rebuild progress flags and counters."""
     if not is_valid_participant_id(participant_id):
         raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")

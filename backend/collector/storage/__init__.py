@@ -19,9 +19,19 @@ from .retrying import RetryingStore
 from .s3 import S3Store
 
 __all__ = [
-    "AlreadyExists", "LocalStore", "MemoryStore", "ObjectInfo", "ObjectNotFound", "ObjectStore",
-    "PreconditionFailed", "RetryingStore", "S3Store", "StorageError", "StoredObject",
-    "TransientStorageError", "open_store",
+    "AlreadyExists",
+    "LocalStore",
+    "MemoryStore",
+    "ObjectInfo",
+    "ObjectNotFound",
+    "ObjectStore",
+    "PreconditionFailed",
+    "RetryingStore",
+    "S3Store",
+    "StorageError",
+    "StoredObject",
+    "TransientStorageError",
+    "open_store",
 ]
 
 
@@ -37,4 +47,3 @@ def open_store(settings: Settings) -> ObjectStore:
             timeout_seconds=settings.storage_timeout_seconds,
         )
     return LocalStore(settings.local_storage_dir)
-

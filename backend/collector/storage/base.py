@@ -64,9 +64,7 @@ class ObjectStore(ABC):
     """A flat key → bytes store with conditional writes. Implementations must be thread-safe."""
 
     @abstractmethod
-    def put(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         """Store ``body`` durably under ``key`` and return its ETag.
 
         ``if_absent``: fail with ``AlreadyExists`` if the key exists.

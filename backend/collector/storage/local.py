@@ -41,9 +41,7 @@ class LocalStore(ObjectStore):
             raise StorageError(f"key not allowed in a local store: {key!r}")
         return self.root.joinpath(*parts)
 
-    def put(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         path = self._path(key)
         try:
             self._make_dirs(path.parent)

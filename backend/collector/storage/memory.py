@@ -22,9 +22,7 @@ class MemoryStore(ObjectStore):
         self._objects: dict[str, tuple[bytes, str, datetime]] = {}
         self._lock = threading.Lock()
 
-    def put(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         etag = content_etag(body)
         with self._lock:
             current = self._objects.get(key)

@@ -58,16 +58,10 @@ class RetryingStore(ObjectStore):
                     self.metrics.storage_failures.labels(operation).inc()
                 raise
             finally:
-                self.metrics.storage_seconds.labels(operation).observe(
-                    time.perf_counter() - started
-                )
+                self.metrics.storage_seconds.labels(operation).observe(time.perf_counter() - started)
 
-    def put(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
-        return self._call(
-            "put", lambda: self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
-        )
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        return self._call("put", lambda: self.inner.put(key, body, if_absent=if_absent, if_match=if_match))
 
     def get(self, key: str) -> StoredObject:
         return self._call("get", lambda: self.inner.get(key))

@@ -28,8 +28,17 @@ from .base import (
 # Codes a later retry can succeed on. 409 ConditionalRequestConflict is S3's answer to two
 # conditional writes racing on one key: the caller re-reads and tries again.
 _TRANSIENT_CODES = {
-    "InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "Throttling",
-    "ThrottlingException", "RequestTimeTooSkewed", "500", "502", "503", "504",
+    "InternalError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "RequestTimeout",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeTooSkewed",
+    "500",
+    "502",
+    "503",
+    "504",
 }
 
 
@@ -61,9 +70,7 @@ class S3Store(ObjectStore):
             ),
         )
 
-    def put(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         conditions: dict[str, str] = {}
         if if_absent:
             conditions["IfNoneMatch"] = "*"
@@ -71,8 +78,11 @@ class S3Store(ObjectStore):
             conditions["IfMatch"] = _quoted(if_match)
         try:
             answer = self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body,
-                ContentType="application/json", **conditions,
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                **conditions,
             )
         except ClientError as exc:
             code = _code(exc)
