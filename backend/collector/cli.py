@@ -1,16 +1,24 @@
-"""The ``collector`` command line: ``serve`` (and, with the research tools, ``export``/``verify``)."""
+"""The ``collector`` command line: ``serve``, and the research tools ``export`` and ``verify``."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 import uvicorn
 from pydantic import ValidationError
 
+from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
+from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
+from .metrics import Metrics
+from .progress import ObjectProgress
 from .settings import Settings
+from .storage import ObjectStore, RetryingStore, StorageError, open_store
+from .verify import VerifyFailed, verify_bucket
 
 logger = logging.getLogger("collector")
 
@@ -74,3 +82,122 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         access_log=False,
         timeout_keep_alive=5,
     )
+
+
+def open_bucket(settings: Settings) -> ObjectStore:
+    """The configured store, checked, with transient failures retried; a clear error if unusable."""
+    store = RetryingStore(open_store(settings), Metrics(), deadline_seconds=30.0)
+    try:
+        store.check()
+    except StorageError as exc:
+        store.close()
+        raise click.ClickException(_storage_hint(settings, exc)) from exc
+    return store
+
+
+def _storage_hint(settings: Settings, exc: StorageError) -> str:
+    text = str(exc)
+    if settings.storage_kind == "local":
+        return f"cannot use the local folder: {text}"
+    if "(HTTP 404)" in text or "NoSuchBucket" in text:
+        return f"bucket {settings.r2_bucket_name!r} does not exist at {settings.endpoint_url} ({text})"
+    if "(HTTP 403)" in text or "(HTTP 401)" in text or "(HTTP 400)" in text:
+        return f"the bucket refused the credentials; check R2_ACCESS_KEY_ID/R2_SECRET_ACCESS_KEY ({text})"
+    return f"cannot reach the bucket: {text}"
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = parse_timestamp(value if "T" in value else f"{value}T00:00:00Z")
+    if moment is None:
+        raise click.BadParameter("use a date like 2025-11-19 or 2025-11-19T14:30:00Z", param_hint="--since")
+    return moment.astimezone(UTC)
+
+
+@main.command()
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Directory to write the tables and README into (created if missing).",
+)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--participant", "participants", multiple=True, help="Only this participant (repeatable).")
+@click.option("--since", help="Only what was uploaded on or after this date (YYYY-MM-DD, UTC).")
+@click.option("--strict", is_flag=True, help="Stop at the first corrupt object instead of skipping it.")
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
+)
+def export(
+    out_dir: Path, fmt: str, participants: tuple[str, ...], since: str | None, strict: bool, workers: int
+) -> None:
+    """Export the bucket as tables (participants, submissions, sessions, responses) + README."""
+    configure_logging()
+    for pid in participants:
+        if not is_valid_participant_id(pid):
+            raise click.BadParameter(f"not a participant ID: {pid!r}", param_hint="--participant")
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        with ObjectProgress("Exporting") as progress:
+            report = export_bucket(
+                store,
+                KeyLayout(settings.data_prefix),
+                DirectorySink(out_dir),
+                fmt=fmt,  # type: ignore[arg-type]
+                participant_ids=participants,
+                since=_since(since),
+                strict=strict,
+                workers=workers,
+                progress=progress,
+            )
+    except (ExportFailed, ExportDependencyMissing) as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    counts = ", ".join(f"{count} {name}" for name, count in report.rows.items())
+    click.echo(f"Exported {counts} into {out_dir}", err=True)
+    if report.problems:  # each was logged with its key as it was met
+        click.echo(f"{len(report.problems)} corrupt object(s) left out (keys above)", err=True)
+
+
+@main.command()
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
+)
+@click.option(
+    "--max-listed", type=int, default=50, show_default=True, help="Defects listed per kind (all are counted)."
+)
+def verify(workers: int, max_listed: int) -> None:
+    """Check the bucket against the layout; exit status 1 when anything is wrong."""
+    configure_logging()
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        with ObjectProgress("Verifying") as progress:
+            report = verify_bucket(
+                store, KeyLayout(settings.data_prefix), workers=workers, on_object=progress.advance
+            )
+    except VerifyFailed as exc:
+        raise click.ClickException(str(exc)) from exc
+    finally:
+        store.close()
+    shown: dict[str, int] = {}
+    for defect in report.defects:
+        shown[defect.kind] = shown.get(defect.kind, 0) + 1
+        if shown[defect.kind] <= max_listed:
+            click.echo(f"{defect.kind}: {defect.key} ({defect.detail})")
+    click.echo(
+        f"{report.objects} objects, {report.participants} participants, {report.statuses} status "
+        f"files, {report.submissions} submissions; "
+        + (
+            "no problems found"
+            if report.ok
+            else f"{len(report.defects)} problem(s): "
+            + ", ".join(f"{report.count(kind)} {kind}" for kind in shown)
+        )
+    )
+    if not report.ok:
+        sys.exit(1)

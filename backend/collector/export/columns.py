@@ -1,0 +1,123 @@
+"""The exported tables and their columns: one declaration drives the writers and the data dictionary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+ColumnType = Literal["string", "int64", "float64", "bool"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: ColumnType
+    description: str
+    source: str | None = None  # the status.json field it is read from, if any
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    description: str
+    columns: tuple[Column, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+
+_TIME = "ISO-8601 UTC text"
+
+PARTICIPANTS = Table(
+    "participants",
+    "One row per participant that has a status.json (their latest state), ordered by participant_id.",
+    (
+        Column("participant_id", "string", "Participant ID (the folder name in the bucket)."),
+        Column("status_key", "string", "Object key of the status.json."),
+        Column("timestamp", "string", f"The upload's own timestamp ({_TIME}), as sent.", "timestamp"),
+        Column(
+            "server_received_at", "string", f"When the collector stored it ({_TIME}).", "serverReceivedAt"
+        ),
+        Column(
+            "upload_type", "string", "Type of the upload that wrote it: submission or status.", "uploadType"
+        ),
+        Column("has_seen_participant_setup", "bool", "Saw the participant setup.", "hasSeenParticipantSetup"),
+        Column("has_seen_welcome", "bool", "Saw the welcome screen.", "hasSeenWelcome"),
+        Column("has_seen_tutorial", "bool", "Saw the tutorial.", "hasSeenTutorial"),
+        Column("tutorial_completed", "bool", "Completed the tutorial.", "tutorialCompleted"),
+        Column("weekly_session_count", "int64", "Sessions this week.", "weeklySessionCount"),
+        Column("week_start_date", "string", "Start of the current study week.", "weekStartDate"),
+        Column("last_awesf_date", "string", "Date of the last AWESF questionnaire.", "lastAwesfDate"),
+        Column("total_sessions_started", "int64", "Sessions started, all time.", "totalSessionsStarted"),
+        Column(
+            "total_sessions_completed", "int64", "Sessions completed, all time.", "totalSessionsCompleted"
+        ),
+        Column("total_session_time_ms", "float64", "Total session time in milliseconds.", "totalSessionTime"),
+        Column(
+            "total_session_time_hours", "float64", "Total session time in hours.", "totalSessionTimeHours"
+        ),
+        Column(
+            "current_session_start",
+            "string",
+            "Start of the session in progress, if any.",
+            "currentSessionStart",
+        ),
+        Column("selected_volcano", "string", "Volcano chosen.", "selectedVolcano"),
+        Column("selected_mode", "string", "Mode chosen (e.g. study).", "selectedMode"),
+        Column("session_count", "int64", "Records in sessionHistory (see the sessions table)."),
+        Column("response_count", "int64", "Answers in participantResponses (see the responses table)."),
+        Column("submission_count", "int64", "Submission files stored for this participant."),
+        Column(
+            "extra_json",
+            "string",
+            "Every other status.json field, as a JSON object with sorted keys; also holds a known "
+            "field whose value did not have the column's type (that column is then empty).",
+        ),
+    ),
+)
+
+SUBMISSIONS = Table(
+    "submissions",
+    "One row per submission file, ordered by key (so by participant, then time).",
+    (
+        Column("participant_id", "string", "Participant ID."),
+        Column("key", "string", "Object key of the submission file."),
+        Column("submitted_at", "string", f"Time in the file name: the upload's timestamp ({_TIME})."),
+        Column("size_bytes", "int64", "Size of the file in bytes."),
+        Column("upload_type", "string", "uploadType inside the file (submission)."),
+        Column("timestamp", "string", "The upload's own timestamp, as sent."),
+        Column("server_received_at", "string", f"When the collector stored it ({_TIME})."),
+        Column("upload_id", "string", "Client-generated uploadId, if sent."),
+        Column("submission_json", "string", "The whole file (upload fields and submissionData) as JSON."),
+    ),
+)
+
+SESSIONS = Table(
+    "sessions",
+    "One row per record of sessionHistory in status.json, ordered by participant_id, session_index.",
+    (
+        Column("participant_id", "string", "Participant ID."),
+        Column("session_index", "int64", "Position of the record in sessionHistory, from 0."),
+        Column("started_at", "string", f"Session start ({_TIME}), from startTime/start/startedAt."),
+        Column("ended_at", "string", f"Session end ({_TIME}), from endTime/end/endedAt/completedAt."),
+        Column("duration_ms", "float64", "Duration in ms, from duration/durationMs/sessionDuration."),
+        Column("completed", "bool", "From completed/isCompleted; else true when the record has an end."),
+        Column("record_json", "string", "The whole record as JSON, whatever its fields."),
+    ),
+)
+
+RESPONSES = Table(
+    "responses",
+    "Survey answers: one row per participant x question, from participantResponses in status.json "
+    "(the study sends its full local state, so the latest status holds every answer given so far). "
+    "Ordered by participant_id, then the order of the answers in the document.",
+    (
+        Column("participant_id", "string", "Participant ID."),
+        Column("question", "string", "Question key; nested objects give dotted paths (survey.q1)."),
+        Column("value", "string", "The answer: text as is, anything else as JSON (numbers, lists)."),
+        Column("value_type", "string", "JSON type of the answer: string, number, boolean, array, null."),
+    ),
+)
+
+TABLES = (PARTICIPANTS, SUBMISSIONS, SESSIONS, RESPONSES)

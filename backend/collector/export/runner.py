@@ -1,0 +1,196 @@
+"""The export: list the bucket once, read status and submission files concurrently, write four tables.
+
+Order is fixed (participants by ID, submissions by key) and every value is typed by its column,
+so two exports of the same bucket are byte-identical. A file that cannot be read or is not a
+JSON object is reported with its key and left out; ``strict`` makes it fatal instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from ..keys import KeyLayout
+from ..records import stored_moment
+from ..scan import DEFAULT_READERS, BucketListing, ParticipantObjects, decode_object, list_bucket, read_many
+from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, Table
+from .dictionary import data_dictionary
+from .rows import participant_row, response_rows, session_rows, submission_row
+from .writers import Format, Sink, TableWriter, open_writer
+
+logger = logging.getLogger(__name__)
+
+README_NAME = "README.md"
+
+
+class ExportFailed(Exception):
+    """The export stopped: storage failed, or ``strict`` and a file was unreadable."""
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int = 1) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int) -> None:
+        return None
+
+    def advance(self, count: int = 1) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str
+    reason: str
+
+
+@dataclass
+class ExportReport:
+    rows: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+
+def table_file_name(table: Table, fmt: Format) -> str:
+    return f"{table.name}.{fmt}"
+
+
+def export_bucket(
+    store: ObjectStore,
+    layout: KeyLayout,
+    sink: Sink,
+    *,
+    fmt: Format = "csv",
+    participant_ids: Collection[str] = (),
+    since: datetime | None = None,
+    strict: bool = False,
+    workers: int = DEFAULT_READERS,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Write the four tables and the data dictionary into ``sink``; what happened in the report."""
+    progress = progress or _NoProgress()
+    report = ExportReport(rows={table.name: 0 for table in TABLES})
+    try:
+        listing = _selected(list_bucket(store, layout), participant_ids)
+    except StorageError as exc:
+        raise ExportFailed(f"cannot list the bucket: {exc}") from exc
+    submissions = [
+        (entry, info)
+        for entry in listing.participants.values()
+        for info in entry.submissions
+        if since is None or _submitted_at(layout, info.key) >= since
+    ]
+    statuses = [entry for entry in listing.participants.values() if entry.status is not None]
+    progress.start(len(statuses) + len(submissions))
+
+    with sink.open(README_NAME) as out:
+        out.write(data_dictionary(fmt).encode("utf-8"))
+    report.files.append(README_NAME)
+    with ExitStack() as stack:
+        writers: dict[str, TableWriter] = {}
+        for table in TABLES:
+            out = stack.enter_context(sink.open(table_file_name(table, fmt)))
+            writers[table.name] = open_writer(fmt, table, out)
+            stack.callback(writers[table.name].close)  # runs before the sink closes the file
+            report.files.append(table_file_name(table, fmt))
+        recent = {entry.participant_id for entry, _ in submissions}
+        _export_statuses(store, statuses, writers, report, progress, since, recent, strict, workers)
+        _export_submissions(store, layout, submissions, writers, report, progress, strict, workers)
+    return report
+
+
+def _export_statuses(
+    store: ObjectStore,
+    statuses: list[ParticipantObjects],
+    writers: dict[str, TableWriter],
+    report: ExportReport,
+    progress: Progress,
+    since: datetime | None,
+    recent: set[str],
+    strict: bool,
+    workers: int,
+) -> None:
+    by_key = {entry.status.key: entry for entry in statuses if entry.status}
+    for key, body in read_many(store, by_key, workers=workers):
+        progress.advance()
+        status = _decoded(key, body, report, strict)
+        if status is None:
+            continue
+        entry = by_key[key]
+        if since is not None and entry.participant_id not in recent:
+            moment = stored_moment(status)
+            if moment is None or moment < since:
+                continue
+        pid = entry.participant_id
+        rows = {
+            PARTICIPANTS.name: [participant_row(pid, key, status, len(entry.submissions))],
+            SESSIONS.name: list(session_rows(pid, status)),
+            RESPONSES.name: list(response_rows(pid, status)),
+        }
+        for table_name, table_rows in rows.items():
+            for row in table_rows:
+                writers[table_name].write(row)
+            report.rows[table_name] += len(table_rows)
+
+
+def _export_submissions(
+    store: ObjectStore,
+    layout: KeyLayout,
+    submissions: list[tuple[ParticipantObjects, ObjectInfo]],
+    writers: dict[str, TableWriter],
+    report: ExportReport,
+    progress: Progress,
+    strict: bool,
+    workers: int,
+) -> None:
+    infos = {info.key: (entry, info) for entry, info in submissions}
+    for key, body in read_many(store, infos, workers=workers):
+        progress.advance()
+        document = _decoded(key, body, report, strict)
+        if document is None:
+            continue
+        entry, info = infos[key]
+        parsed = layout.parse(key)
+        writers[SUBMISSIONS.name].write(
+            submission_row(entry.participant_id, info, parsed.submitted_at if parsed else None, document)
+        )
+        report.rows[SUBMISSIONS.name] += 1
+
+
+def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict: bool) -> dict | None:
+    """The document, or None after reporting why it cannot be exported."""
+    if isinstance(body, StorageError):
+        # A file deleted between listing and reading is skippable; a failing store is not.
+        if strict or not isinstance(body, ObjectNotFound):
+            raise ExportFailed(f"cannot read {key}: {body}")
+        reason = "vanished since it was listed"
+    else:
+        try:
+            return decode_object(body)
+        except ValueError as exc:
+            reason = str(exc)
+    if strict:
+        raise ExportFailed(f"corrupt object {key}: {reason} (left out without --strict)")
+    logger.warning("Skipped %s: %s", key, reason)
+    report.problems.append(Problem(key, reason))
+    return None
+
+
+def _selected(listing: BucketListing, participant_ids: Collection[str]) -> BucketListing:
+    if not participant_ids:
+        return listing
+    wanted = set(participant_ids)
+    return BucketListing({p: e for p, e in listing.participants.items() if p in wanted}, listing.stray)
+
+
+def _submitted_at(layout: KeyLayout, key: str) -> datetime:
+    parsed = layout.parse(key)
+    assert parsed is not None and parsed.submitted_at is not None  # listed as a submission
+    return parsed.submitted_at

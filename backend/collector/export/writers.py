@@ -1,0 +1,175 @@
+"""Table writers (CSV, JSON Lines, Parquet) that stream rows into a binary file, and output sinks.
+
+Every writer fixes its column order and types from the table declaration, so the same rows
+always give the same bytes: that is what makes two exports of one bucket identical.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+from .columns import Table
+
+Format = Literal["csv", "parquet", "jsonl"]
+FORMATS: tuple[Format, ...] = ("csv", "parquet", "jsonl")
+PARQUET_ROW_GROUP = 2000
+
+
+class ExportDependencyMissing(RuntimeError):
+    """Parquet was asked for but pyarrow is not installed."""
+
+
+class TableWriter(Protocol):
+    def write(self, row: dict[str, Any]) -> None: ...
+    def close(self) -> None: ...
+
+
+def open_writer(fmt: Format, table: Table, out: IO[bytes]) -> TableWriter:
+    if fmt == "csv":
+        return CsvWriter(table, out)
+    if fmt == "jsonl":
+        return JsonlWriter(table, out)
+    return ParquetWriter(table, out)
+
+
+class CsvWriter:
+    """RFC 4180 CSV, UTF-8, ``\\n`` line ends; booleans as true/false, missing values empty."""
+
+    def __init__(self, table: Table, out: IO[bytes]) -> None:
+        self._text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        self._csv = csv.writer(self._text, lineterminator="\n")
+        self._names = table.column_names
+        self._csv.writerow(self._names)
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._csv.writerow([_csv_cell(row.get(name)) for name in self._names])
+
+    def close(self) -> None:
+        self._text.flush()
+        self._text.detach()  # the sink owns the underlying file
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+class JsonlWriter:
+    """One JSON object per line, keys in column order, every column present (null when missing)."""
+
+    def __init__(self, table: Table, out: IO[bytes]) -> None:
+        self._out = out
+        self._names = table.column_names
+
+    def write(self, row: dict[str, Any]) -> None:
+        line = json.dumps({name: row.get(name) for name in self._names}, ensure_ascii=False)
+        self._out.write(line.encode("utf-8") + b"\n")
+
+    def close(self) -> None:
+        return None
+
+
+class ParquetWriter:
+    """Parquet with an explicit schema, written in row groups so memory stays bounded."""
+
+    def __init__(self, table: Table, out: IO[bytes]) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ExportDependencyMissing(
+                "Parquet needs pyarrow: pip install 'participant-data-collector[export]'"
+            ) from None
+        types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+        self._pa = pa
+        self._schema = pa.schema([pa.field(c.name, types[c.type]) for c in table.columns])
+        self._names = table.column_names
+        self._writer = pq.ParquetWriter(_Tellable(out), self._schema, compression="zstd")
+        self._pending: list[dict[str, Any]] = []
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+        if len(self._pending) >= PARQUET_ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        columns = {name: [row.get(name) for row in self._pending] for name in self._names}
+        self._writer.write_table(self._pa.table(columns, schema=self._schema))
+        self._pending = []
+
+    def close(self) -> None:
+        if self._pending:
+            self._flush()
+        self._writer.close()
+
+
+class _Tellable(io.RawIOBase):
+    """A write-only file that knows its position, for outputs that cannot tell (zip entries)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self._out = out
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        written = self._out.write(bytes(data))
+        self._position += len(data)
+        return written if written is not None else len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:  # the sink owns the underlying file
+        super().close()
+
+
+class Sink(Protocol):
+    """Where exported files go: a directory or a zip archive."""
+
+    def open(self, name: str) -> Any: ...
+
+
+class DirectorySink:
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        # Written beside, then renamed: a reader never sees a half-written table.
+        final = self.directory / name
+        partial = final.with_name(f".{name}.partial")
+        with partial.open("wb") as out:
+            yield out
+        partial.replace(final)
+
+
+class ZipSink:
+    """Into a zip archive. Tables are spooled (to disk past a few MiB) and added when complete,
+    because a zip file takes one entry at a time while the export fills several tables at once."""
+
+    def __init__(self, archive: zipfile.ZipFile, folder: str = "") -> None:
+        self.archive = archive
+        self.folder = folder
+
+    @contextmanager
+    def open(self, name: str) -> Iterator[IO[bytes]]:
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024) as spool:
+            yield spool  # type: ignore[misc]
+            spool.seek(0)
+            with self.archive.open(self.folder + name, "w", force_zip64=True) as entry:
+                shutil.copyfileobj(spool, entry, 1024 * 1024)
