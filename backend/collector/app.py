@@ -13,7 +13,7 @@ from .http_errors import install_error_handlers
 from .ingest import UploadService
 from .keys import KeyLayout
 from .metrics import Metrics
-from .routes import health, uploads
+from .routes import health, static, uploads
 from .services import Services
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, open_store
@@ -48,12 +48,15 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     app.state.services = services
     app.include_router(uploads.router)
     app.include_router(health.router)
+    app.include_router(static.router)
     install_error_handlers(app)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type"],
+        # The browser module reads Retry-After on 429/503; cross-origin it must be exposed.
+        expose_headers=["Retry-After"],
         max_age=600,
     )
     return app

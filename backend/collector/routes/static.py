@@ -1,0 +1,40 @@
+"""Serves the browser module, so a study on any origin can ``import`` it from the collector."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..errors import NotFound
+
+router = APIRouter(tags=["browser module"])
+
+_HERE = Path(__file__).resolve().parent
+# A wheel carries the module in collector/static/ (pyproject force-include); an editable
+# install runs from the repository, where it lives in js/.
+CANDIDATES = (_HERE.parent / "static" / "data-uploader.js", _HERE.parents[2] / "js" / "data-uploader.js")
+
+
+def module_path() -> Path | None:
+    return next((path for path in CANDIDATES if path.is_file()), None)
+
+
+@router.get("/js/data-uploader.js", summary="The browser uploader module (DESIGN §4)")
+async def data_uploader_module(request: Request) -> Response:
+    """The ES module, CORS-open whatever ``ALLOWED_ORIGINS`` says: it is public code, not data."""
+    path = module_path()
+    if path is None:
+        raise NotFound("the browser module is not installed with this collector")
+    body = path.read_bytes()
+    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
+    headers = {
+        "Access-Control-Allow-Origin": "*",
+        "Cache-Control": "no-cache",  # revalidate, so a fixed module reaches participants at once
+        "ETag": etag,
+    }
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/javascript; charset=utf-8", headers=headers)
