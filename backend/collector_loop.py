@@ -4,7 +4,9 @@ The endpoint ``POST /api/upload-user-data`` lives in ``collector/routes/uploads.
 assembled in ``collector/app.py``. Run ``python backend/collector_loop.py`` or ``collector serve``.
 """
 
+import sys
+
 from collector.cli import main
 
 if __name__ == "__main__":
-    main(["serve"])
+    main(sys.argv[1:] or ["serve"])
