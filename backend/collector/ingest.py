@@ -22,7 +22,7 @@ from typing import Any
 from .errors import StorageUnavailable
 from .keys import KeyLayout, format_timestamp, parse_timestamp
 from .models import PRIVATE_STATUS_FIELDS, Upload, without_server_fields
-from .storage import AlreadyExists, ObjectStore, PreconditionFailed, StorageError
+from .storage import ObjectStore, PreconditionFailed, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +89,23 @@ class UploadService:
 
     def _store_submission(self, upload: Upload, stamped: dict[str, Any]) -> str:
         body = _encode(stamped)
-        for attempt in range(1, MAX_SAME_SECOND_SUBMISSIONS + 1):
+        attempt = 1
+        for _ in range(MAX_SAME_SECOND_SUBMISSIONS + MAX_STATUS_ATTEMPTS):
             key = self.layout.submission_key(upload.participant_id, upload.moment, attempt)
             try:
                 self.store.put(key, body, if_absent=True)
                 return key
-            except AlreadyExists:
+            except PreconditionFailed:  # the name is taken, or S3 saw a racing write to it
                 existing = self.store.get_or_none(key)
-                if existing is not None and _same_upload(existing.body, upload):
+                if existing is None:
+                    continue  # the racing write did not land: this name is still free
+                if _same_upload(existing.body, upload):
                     logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
                     return key
-        raise StorageError(f"more than {MAX_SAME_SECOND_SUBMISSIONS} submissions in one second")
+                attempt += 1
+                if attempt > MAX_SAME_SECOND_SUBMISSIONS:
+                    break
+        raise StorageError(f"could not find a free name for a submission of {upload.participant_id}")
 
     def _store_status(self, key: str, upload: Upload, stamped: dict[str, Any]) -> bool:
         """Compare-and-swap ``status.json``; False when a newer status is already stored."""
