@@ -13,6 +13,7 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
+from tests.conftest import local_settings
 from tests.live_collector import CollectorProcess
 
 URL = "/api/upload-user-data"
@@ -90,3 +91,14 @@ def test_retries_racing_across_processes_store_one_submission(
     assert [a.status_code for a in answers] == [200] * 10
     assert len({a.json()["filesUploaded"][-1] for a in answers}) == 1
     assert len(list(store.list(layout.submissions_dir("RACE3")))) == 1
+
+
+def test_workers_setting_starts_that_many_server_processes(tmp_path: Path) -> None:
+    log = tmp_path / "collector.log"
+    process = CollectorProcess(local_settings(tmp_path / "data"), workers=2, log_path=log)
+    try:
+        bodies = [{"participantId": f"W{n}", "uploadType": "status"} for n in range(8)]
+        assert [a.status_code for a in post_all(bodies, [process.url])] == [200] * 8
+    finally:
+        process.stop()
+    assert log.read_text().count("Started server process") == 2
