@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from . import __version__
+from . import __version__, admin
 from .http_errors import install_error_handlers
 from .ingest import UploadService
 from .keys import KeyLayout
@@ -48,6 +48,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     app.state.services = services
     app.include_router(uploads.router)
     app.include_router(health.router)
+    admin.install(app, services)  # the research team's dashboard under /admin
     app.include_router(static.router)
     install_error_handlers(app)
     app.add_middleware(

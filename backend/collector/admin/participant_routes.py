@@ -1,0 +1,138 @@
+"""One participant: status, session history, submissions (viewed or downloaded), everything as a zip.
+
+Read live from the bucket, not from the index, so what is shown here is what is stored now.
+Object names in URLs are checked with ``layout.parse``: a URL can only reach this participant's
+status.json or one of their submission files.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from ..errors import NotFound
+from ..keys import is_valid_participant_id
+from ..records import SESSION_COMPLETED_NAMES, session_records
+from ..scan import decode_object, read_many
+from ..storage import ObjectInfo, ObjectNotFound, StorageError
+from .context import AdminContext, SessionDep
+from .zipstream import stream_zip
+
+router = APIRouter(prefix="/admin/participants", include_in_schema=False)
+
+# Session-history columns shown first; any other field of the records follows.
+_SESSION_COLUMNS = ("sessionId", "startTime", "endTime", "duration", *SESSION_COMPLETED_NAMES)
+
+
+@router.get("/{participant_id}")
+async def participant_page(request: Request, participant_id: str, admin: SessionDep) -> HTMLResponse:
+    objects = await run_in_threadpool(_objects, admin, participant_id)
+    status_key = admin.services.layout.status_key(participant_id)
+    stored = await run_in_threadpool(admin.services.store.get_or_none, status_key)
+    status, problem = None, None
+    if stored is not None:
+        try:
+            status = decode_object(stored.body)
+        except ValueError as exc:
+            problem = str(exc)
+    records = session_records(status or {})
+    extra = sorted({name for record in records for name in record} - set(_SESSION_COLUMNS))
+    columns = [c for c in _SESSION_COLUMNS if any(c in r for r in records)] + extra
+    submissions = [(info, _name(info)) for info in objects if _kind(admin, info) == "submission"]
+    return admin.templates.TemplateResponse(
+        request,
+        "participant.html",
+        {
+            "pid": participant_id,
+            "status": status,
+            "status_problem": problem,
+            "fields": {k: v for k, v in (status or {}).items() if k != "sessionHistory"},
+            "sessions": records,
+            "session_columns": columns,
+            "submissions": submissions,
+            "status_info": next((o for o in objects if _kind(admin, o) == "status"), None),
+        },
+    )
+
+
+@router.get("/{participant_id}/view/{name:path}")
+async def view_file(request: Request, participant_id: str, name: str, admin: SessionDep) -> HTMLResponse:
+    key, body = await run_in_threadpool(_read, admin, participant_id, name)
+    try:
+        text = json.dumps(json.loads(body), ensure_ascii=False, indent=2)
+        problem = None
+    except ValueError as exc:
+        text, problem = body.decode("utf-8", "replace"), f"not valid JSON: {exc}"
+    return admin.templates.TemplateResponse(
+        request,
+        "file.html",
+        {"pid": participant_id, "name": name, "key": key, "text": text, "problem": problem},
+    )
+
+
+@router.get("/{participant_id}/files/{name:path}")
+async def download_file(participant_id: str, name: str, admin: SessionDep) -> Response:
+    _, body = await run_in_threadpool(_read, admin, participant_id, name)
+    download = name.rsplit("/", 1)[-1]
+    if download == "status.json":
+        download = f"{participant_id}_status.json"
+    return Response(
+        body,
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="{download}"'},
+    )
+
+
+@router.get("/{participant_id}/download.zip")
+async def download_zip(participant_id: str, admin: SessionDep) -> Response:
+    """Every object in this participant's folder, under its bucket key, streamed as a zip."""
+    objects = await run_in_threadpool(_objects, admin, participant_id)
+    if not objects:
+        raise NotFound(f"nothing stored for participant {participant_id}")
+    store = admin.services.store
+
+    def fill(archive: zipfile.ZipFile) -> None:
+        for key, body in read_many(store, [info.key for info in objects], workers=8):
+            if isinstance(body, StorageError):
+                raise body
+            archive.writestr(key, body)
+
+    return StreamingResponse(
+        stream_zip(fill),
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{participant_id}.zip"'},
+    )
+
+
+def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:
+    if not is_valid_participant_id(participant_id):
+        raise NotFound("no such participant")
+    # The trailing slash of the folder keeps P1 from also listing P10's objects.
+    return list(admin.services.store.list(admin.services.layout.participant_dir(participant_id)))
+
+
+def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, bytes]:
+    if not is_valid_participant_id(participant_id):
+        raise NotFound("no such participant")
+    key = admin.services.layout.participant_dir(participant_id) + name
+    parsed = admin.services.layout.parse(key)
+    if parsed is None or parsed.participant_id != participant_id:
+        raise NotFound("no such file")
+    try:
+        return key, admin.services.store.get(key).body
+    except ObjectNotFound:
+        raise NotFound("no such file") from None
+
+
+def _kind(admin: AdminContext, info: ObjectInfo) -> str | None:
+    parsed = admin.services.layout.parse(info.key)
+    return parsed.kind if parsed else None
+
+
+def _name(info: ObjectInfo) -> str:
+    """The part of the key after the participant's folder (what the file URLs carry)."""
+    return "/".join(info.key.split("/")[-2:])
