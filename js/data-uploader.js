@@ -65,7 +65,7 @@ const DEFAULTS = {
 let config = { ...DEFAULTS };
 const memoryQueue = new Map(); // uploadId -> item localStorage could not hold (kept for this page's life)
 const rt = { flushing: null, flushAgain: false, timer: null, timerAt: 0, statusTimer: null,
-  hidden: false, started: false, participantId: null, tabId: null, retryMemory: null };
+  hidden: false, started: false, seq: 0, participantId: null, tabId: null, retryMemory: null };
 
 // --- environment, looked up lazily so the module loads anywhere (Node tests, workers, sandboxes)
 
@@ -124,6 +124,10 @@ function byteLength(text) {
   try { return new TextEncoder().encode(text).length; } catch { return text.length * 3; }
 }
 
+function validParticipant(id) {
+  return (typeof id === 'string' || Number.isInteger(id)) && PARTICIPANT_ID.test(String(id));
+}
+
 function errorText(err) {
   try { return err && err.message ? String(err.message) : String(err); } catch { return 'unknown error'; }
 }
@@ -178,7 +182,8 @@ function createItem(participantId, uploadType, submissionData) {
     body.submissionData = isObject ? submissionData : { value: submissionData === undefined ? null : submissionData };
     if (!isObject) body.submissionDataWrapped = true;
   }
-  return { uploadId, participantId, uploadType, createdAt, tries: 0, inflightUntil: 0,
+  rt.seq += 1; // orders uploads made within one millisecond
+  return { uploadId, participantId, uploadType, createdAt, seq: rt.seq, tries: 0, inflightUntil: 0,
     bodyText: JSON.stringify(body) }; // serialised once: a circular jsonDump throws here, not later
 }
 
@@ -218,7 +223,8 @@ function queuedItems() {
     }
   } catch { /* storage unusable: the memory queue below still works */ }
   for (const [id, item] of memoryQueue) if (!found.has(id)) found.set(id, item);
-  return [...found.values()].sort((a, b) => a.createdAt - b.createdAt || (a.uploadId < b.uploadId ? -1 : 1));
+  return [...found.values()].sort((a, b) => a.createdAt - b.createdAt || (a.seq || 0) - (b.seq || 0)
+    || (a.uploadId < b.uploadId ? -1 : 1));
 }
 
 function saveItem(item) {
@@ -326,9 +332,9 @@ function retryState() {
 }
 
 function setRetryState(state) {
-  rt.retryMemory = state;
-  if (!writeRaw(RETRY_KEY, JSON.stringify(state))) return;
-  rt.retryMemory = null;
+  rt.retryMemory = state.attempt ? state : null;
+  if (!state.attempt) removeRaw(RETRY_KEY); // nothing owed: leave no key behind
+  else if (writeRaw(RETRY_KEY, JSON.stringify(state))) rt.retryMemory = null;
 }
 
 function noteFailure(retryAfterMs) {
@@ -406,7 +412,7 @@ function classify(httpStatus, json, retryAfterMs) {
 
 async function upload(participantId, uploadType, submissionData) {
   try {
-    if (!PARTICIPANT_ID.test(String(participantId))) {
+    if (!validParticipant(participantId)) {
       return { status: 'error', participantId, error: 'participantId must be 1 to 64 letters, digits, _ or -' };
     }
     const id = String(participantId);
@@ -602,7 +608,7 @@ function settle(item, answer, summary) {
 export async function restoreUserStatus(participantId) {
   const restored = {};
   try {
-    if (!PARTICIPANT_ID.test(String(participantId))) {
+    if (!validParticipant(participantId)) {
       return { status: 'error', participantId, restored, error: 'participantId must be 1 to 64 letters, digits, _ or -' };
     }
     const answer = await request('GET', `/api/user-status/${encodeURIComponent(participantId)}`);
