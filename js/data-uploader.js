@@ -432,7 +432,7 @@ async function upload(participantId, uploadType, submissionData) {
 
 async function deliver(item) {
   const waiting = retryState().notBefore > now(); // honour Retry-After/backoff: queue, do not send
-  item.inflightUntil = waiting ? 0 : now() + config.timeoutMs + 5000; // other tabs' flushes skip it meanwhile
+  item.inflightUntil = waiting ? 0 : now() + config.timeoutMs + 1000; // other tabs' flushes skip it meanwhile
   const queued = enqueue(item);
   const base = { participantId: item.participantId, uploadId: item.uploadId, persisted: queued === 'stored' };
   if (queued === 'full') base.error = 'the queue is full of submissions; this status upload was not kept';
@@ -710,7 +710,7 @@ function onHidden() {
   let item;
   try { item = createItem(participantId, 'status'); } catch { return; }
   // Queued first: if the page dies before the answer, the next page load sends it (same uploadId).
-  item.inflightUntil = now() + config.timeoutMs + 5000;
+  item.inflightUntil = now() + config.timeoutMs + 1000;
   if (enqueue(item) === 'full' || byteLength(item.bodyText) > KEEPALIVE_MAX_BYTES) return;
   // text/plain needs no CORS preflight, which a page being unloaded may not live to finish.
   request('POST', UPLOAD_PATH, item.bodyText, { keepalive: true, contentType: 'text/plain' }).then((answer) => {

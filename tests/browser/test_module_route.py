@@ -1,0 +1,42 @@
+"""The collector serves the browser module itself: right type, open to any origin, revalidatable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+
+from collector.app import create_app
+from collector.routes.static import module_path
+from tests.conftest import local_settings
+from tests.live_collector import REPO
+
+
+def test_module_is_served_cors_open_even_when_origins_are_restricted(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path / "data", allowed_origins="https://study.example")
+    with TestClient(create_app(settings)) as client:
+        answer = client.get("/js/data-uploader.js", headers={"Origin": "https://elsewhere.example"})
+        assert answer.status_code == 200
+        assert answer.headers["content-type"].startswith("application/javascript")
+        assert answer.headers["access-control-allow-origin"] == "*"
+        assert answer.content == (REPO / "js" / "data-uploader.js").read_bytes()
+        again = client.get("/js/data-uploader.js", headers={"If-None-Match": answer.headers["etag"]})
+        assert again.status_code == 304
+        # Uploads stay restricted to the configured origin.
+        refused = client.options(
+            "/api/upload-user-data",
+            headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in refused.headers
+
+
+def test_retry_after_is_readable_cross_origin(tmp_path: Path) -> None:
+    with TestClient(create_app(local_settings(tmp_path / "data"))) as client:
+        answer = client.post(
+            "/api/upload-user-data", json={"participantId": "P1"}, headers={"Origin": "https://study.example"}
+        )
+        assert "retry-after" in answer.headers["access-control-expose-headers"].lower()
+
+
+def test_an_editable_install_finds_the_module_in_the_repository() -> None:
+    assert module_path() == REPO / "js" / "data-uploader.js"
