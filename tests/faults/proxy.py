@@ -18,6 +18,7 @@ close``); the client side keeps its connection alive, like a real S3 endpoint.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
 import struct
@@ -144,7 +145,9 @@ class FaultProxy:
             self.counts[fault.value] += 1
         if fault in _S3_ERRORS:
             status, reason, code = _S3_ERRORS[fault]
-            body = f"<Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>".encode()
+            body = (
+                f"<Error><Code>{code}</Code><Message>injected by the fault proxy</Message></Error>".encode()
+            )
             writer.write(
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -242,8 +245,6 @@ def _reset(writer: asyncio.StreamWriter) -> None:
     """Close with RST rather than FIN: what a crashed or overloaded server looks like."""
     sock = writer.get_extra_info("socket")
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
     writer.transport.abort()

@@ -160,7 +160,7 @@ def make_bucket(endpoint: str) -> str:
     return name
 
 
-def _s3_client(endpoint: str):  # noqa: ANN202 - boto3 clients have no public type
+def _s3_client(endpoint: str):
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -253,7 +253,9 @@ def run_scenario(
     for proxy in (storage_proxy, front_proxy):
         if proxy is not None:
             faults.update(proxy.counts)
-    return ScenarioResult(name, backend, verdict, stats, faults, collector.kills, seconds, log_leaks(log_path))
+    return ScenarioResult(
+        name, backend, verdict, stats, faults, collector.kills, seconds, log_leaks(log_path)
+    )
 
 
 async def _drive(

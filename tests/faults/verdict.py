@@ -51,7 +51,9 @@ class Verdict:
             self.problems.append(problem)
 
 
-def judge(store: ObjectStore, layout: KeyLayout, uploads: list[Upload], *, local_root: Path | None = None) -> Verdict:
+def judge(
+    store: ObjectStore, layout: KeyLayout, uploads: list[Upload], *, local_root: Path | None = None
+) -> Verdict:
     """Compare the uploads' outcomes with everything under the layout's prefix."""
     verdict = Verdict()
     by_id = {u.upload_id: u for u in uploads}
@@ -140,4 +142,6 @@ def _document(body: bytes) -> dict[str, Any] | None:
 
 def _temporaries(root: Path) -> int:
     """Hidden temporaries of interrupted local writes (never listed as objects)."""
-    return sum(1 for _, _, names in os.walk(root) for name in names if name.startswith(".") and ".tmp-" in name)
+    return sum(
+        1 for _, _, names in os.walk(root) for name in names if name.startswith(".") and ".tmp-" in name
+    )
