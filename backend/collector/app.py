@@ -31,7 +31,12 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         store=retrying,
         layout=layout,
         metrics=metrics,
-        uploads=UploadService(retrying, layout, retry_after=settings.retry_after_seconds),
+        uploads=UploadService(
+            retrying,
+            layout,
+            retry_after=settings.retry_after_seconds,
+            deadline_seconds=settings.storage_deadline_seconds,
+        ),
     )
 
     @asynccontextmanager

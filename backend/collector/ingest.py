@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +26,7 @@ from .errors import StorageUnavailable
 from .keys import KeyLayout, format_timestamp, parse_timestamp
 from .models import PRIVATE_STATUS_FIELDS, Upload, without_server_fields
 from .storage import ObjectStore, PreconditionFailed, StorageError
+from .storage.retrying import shared_deadline
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +56,38 @@ class UploadResult:
 class UploadService:
     """Writes validated uploads into a store under a key layout."""
 
-    def __init__(self, store: ObjectStore, layout: KeyLayout, *, retry_after: int = 5) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        layout: KeyLayout,
+        *,
+        retry_after: int = 5,
+        deadline_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self.layout = layout
         self.retry_after = retry_after
+        # One retry deadline for all the storage requests of an upload (see storage.retrying).
+        self.deadline_seconds = deadline_seconds
+        self._clock = clock
 
     def store_upload(self, upload: Upload, *, received_at: datetime) -> UploadResult:
         """Store one upload; raises ``StorageUnavailable`` when the store fails past its deadline."""
         stamped = {**upload.document, "serverReceivedAt": format_timestamp(received_at)}
         files: list[str] = []
+        deadline = (
+            shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
+        )
         try:
-            # The submission goes first: if the status write then fails, the client's retry is
-            # recognised as the same submission and only the status is written again.
-            submission_key = None
-            if upload.upload_type == "submission":
-                submission_key = self._store_submission(upload, stamped)
-            status_key = self.layout.status_key(upload.participant_id)
-            status_written = self._store_status(status_key, upload, stamped)
+            with deadline:
+                # The submission goes first: if the status write then fails, the client's retry
+                # is recognised as the same submission and only the status is written again.
+                submission_key = None
+                if upload.upload_type == "submission":
+                    submission_key = self._store_submission(upload, stamped)
+                status_key = self.layout.status_key(upload.participant_id)
+                status_written = self._store_status(status_key, upload, stamped)
         except StorageError as exc:
             logger.warning(
                 "⚠️ Storage failed for %s (%s upload): %s",

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from ..errors import CollectorError, InvalidUpload, NotFound
+from ..errors import CollectorError, InvalidUpload, NotFound, StorageUnavailable
 from ..keys import PARTICIPANT_ID_PATTERN, is_valid_participant_id
 from ..models import (
     BatchRequest,
@@ -103,17 +103,27 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
     value = await _body(request, services)
     items = parse_batch(value, max_items=services.settings.max_batch_items)
     results: list[dict[str, Any]] = []
+    storage_down: StorageUnavailable | None = None
     for index, item in enumerate(items):
         upload_id = item.get("uploadId") if isinstance(item, dict) else None
+        if storage_down is not None:
+            # Storage already failed past its deadline for this batch: trying each remaining
+            # item would make the answer take a deadline per item, far past the client's timeout.
+            answer = {"status": "error", "error": storage_down.message, "httpStatus": storage_down.status}
+            results.append({"index": index, "uploadId": upload_id, **answer})
+            continue
         try:
             answer = {**await _store(services, item), "httpStatus": 200}
         except CollectorError as exc:
             logger.warning("⚠️ Refused batch item %d (%d): %s", index, exc.status, exc.message)
             if isinstance(exc, InvalidUpload):
                 services.metrics.uploads.labels("unknown", "refused").inc()
+            if isinstance(exc, StorageUnavailable):
+                storage_down = exc
             answer = {"status": "error", "error": exc.message, "httpStatus": exc.status}
         results.append({"index": index, "uploadId": upload_id, **answer})
-    return JSONResponse({"status": "success", "results": results})
+    headers = {"Retry-After": str(storage_down.retry_after)} if storage_down is not None else None
+    return JSONResponse({"status": "success", "results": results}, headers=headers)
 
 
 @router.get(

@@ -1,16 +1,43 @@
-"""Retries a store's transient failures with exponential backoff and full jitter, within a deadline."""
+"""Retries a store's transient failures with exponential backoff and full jitter, within a deadline.
+
+Each call has its own deadline; ``shared_deadline`` makes several calls (all the requests of
+one upload) share one, so an upload answers 503 after about ``deadline_seconds`` of a failing
+store, not after that much per request it makes.
+"""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import TypeVar
 
 from ..metrics import Metrics
 from .base import ObjectInfo, ObjectStore, StorageError, StoredObject, TransientStorageError
 
 T = TypeVar("T")
+
+
+@dataclass
+class _Budget:
+    deadline: float
+    failed: bool = False  # a call inside has met a transient failure
+
+
+_budget: ContextVar[_Budget | None] = ContextVar("storage_budget", default=None)
+
+
+@contextmanager
+def shared_deadline(seconds: float, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Calls inside share one retry deadline; once it has passed after a failure, none is tried again."""
+    token = _budget.set(_Budget(clock() + seconds))
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 class RetryingStore(ObjectStore):
@@ -29,6 +56,7 @@ class RetryingStore(ObjectStore):
         first_delay: float = 0.05,
         max_delay: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
         self.metrics = metrics
@@ -36,18 +64,28 @@ class RetryingStore(ObjectStore):
         self.first_delay = first_delay
         self.max_delay = max_delay
         self._sleep = sleep
+        self._clock = clock
 
     def _call(self, operation: str, action: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.deadline_seconds
+        deadline = self._clock() + self.deadline_seconds
+        budget = _budget.get()
+        if budget is not None:
+            deadline = min(deadline, budget.deadline)
+            if budget.failed and self._clock() >= deadline:
+                # The upload already spent its time on a failing store: answer now, not later.
+                self.metrics.storage_failures.labels(operation).inc()
+                raise TransientStorageError(f"storage deadline passed before {operation}")
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
                 return action()
             except TransientStorageError:
+                if budget is not None:
+                    budget.failed = True
                 # Full jitter: a uniform wait up to the exponential cap spreads retrying writers.
                 delay = random.uniform(0, min(self.max_delay, self.first_delay * 2**attempt))
-                if time.monotonic() + delay >= deadline:
+                if self._clock() + delay >= deadline:
                     self.metrics.storage_failures.labels(operation).inc()
                     raise
                 self.metrics.storage_retries.labels(operation).inc()

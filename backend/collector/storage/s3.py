@@ -64,7 +64,9 @@ class S3Store(ObjectStore):
             config=Config(
                 connect_timeout=timeout_seconds,
                 read_timeout=timeout_seconds,
-                retries={"max_attempts": 1, "mode": "standard"},
+                # total_max_attempts counts the first try: 1 means botocore never retries.
+                # ("max_attempts": 1 would still retry once, doubling every stall and timeout.)
+                retries={"total_max_attempts": 1, "mode": "standard"},
                 max_pool_connections=max_connections,
                 s3={"addressing_style": "path"},
             ),

@@ -1,0 +1,140 @@
+"""Bugs the fault harness found, each pinned by a test that fails without its fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from fastapi.testclient import TestClient
+
+from collector.app import create_app
+from collector.errors import StorageUnavailable
+from collector.ingest import UploadService
+from collector.keys import KeyLayout
+from collector.metrics import Metrics
+from collector.models import parse_upload
+from collector.storage import (
+    MemoryStore,
+    ObjectStore,
+    RetryingStore,
+    S3Store,
+    StoredObject,
+    TransientStorageError,
+)
+from tests.conftest import local_settings, make_bucket
+from tests.faults.proxy import Fault, FaultPlan, FaultProxy
+
+
+class FakeClock:
+    """Time that moves only when the code under test sleeps or a storage call 'takes' time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class SlowFlakyStore(ObjectStore):
+    """Every call takes 0.5 s; two calls in three fail transiently, the third succeeds."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.inner, self.clock, self.calls = MemoryStore(), clock, 0
+
+    def _turn(self) -> None:
+        self.calls += 1
+        self.clock.sleep(0.5)
+        if self.calls % 3:
+            raise TransientStorageError("injected")
+
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        self._turn()
+        return self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
+
+    def get(self, key: str) -> StoredObject:
+        self._turn()
+        return self.inner.get(key)
+
+    def list(self, prefix: str) -> Iterator:
+        return self.inner.list(prefix)
+
+    def check(self) -> None:
+        self._turn()
+
+
+def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
+    # Bug: the deadline applied to each storage request, so an upload making three requests
+    # against a struggling store could take three deadlines (past the browser's timeout).
+    clock = FakeClock()
+    store = RetryingStore(
+        SlowFlakyStore(clock), Metrics(), deadline_seconds=2.0, sleep=clock.sleep, clock=clock
+    )
+    service = UploadService(store, KeyLayout("p"), deadline_seconds=2.0, clock=clock)
+    now = datetime(2025, 11, 19, tzinfo=UTC)
+    upload = parse_upload(
+        {"participantId": "D1", "uploadType": "submission", "submissionData": {"a": 1}}, received_at=now
+    )
+    with pytest.raises(StorageUnavailable):
+        service.store_upload(upload, received_at=now)
+    # Each request alone succeeds within 2 s; all three together would need about 4.5 s.
+    assert clock.now < 2.0 + 0.5 + 1.0  # the deadline, one call in flight, one backoff at most
+
+
+def test_s3_backend_sends_each_attempt_once(moto_endpoint: str) -> None:
+    # Bug: botocore's retries={"max_attempts": 1} still retried once, doubling every stall.
+    moto = urlsplit(moto_endpoint)
+    proxy = FaultProxy(moto.hostname or "127.0.0.1", moto.port or 80).start()
+    try:
+        store = S3Store(
+            make_bucket(moto_endpoint),
+            endpoint_url=proxy.url,
+            access_key_id="test",
+            secret_access_key="test",
+            region="us-east-1",
+        )
+        proxy.set_plan(FaultPlan({Fault.ERROR_503: 1.0}))
+        with pytest.raises(TransientStorageError):
+            store.put("k.json", b"{}", if_absent=True)
+        assert proxy.counts["503"] == 1
+        store.close()
+    finally:
+        proxy.stop()
+
+
+class RecordingFaultyStore(ObjectStore):
+    """Fails every write transiently and records which keys were tried."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner, self.tried = inner, set()
+
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        self.tried.add(key.split("/")[2])  # the participant
+        raise TransientStorageError("injected")
+
+    def get(self, key: str) -> StoredObject:
+        return self.inner.get(key)
+
+    def list(self, prefix: str) -> Iterator:
+        return self.inner.list(prefix)
+
+    def check(self) -> None:
+        self.inner.check()
+
+
+def test_batch_stops_trying_storage_once_it_failed(tmp_path: Path) -> None:
+    # Bug: a batch of 50 during an outage spent the storage deadline on every item in turn.
+    settings = local_settings(tmp_path, storage_deadline_seconds=0.2)
+    faulty = RecordingFaultyStore(MemoryStore())
+    client = TestClient(create_app(settings, store=faulty))
+    uploads = [{"participantId": f"B{n}", "uploadType": "status", "uploadId": f"u{n}"} for n in range(5)]
+    answer = client.post("/api/upload-user-data/batch", json={"uploads": uploads})
+    assert answer.status_code == 200
+    assert [r["httpStatus"] for r in answer.json()["results"]] == [503] * 5
+    assert faulty.tried == {"B0"}
+    assert answer.headers["Retry-After"] == str(settings.retry_after_seconds)
