@@ -5,14 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, admin
+from .concurrency import ConcurrencyLimit
 from .http_errors import install_error_handlers
 from .ingest import UploadService
 from .keys import KeyLayout
 from .metrics import Metrics
+from .rate_limit import RateLimiter
 from .routes import health, static, uploads
 from .services import Services
 from .settings import Settings
@@ -51,7 +53,12 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         lifespan=lifespan,
     )
     app.state.services = services
-    app.include_router(uploads.router)
+    # The participant API: refuse a flooding address first (cheap), then bound uploads in progress.
+    participant_limits = [
+        Depends(RateLimiter.from_settings(settings)),
+        Depends(ConcurrencyLimit.from_settings(settings)),
+    ]
+    app.include_router(uploads.router, dependencies=participant_limits)
     app.include_router(health.router)
     admin.install(app, services)  # the research team's dashboard under /admin
     app.include_router(static.router)

@@ -9,6 +9,7 @@
     ├── NotAuthenticated           401
     ├── NotFound                   404
     ├── RateLimited                429  retry later
+    ├── Overloaded                 503  too many uploads in progress; retry later
     └── StorageUnavailable         503  the store failed past its retry deadline; retry later
 
 Storage backends raise their own, narrower exceptions (``collector.storage.base``); the upload
@@ -59,6 +60,14 @@ class NotFound(CollectorError):
 
 class RateLimited(CollectorError):
     status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(CollectorError):
+    status = 503
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)

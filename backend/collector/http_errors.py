@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import CollectorError, RateLimited, StorageUnavailable
+from .errors import CollectorError, Overloaded, RateLimited, StorageUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CollectorError)
     async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
-        retry_after = exc.retry_after if isinstance(exc, RateLimited | StorageUnavailable) else None
+        retryable = isinstance(exc, RateLimited | Overloaded | StorageUnavailable)
+        retry_after = exc.retry_after if retryable else None
         logger.warning("⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message)
         return error_response(exc.status, exc.message, retry_after=retry_after)
 

@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     # A client trickling its body (slow-loris) is cut off after this long.
     body_timeout_seconds: float = Field(default=15.0, gt=0)
 
+    # Per-client-address rate limit on the participant API (429 + Retry-After beyond it). A browser
+    # sends a few uploads a minute; the default leaves room for hundreds of participants behind
+    # one NAT (a school, a lab). 0 switches it off. Behind a reverse proxy the client address
+    # comes from X-Forwarded-For, which uvicorn trusts from FORWARDED_ALLOW_IPS (default 127.0.0.1).
+    rate_limit_per_minute: int = Field(default=1200, ge=0)
+    rate_limit_burst: int = Field(default=300, ge=1)
+    # Uploads handled at once by one process: bounds memory (each may hold a body of up to
+    # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
+    max_concurrent_uploads: int = Field(default=64, ge=1)
+    upload_queue_seconds: float = Field(default=10.0, ge=0)
+
     @model_validator(mode="after")
     def _check_admin_password(self) -> Settings:
         # A placeholder password guarding real participant data is worse than none: refuse it.
