@@ -55,6 +55,7 @@ const DEFAULTS = {
   maxQueueItems: 200,
   leaseMs: 30000,
   crossTabLock: true,
+  lockGraceMs: 50,
   participantId: null,
   onEvent: null,
   // Injections for tests and unusual hosts; undefined means "the global one, looked up lazily".
@@ -513,8 +514,15 @@ async function underCrossTabLock(fn) {
   if (locks === undefined) { try { locks = globalThis.navigator.locks; } catch { locks = null; } }
   if (!config.crossTabLock) return fn();
   if (locks && typeof locks.request === 'function') {
-    // Waiting (not ifAvailable): the next holder re-reads the queue, so it never resends what the last one stored.
-    return locks.request(LOCK_NAME, () => fn());
+    // Waiting (not ifAvailable): the next holder re-reads the queue, so it does not resend what the last
+    // one stored. localStorage changes reach other tabs asynchronously (measured in Chromium: the next
+    // holder often read the old queue), so the lock is kept a moment after the queue changed.
+    return locks.request(LOCK_NAME, async () => {
+      const summary = await fn();
+      const grace = Number(config.lockGraceMs) || 0;
+      if (grace > 0 && (summary.stored || summary.rejected)) await new Promise((resolve) => later(resolve, grace));
+      return summary;
+    });
   }
   // No Web Locks: a lease in localStorage, checked after writing it (the collector's idempotency is the net).
   const me = rt.tabId || (rt.tabId = newId());
@@ -644,6 +652,7 @@ export async function restoreUserStatus(participantId) {
  * @param {number} [options.maxBatchBytes=1048576] body bytes per batch request
  * @param {number} [options.maxQueueItems=200] queue bound (older status uploads give way first)
  * @param {boolean} [options.crossTabLock=true] one tab flushes at a time (Web Locks, else a lease)
+ * @param {number} [options.lockGraceMs=50] how long the flush lock is kept after the queue changed
  * @param {function(Object): void} [options.onEvent] told of `stored`, `queued`, `rejected`,
  *   `superseded`, `not-persisted`, `dropped` and `flushed` events
  * @param {Storage} [options.storage] @param {Function} [options.fetch] @param {Object} [options.locks]

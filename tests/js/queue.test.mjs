@@ -234,12 +234,12 @@ test('Web Locks when present: flushes of two tabs run one after the other', asyn
   let chain = Promise.resolve();
   const locks = { request: (name, fn) => { held.push(name); const run = chain.then(fn); chain = run.catch(() => {}); return run; } };
   const tabA = await freshUploader();
-  const { clock } = setUp(tabA, { storage, collector: offline(), locks });
+  const { clock } = setUp(tabA, { storage, collector: offline(), locks, lockGraceMs: 0 });
   for (let i = 0; i < 2; i += 1) await tabA.uploadSubmissionData(PID, { i });
   const collector = fakeCollector();
   tabA.configureUploader({ fetch: collector.fetch });
   const tabB = await freshUploader();
-  setUp(tabB, { storage, clock, collector, locks });
+  setUp(tabB, { storage, clock, collector, locks, lockGraceMs: 0 });
   const [a, b] = await Promise.all([tabA.flushQueue(), tabB.flushQueue()]);
   assert.equal(a.stored + b.stored, 2);
   assert.equal(collector.calls.length, 1);
