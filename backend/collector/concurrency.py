@@ -34,7 +34,10 @@ class ConcurrencyLimit:
 
     async def __call__(self) -> AsyncIterator[None]:
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.queue_seconds)
+            if self._slots.locked():
+                await asyncio.wait_for(self._slots.acquire(), self.queue_seconds)
+            else:
+                await self._slots.acquire()  # free: returns at once (wait_for(..., 0) would not)
         except TimeoutError:
             raise Overloaded(
                 "the collector is busy; the upload was not stored, please retry",

@@ -9,7 +9,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import CollectorError, Overloaded, RateLimited, StorageUnavailable
+from .errors import (
+    CollectorError,
+    Overloaded,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    StorageUnavailable,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +35,12 @@ def install_error_handlers(app: FastAPI) -> None:
         retryable = isinstance(exc, RateLimited | Overloaded | StorageUnavailable)
         retry_after = exc.retry_after if retryable else None
         logger.warning("⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message)
-        return error_response(exc.status, exc.message, retry_after=retry_after)
+        response = error_response(exc.status, exc.message, retry_after=retry_after)
+        if isinstance(exc, RequestTimeout | PayloadTooLarge):
+            # The rest of the body was never read: close, or a trickling client keeps the
+            # connection (and the server keeps reading and discarding) for as long as it likes.
+            response.headers["Connection"] = "close"
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

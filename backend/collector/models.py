@@ -8,6 +8,7 @@ a person understands. ``UploadRequest`` documents the same contract in the OpenA
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -46,17 +47,32 @@ class Upload:
 
 
 def parse_json(raw: bytes, *, max_depth: int) -> Any:
-    """Decode a JSON body, refusing invalid UTF-8/JSON, duplicate keys and absurd nesting."""
+    """Decode a JSON body, refusing invalid UTF-8/JSON, duplicate keys and absurd nesting.
+
+    Also refused, because they cannot be stored as valid JSON in UTF-8: NaN and Infinity
+    (Python's json accepts them, JavaScript's JSON.parse does not), numbers that overflow to
+    infinity, and unpaired UTF-16 surrogates (``"\\ud800"``), which UTF-8 cannot encode.
+    """
     try:
-        value = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
+        value = json.loads(
+            raw,
+            object_pairs_hook=_refuse_duplicate_keys,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+        )
     except _DuplicateKey as exc:
         raise InvalidUpload(f"the JSON object has the key {exc.args[0]!r} twice") from None
+    except _NotJson as exc:
+        raise InvalidUpload(str(exc)) from None
     except RecursionError:
         raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # invalid UTF-8 or JSON, or an integer too long to convert
         raise InvalidUpload(f"the body is not valid JSON: {exc}") from None
-    if _depth(value) > max_depth:
+    depth, encodable = _inspect(value)
+    if depth > max_depth:
         raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels")
+    if not encodable:
+        raise InvalidUpload("the JSON has an unpaired UTF-16 surrogate (\\ud800-\\udfff); send valid Unicode")
     return value
 
 
@@ -115,6 +131,21 @@ class _DuplicateKey(ValueError):
     pass
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _refuse_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not JSON; send null or a string instead")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _NotJson(f"the number {text[:20]} is too large to store")
+    return number
+
+
 def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result = dict(pairs)
     if len(result) != len(pairs):
@@ -126,17 +157,31 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of a decoded JSON value, without recursion."""
-    deepest, stack = 0, [(value, 1)]
+def _inspect(value: Any) -> tuple[int, bool]:
+    """Nesting depth of a decoded JSON value, and whether all its strings encode as UTF-8."""
+    deepest, encodable, stack = 0, True, [(value, 1)]
     while stack:
         item, depth = stack.pop()
+        if isinstance(item, str):
+            encodable = encodable and _utf8_encodable(item)
+            continue
         if isinstance(item, dict):
+            encodable = encodable and all(_utf8_encodable(key) for key in item)
             item = list(item.values())
         if isinstance(item, list):
             deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list))
-    return deepest
+            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list | str))
+    return deepest, encodable
+
+
+def _utf8_encodable(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _preview(value: Any) -> str:
