@@ -18,6 +18,7 @@
 
 const NS = 'dataUploader.v1.';
 const ITEM_PREFIX = NS + 'item.';
+const BODY_PREFIX = NS + 'body.';
 const RETRY_KEY = NS + 'retry';
 const LEASE_KEY = NS + 'lease';
 const LOCK_NAME = NS + 'flush';
@@ -184,44 +185,58 @@ function createItem(participantId, uploadType, submissionData) {
     if (!isObject) body.submissionDataWrapped = true;
   }
   rt.seq += 1; // orders uploads made within one millisecond
-  return { uploadId, participantId, uploadType, createdAt, seq: rt.seq, tries: 0, inflightUntil: 0,
+  return { uploadId, participantId, uploadType, createdAt, timestamp: body.timestamp, seq: rt.seq, tries: 0, inflightUntil: 0,
     bodyText: JSON.stringify(body) }; // serialised once: a circular jsonDump throws here, not later
 }
 
-// --- the persistent queue: one key per item, so tabs appending and removing never overwrite each other
+// --- the persistent queue: per upload a small meta key and a body key, so tabs appending and removing
+// never overwrite each other, and looking at the queue never parses the (large) bodies.
 
-function itemText(item) {
-  const { bodyText, ...meta } = item;
-  return `{"meta":${JSON.stringify(meta)},"body":${bodyText}}`;
-}
+const metaText = ({ bodyText, ...meta }) => JSON.stringify(meta);
+const ORPHAN_AFTER_MS = 60000; // a meta key without its body for this long was never completed
 
-function parseItem(text) {
+function parseMeta(text) {
   try {
-    const { meta, body } = JSON.parse(text);
-    if (!meta || typeof meta.uploadId !== 'string' || !body) return null;
-    return { ...meta, bodyText: JSON.stringify(body) };
+    const meta = JSON.parse(text);
+    return meta && typeof meta.uploadId === 'string' ? meta : null;
   } catch {
     return null;
   }
 }
 
-function queuedItems() {
+/** The queue, oldest first; with `withBodies` each item also carries its request body. */
+function queuedItems(withBodies = false) {
   const found = new Map();
   try {
     const s = storage();
-    const keys = [];
+    const metas = [];
+    const bodies = new Set();
     const n = s ? Number(s.length) || 0 : 0;
     for (let i = 0; i < n; i += 1) {
       const key = s.key(i);
-      if (typeof key === 'string' && key.startsWith(ITEM_PREFIX)) keys.push(key);
+      if (typeof key !== 'string') continue;
+      if (key.startsWith(ITEM_PREFIX)) metas.push(key);
+      else if (key.startsWith(BODY_PREFIX)) bodies.add(key.slice(BODY_PREFIX.length));
     }
-    for (const key of keys) {
+    for (const key of metas) {
+      const id = key.slice(ITEM_PREFIX.length);
       const text = readRaw(key);
       if (typeof text !== 'string') continue;
-      const item = parseItem(text);
-      if (item) found.set(item.uploadId, item);
-      else { removeRaw(key); emit('dropped', { key, reason: 'unreadable queue entry' }); }
+      const meta = parseMeta(text);
+      const hasBody = bodies.delete(id);
+      if (!meta || (!hasBody && now() - meta.createdAt > ORPHAN_AFTER_MS)) {
+        dropItem(id);
+        emit('dropped', { key, reason: 'unreadable queue entry' });
+        continue;
+      }
+      const item = { ...meta, uploadId: id };
+      if (withBodies) {
+        item.bodyText = readRaw(BODY_PREFIX + id);
+        if (typeof item.bodyText !== 'string' || !item.bodyText) continue; // being written by another tab
+      }
+      found.set(id, item);
     }
+    for (const id of bodies) removeRaw(BODY_PREFIX + id); // its meta was removed: a removal cut short
   } catch { /* storage unusable: the memory queue below still works */ }
   for (const [id, item] of memoryQueue) if (!found.has(id)) found.set(id, item);
   return [...found.values()].sort((a, b) => a.createdAt - b.createdAt || (a.seq || 0) - (b.seq || 0)
@@ -229,21 +244,26 @@ function queuedItems() {
 }
 
 function saveItem(item) {
-  if (writeRaw(ITEM_PREFIX + item.uploadId, itemText(item))) {
+  // Meta first, body second; removal in the same order, so a body without its meta is always debris.
+  if (writeRaw(ITEM_PREFIX + item.uploadId, metaText(item)) && writeRaw(BODY_PREFIX + item.uploadId, item.bodyText)) {
     memoryQueue.delete(item.uploadId);
     return true;
   }
+  dropItem(item.uploadId);
   memoryQueue.set(item.uploadId, item);
   return false;
 }
 
-function hasItem(uploadId) {
-  return memoryQueue.has(uploadId) || typeof readRaw(ITEM_PREFIX + uploadId) === 'string';
+/** After a failed try: record it, unless the item left the queue meanwhile (superseded, or sent by another tab). */
+function updateItem(item) {
+  if (memoryQueue.has(item.uploadId)) memoryQueue.set(item.uploadId, item);
+  else if (typeof readRaw(ITEM_PREFIX + item.uploadId) === 'string') writeRaw(ITEM_PREFIX + item.uploadId, metaText(item));
 }
 
 function dropItem(uploadId) {
   memoryQueue.delete(uploadId);
   removeRaw(ITEM_PREFIX + uploadId);
+  removeRaw(BODY_PREFIX + uploadId);
 }
 
 /** Add an item under the bound: newer status supersedes older; submissions are never evicted. */
@@ -456,7 +476,7 @@ async function deliver(item) {
   }
   item.tries += 1;
   item.inflightUntil = 0;
-  if (hasItem(item.uploadId)) saveItem(item); // unless a newer status superseded it meanwhile
+  updateItem(item);
   noteFailure(answer.retryAfterMs);
   emit('queued', { ...base, httpStatus: answer.httpStatus, error: answer.error });
   return { status: 'queued', ...base, httpStatus: answer.httpStatus, error: answer.error };
@@ -544,7 +564,7 @@ async function underCrossTabLock(fn) {
 
 async function flushLocked() {
   const summary = { stored: 0, rejected: 0, remaining: 0 };
-  const all = queuedItems();
+  const all = queuedItems(true);
   const due = all.filter((item) => !(item.inflightUntil > now()));
   // An item another send has in flight is looked at again once that send must have ended.
   const busyUntil = Math.min(...all.filter((item) => !due.includes(item)).map((item) => item.inflightUntil));
@@ -600,7 +620,7 @@ function settle(item, answer, summary) {
     return null;
   }
   item.tries += 1;
-  if (hasItem(item.uploadId)) saveItem(item);
+  updateItem(item);
   return answer;
 }
 
@@ -679,12 +699,9 @@ export function configureUploader(options = {}) {
  */
 export function getQueueState() {
   try {
-    const items = queuedItems().map((item) => {
-      let timestamp = null;
-      try { timestamp = JSON.parse(item.bodyText).timestamp; } catch { /* kept as null */ }
-      return { uploadId: item.uploadId, uploadType: item.uploadType, participantId: item.participantId,
-        timestamp, tries: item.tries, persisted: !memoryQueue.has(item.uploadId) };
-    });
+    const items = queuedItems().map((item) => ({ uploadId: item.uploadId, uploadType: item.uploadType,
+      participantId: item.participantId, timestamp: item.timestamp, tries: item.tries,
+      persisted: !memoryQueue.has(item.uploadId) }));
     const { attempt, notBefore } = retryState();
     return { items, attempt, nextAttemptAt: notBefore, flushing: Boolean(rt.flushing) };
   } catch {
@@ -724,7 +741,7 @@ function onHidden() {
   // text/plain needs no CORS preflight, which a page being unloaded may not live to finish.
   request('POST', UPLOAD_PATH, item.bodyText, { keepalive: true, contentType: 'text/plain' }).then((answer) => {
     if (answer.kind !== 'retry') dropItem(item.uploadId);
-    else { item.inflightUntil = 0; if (hasItem(item.uploadId)) saveItem(item); }
+    else { item.inflightUntil = 0; updateItem(item); }
   });
 }
 

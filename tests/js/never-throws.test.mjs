@@ -119,3 +119,17 @@ test('an unreadable queue entry of its own is dropped with an event, not silentl
   assert.ok(events.some((e) => e.type === 'dropped' && e.key === 'dataUploader.v1.item.broken'));
   assert.equal(storage.getItem('study_tutorial_completed'), 'true');
 });
+
+test('debris of an interrupted write or removal is cleaned up; a write in progress is left alone', async () => {
+  const uploader = await freshUploader();
+  const storage = new FakeStorage();
+  const { clock, events } = setUp(uploader, { storage });
+  const meta = (id, createdAt) => JSON.stringify({ uploadId: id, uploadType: 'submission', participantId: PID, createdAt });
+  storage.setItem('dataUploader.v1.item.old', meta('old', clock.t - 3600000)); // its body never came
+  storage.setItem('dataUploader.v1.item.young', meta('young', clock.t)); // another tab is writing it
+  storage.setItem('dataUploader.v1.body.gone', '{"participantId":"P001ABC"}'); // its meta was removed
+  assert.deepEqual(uploader.getQueueState().items.map((i) => i.uploadId), ['young']);
+  assert.deepEqual(storage.ownKeys(), ['dataUploader.v1.item.young']);
+  assert.ok(events.some((e) => e.type === 'dropped' && e.key === 'dataUploader.v1.item.old'));
+  assert.deepEqual(await uploader.flushQueue(), { stored: 0, rejected: 0, remaining: 1 }); // not sent without its body
+});
