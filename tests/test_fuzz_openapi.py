@@ -1,0 +1,66 @@
+"""Fuzz the API from its own OpenAPI description (schemathesis): no input gets a 5xx, no answer
+carries a stack trace, and nothing is stored unless a 200 named it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import schemathesis
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.generation import GenerationMode
+
+from collector.app import create_app
+from collector.keys import KeyLayout
+from collector.storage import open_store
+from tests.conftest import local_settings
+
+# Built at import, as schemathesis parametrizes at collection time; the folder goes with the process.
+_DATA = tempfile.TemporaryDirectory(prefix="fuzz-")
+# Rate limiting off: one fuzzing client would otherwise spend most cases on 429s.
+SETTINGS = local_settings(Path(_DATA.name) / "data", rate_limit_per_minute=0)
+schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(SETTINGS))
+# Inputs that break the schema too: the collector must refuse them with a 4xx, never a 5xx.
+schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], allow_x00=True)
+STORE = open_store(SETTINGS)
+
+
+@schema.parametrize()
+@hypothesis_settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
+def test_no_input_breaks_the_api(case: schemathesis.Case) -> None:
+    root = KeyLayout(SETTINGS.data_prefix).participants_root
+    before = {info.key for info in STORE.list(root)}
+    response = case.call_and_validate(checks=[not_a_server_error])
+    assert "Traceback" not in response.text
+    created = {info.key for info in STORE.list(root)} - before
+    assert created <= named_in(response.text, response.status_code)
+
+
+def named_in(text: str, status: int) -> set[str]:
+    """Keys that a 200 answer says it stored (a batch: those of its items answered 200)."""
+    if status != 200:
+        return set()
+    try:
+        answer = json.loads(text)
+    except ValueError:
+        return set()
+    if not isinstance(answer, dict):
+        return set()
+    items = answer.get("results") if isinstance(answer.get("results"), list) else [answer]
+    return {
+        key
+        for item in items
+        if isinstance(item, dict) and item.get("status") == "success" and item.get("httpStatus", 200) == 200
+        for key in item.get("filesUploaded", [])
+    }
