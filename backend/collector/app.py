@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, admin
+from .body_limit import BodyLimitMiddleware
 from .concurrency import ConcurrencyLimit
 from .http_errors import install_error_handlers
 from .ingest import UploadService
@@ -63,6 +64,8 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     admin.install(app, services)  # the research team's dashboard under /admin
     app.include_router(static.router)
     install_error_handlers(app)
+    # Inside CORS, so a browser can read the 413 (and drop the upload rather than retry it).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,

@@ -87,6 +87,7 @@ class FaultProxy:
         self._rng = random.Random(seed)
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self.port = 0
 
@@ -107,9 +108,11 @@ class FaultProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            # Let them finish cancelling, or they are destroyed pending when the loop stops.
+            await asyncio.wait(tasks, timeout=5) if tasks else None
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -120,6 +123,11 @@ class FaultProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # asyncio keeps only weak references to connection tasks: hold them until they end.
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        task.add_done_callback(self._clients.discard)
         try:
             while True:
                 request = await _read_message(reader, writer, is_request=True)

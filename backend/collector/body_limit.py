@@ -1,0 +1,44 @@
+"""One cap on every request body, whatever the route (ASGI middleware).
+
+The upload routes check their own bodies as they read them (``request_body``); other routes
+that read a body (the dashboard's login form) would otherwise read any size into memory. A
+body declared larger than the cap is refused before it is read; one that grows past it while
+streaming is cut off there. Both answer 413 in the one error shape, with ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import PayloadTooLarge
+from .http_errors import error_response
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            message = f"the body is {int(declared)} bytes; the limit is {self.max_bytes}"
+            response = error_response(413, message)
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise PayloadTooLarge(f"the body is over the limit of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
