@@ -25,7 +25,15 @@ from ..services import Services, get_services
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["uploads"])
-ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def _services(request: Request) -> Services:
+    # Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, which cost
+    # every request a thread round trip (and one of the storage calls' thread tokens).
+    return get_services(request)
+
+
+ServicesDep = Annotated[Services, Depends(_services)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
