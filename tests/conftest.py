@@ -108,7 +108,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in the main thread
+# while it is open, and tests elsewhere that call asyncio.run() would fail after it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     """Debian's headless Chromium driven by Playwright (its own browser download is unreachable)."""
     from playwright.sync_api import sync_playwright
