@@ -17,7 +17,7 @@ from collector.keys import KeyLayout
 from collector.rate_limit import RateLimiter
 from collector.storage import MemoryStore, ObjectStore, StoredObject, open_store
 from tests.conftest import local_settings
-from tests.live_collector import CollectorProcess
+from tests.live_collector import CollectorProcess, free_port
 
 URL = "/api/upload-user-data"
 
@@ -299,3 +299,33 @@ def test_an_absurd_declared_length_is_refused_before_reading(live_collector: Col
         answer = sock.recv(4096)
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert b"connection: close" in answer.lower()
+
+
+def test_no_answer_names_the_storage_endpoint_or_credentials(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path).model_copy(
+        update={
+            "s3_endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+            "r2_account_id": "acct7q2z",
+            "r2_access_key_id": "AKIDHOSTILE7Q",
+            "r2_secret_access_key": "secret-hostile-7q",
+            "storage_deadline_seconds": 0.3,
+            "storage_timeout_seconds": 0.3,
+        }
+    )
+    client = TestClient(create_app(settings))
+    answers = [
+        client.get("/healthz"),
+        client.post(URL, json={"participantId": "H1", "uploadType": "status"}),
+        client.post(URL + "/batch", json={"uploads": [{"participantId": "H1"}]}),
+        client.get("/api/user-status/H1"),
+    ]
+    for answer in answers:
+        assert answer.status_code in (200, 503)
+        for secret in (
+            str(settings.s3_endpoint_url),
+            "127.0.0.1",
+            settings.r2_bucket_name,
+            "AKIDHOSTILE7Q",
+            "7q",
+        ):
+            assert secret not in answer.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
@@ -11,6 +13,7 @@ from ..errors import StorageUnavailable
 from ..storage import StorageError
 from .uploads import ServicesDep
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
@@ -20,7 +23,10 @@ async def healthz(services: ServicesDep) -> JSONResponse:
     try:
         await run_in_threadpool(services.store.check)
     except StorageError as exc:
-        raise StorageUnavailable(f"storage is not reachable: {exc}") from exc
+        # The detail names the endpoint and bucket (for R2, the account): the operator's log
+        # gets it, not whoever asks this public route.
+        logger.warning("⚠️ Health check failed: %s", exc)
+        raise StorageUnavailable("storage is not reachable") from exc
     return JSONResponse({"status": "ok", "storage": services.settings.storage_kind})
 
 
