@@ -736,8 +736,9 @@ function onHidden() {
   let item;
   try { item = createItem(participantId, 'status'); } catch { return; }
   // Queued first: if the page dies before the answer, the next page load sends it (same uploadId).
-  item.inflightUntil = now() + config.timeoutMs + 1000;
-  if (enqueue(item) === 'full' || byteLength(item.bodyText) > KEEPALIVE_MAX_BYTES) return;
+  const fits = byteLength(item.bodyText) <= KEEPALIVE_MAX_BYTES; // else the next page load sends it
+  item.inflightUntil = fits ? now() + config.timeoutMs + 1000 : 0;
+  if (enqueue(item) === 'full' || !fits) return;
   // text/plain needs no CORS preflight, which a page being unloaded may not live to finish.
   request('POST', UPLOAD_PATH, item.bodyText, { keepalive: true, contentType: 'text/plain' }).then((answer) => {
     if (answer.kind !== 'retry') dropItem(item.uploadId);
