@@ -15,26 +15,12 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import open_store
 from tests.browser.helper_servers import static_site
-from tests.conftest import CHROMIUM_ARGS, local_settings
+from tests.conftest import local_settings
 from tests.live_collector import REPO, CollectorProcess
 
 # Short retry schedule and timeouts so a test waits seconds, not minutes; no periodic uploads
 # unless a test asks (they would add status uploads the test did not make).
 FAST = {"retryBaseMs": 200, "retryMaxMs": 1000, "timeoutMs": 3000, "statusIntervalMs": 0}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """The shared Chromium fixture, but per module: Playwright's sync API keeps an asyncio loop
-    running in the main thread while it is open, which breaks later tests that call asyncio.run()."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="session")
