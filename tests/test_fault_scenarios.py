@@ -16,7 +16,7 @@ from tests.faults.scenarios import Size, run_scenario, scenario_ids
 from tests.faults.verdict import judge
 
 SMALL = Size(
-    uploads=100, participants=15, concurrency=8, policy=RetryPolicy(max_delay=0.5, give_up_seconds=60)
+    uploads=80, participants=12, concurrency=8, policy=RetryPolicy(max_delay=0.5, give_up_seconds=60)
 )
 
 
