@@ -35,7 +35,9 @@ def test_no_acknowledged_upload_lost_or_duplicated(
     assert (verdict.lost, verdict.duplicated, verdict.partial, verdict.stale_status) == (0, 0, 0, 0)
     assert verdict.acknowledged == verdict.stored == SMALL.uploads  # the clients retried until stored
     assert (stats.abandoned, stats.rejected, stats.answers[500]) == (0, 0, 0)
-    assert stats.retries > 0  # the faults reached the clients, who retried
+    if name in ("storage-outage", "collector-sigkill", "answers-lost"):
+        # These must reach the clients (elsewhere the collector's own retries may absorb them all).
+        assert stats.retries > 0
     assert result.log_leaks == []  # no stack trace or storage credential in the collector's log
     if name == "storage-outage":
         assert stats.answers[503] > 0  # the outage outlasted the deadline: 503s, not 500s or hangs
