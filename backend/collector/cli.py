@@ -70,6 +70,11 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         where,
         settings.workers,
     )
+    if not settings.cors_origins:
+        logger.warning(
+            "ALLOWED_ORIGINS is unset: browsers on other origins cannot upload. "
+            "Set it to the study's origin, e.g. ALLOWED_ORIGINS=https://study.example.org"
+        )
     # Workers re-read the environment; overrides from the command line travel the same way.
     os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)})
     uvicorn.run(

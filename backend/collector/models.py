@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -68,7 +69,9 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
         raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels") from None
     except ValueError as exc:  # invalid UTF-8 or JSON, or an integer too long to convert
         raise InvalidUpload(f"the body is not valid JSON: {exc}") from None
-    depth, encodable = _inspect(value)
+    # Only a \uD800-\uDFFF escape can produce a surrogate (raw bytes were strict UTF-8), so
+    # the per-string check runs only for bodies that contain one.
+    depth, encodable = _inspect(value, check_strings=_SURROGATE_ESCAPE.search(raw) is not None)
     if depth > max_depth:
         raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels")
     if not encodable:
@@ -157,16 +160,20 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _inspect(value: Any) -> tuple[int, bool]:
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _inspect(value: Any, *, check_strings: bool) -> tuple[int, bool]:
     """Nesting depth of a decoded JSON value, and whether all its strings encode as UTF-8."""
     deepest, encodable, stack = 0, True, [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
-            encodable = encodable and _utf8_encodable(item)
+            encodable = encodable and (not check_strings or _utf8_encodable(item))
             continue
         if isinstance(item, dict):
-            encodable = encodable and all(_utf8_encodable(key) for key in item)
+            if check_strings:
+                encodable = encodable and all(_utf8_encodable(key) for key in item)
             item = list(item.values())
         if isinstance(item, list):
             deepest = max(deepest, depth)
