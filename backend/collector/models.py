@@ -165,19 +165,21 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 def _inspect(value: Any, *, check_strings: bool) -> tuple[int, bool]:
     """Nesting depth of a decoded JSON value, and whether all its strings encode as UTF-8."""
+    if not isinstance(value, dict | list):
+        return 0, not check_strings or not isinstance(value, str) or _utf8_encodable(value)
     deepest, encodable, stack = 0, True, [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, str):
-            encodable = encodable and (not check_strings or _utf8_encodable(item))
-            continue
+        deepest = max(deepest, depth)
         if isinstance(item, dict):
             if check_strings:
                 encodable = encodable and all(_utf8_encodable(key) for key in item)
-            item = list(item.values())
-        if isinstance(item, list):
-            deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in item if isinstance(child, dict | list | str))
+            item = item.values()
+        for child in item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
+            elif check_strings and isinstance(child, str) and not _utf8_encodable(child):
+                encodable = False
     return deepest, encodable
 
 
