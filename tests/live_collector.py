@@ -31,20 +31,40 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def collector_environment(settings: Settings, port: int, *, workers: int = 1) -> dict[str, str]:
+    """The environment for ``python -m collector serve`` with ``settings`` on a loopback port."""
+    return {
+        **os.environ,
+        **settings_environment(settings),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "WORKERS": str(workers),
+        "ADMIN_PASSWORD": settings.admin_password or "test-admin-password-1",
+    }
+
+
+def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float, log_hint: str = "") -> None:
+    """Return once ``url``/healthz answers 200; raise if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"collector exited with {process.returncode}{log_hint}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"collector did not become ready{log_hint}")
+
+
 class CollectorProcess:
     """``python -m collector serve`` on a free loopback port, stopped on ``stop()``."""
 
     def __init__(self, settings: Settings, *, workers: int = 1, log_path: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {
-            **os.environ,
-            **settings_environment(settings),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "WORKERS": str(workers),
-            "ADMIN_PASSWORD": settings.admin_password or "test-admin-password-1",
-        }
+        env = collector_environment(settings, self.port, workers=workers)
         self._log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve"],
@@ -56,17 +76,7 @@ class CollectorProcess:
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"collector exited with {self.process.returncode}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("collector did not become ready")
+        wait_until_healthy(self.process, self.url, timeout)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -6,13 +6,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
 from collector.settings import Settings
-from tests.live_collector import REPO, free_port, settings_environment
+from tests.live_collector import REPO, collector_environment, free_port, wait_until_healthy
 
 
 class KillableCollector:
@@ -27,14 +24,7 @@ class KillableCollector:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> KillableCollector:
-        env = {
-            **os.environ,
-            **settings_environment(self.settings),
-            "HOST": "127.0.0.1",
-            "PORT": str(self.port),
-            "WORKERS": "1",
-            "ADMIN_PASSWORD": self.settings.admin_password or "test-admin-password-1",
-        }
+        env = collector_environment(self.settings, self.port)
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve"], cwd=REPO, env=env, stdout=log, stderr=log
@@ -45,18 +35,8 @@ class KillableCollector:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
         assert self.process is not None
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"collector exited with {self.process.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("collector did not become ready")
+        wait_until_healthy(self.process, self.url, timeout, f"; see {self.log_path}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handler runs, in-flight requests die half done."""
