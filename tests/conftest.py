@@ -41,13 +41,14 @@ def make_bucket(endpoint: str) -> str:
     return name
 
 
-def s3_settings(endpoint: str, **overrides: object) -> Settings:
+def s3_settings(endpoint: str, *, bucket: str | None = None, **overrides: object) -> Settings:
+    """Settings for the S3 server at ``endpoint``: a fresh bucket, or ``bucket`` as it is (maybe absent)."""
     return Settings(
         s3_endpoint_url=endpoint,
         r2_access_key_id="test",
         r2_secret_access_key="test",
         s3_region="us-east-1",
-        r2_bucket_name=make_bucket(endpoint),
+        r2_bucket_name=bucket or make_bucket(endpoint),
         admin_password="test-admin-password-1",
         **overrides,
     )

@@ -58,6 +58,17 @@ def wait_until_healthy(process: subprocess.Popen, url: str, timeout: float, log_
     raise RuntimeError(f"collector did not become ready{log_hint}")
 
 
+def terminate(process: subprocess.Popen) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL if it has not ended within 10 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class CollectorProcess:
     """``python -m collector serve`` on a free loopback port, stopped on ``stop()``."""
 
@@ -79,11 +90,5 @@ class CollectorProcess:
         wait_until_healthy(self.process, self.url, timeout)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process)
         self._log.close()

@@ -8,12 +8,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from factories import make_status, make_submission, put_status, put_submission
-from live_collector import CollectorProcess
 
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
+from tests.factories import make_status, make_submission, put_status, put_submission
+from tests.live_collector import CollectorProcess
 
 PASSWORD = "test-admin-password-1"
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from factories import make_status, make_submission, put_status, put_submission
-
 from collector.admin.index import ParticipantIndex
 from collector.admin.overview import build_overview
 from collector.keys import KeyLayout
 from collector.storage import MemoryStore
+from tests.factories import make_status, make_submission, put_status, put_submission
 
 LAYOUT = KeyLayout("volcano-audio-anonymized-data")
 

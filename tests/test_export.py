@@ -10,14 +10,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from factories import BASE_TIME, make_status, make_submission, put_status, put_submission
-from live_collector import settings_environment
 
 from collector.cli import main
 from collector.export import DirectorySink, ExportFailed, export_bucket
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
+from tests.conftest import s3_settings
+from tests.factories import BASE_TIME, make_status, make_submission, put_status, put_submission
+from tests.live_collector import settings_environment
 
 ODD = "Ōkmok 🌋 «ß» \u200b"  # unicode that breaks naive encoders: accents, emoji, zero-width space
 RESPONSES = {"mood": 4, "feeling": "calme, très", "pre": {"sleep": "7h", "items": [1, 3]}}
@@ -159,13 +160,7 @@ def test_cli_export_writes_tables_and_names_the_corrupt_key(
 
 
 def test_cli_export_missing_bucket_is_a_clear_error(moto_endpoint: str, tmp_path: Path) -> None:
-    settings = Settings(
-        s3_endpoint_url=moto_endpoint,
-        r2_access_key_id="test",
-        r2_secret_access_key="test",
-        s3_region="us-east-1",
-        r2_bucket_name="no-such-bucket-here",
-    )
+    settings = s3_settings(moto_endpoint, bucket="no-such-bucket-here")
     result = CliRunner().invoke(
         main, ["export", "--out", str(tmp_path / "x")], env=settings_environment(settings)
     )

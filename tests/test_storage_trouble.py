@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from collector.app import create_app
 from collector.settings import Settings
 from collector.storage import ObjectStore, StoredObject, TransientStorageError, open_store
-from tests.conftest import local_settings
+from tests.conftest import local_settings, s3_settings
 from tests.live_collector import free_port
 
 URL = "/api/upload-user-data"
@@ -112,14 +112,7 @@ def test_unreachable_s3_answers_503_and_healthz_says_so(tmp_path) -> None:
 
 
 def test_missing_bucket_is_503_not_500(moto_endpoint: str) -> None:
-    settings = Settings(
-        s3_endpoint_url=moto_endpoint,
-        r2_access_key_id="test",
-        r2_secret_access_key="test",
-        s3_region="us-east-1",
-        r2_bucket_name="no-such-bucket-here",
-        admin_password="test-admin-password-1",
-    )
+    settings = s3_settings(moto_endpoint, bucket="no-such-bucket-here")
     client = TestClient(create_app(settings))
     assert client.post(URL, json=BODY).status_code == 503
     assert client.get("/healthz").status_code == 503

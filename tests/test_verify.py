@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 from click.testing import CliRunner
-from factories import make_status, make_submission, put_status, put_submission
-from live_collector import settings_environment
 
 from collector.cli import main
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
 from collector.verify import NO_STATUS, NOT_JSON, STRAY_KEY, WRONG_PARTICIPANT, verify_bucket
+from tests.factories import make_status, make_submission, put_status, put_submission
+from tests.live_collector import settings_environment
 
 
 def seed_clean(store: ObjectStore, layout: KeyLayout) -> None:

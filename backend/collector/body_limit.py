@@ -8,10 +8,14 @@ streaming is cut off there. Both answer 413 in the one error shape, with ``Conne
 
 from __future__ import annotations
 
+import logging
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import PayloadTooLarge
-from .http_errors import error_response
+from .http_errors import collector_error_response
+
+logger = logging.getLogger(__name__)
 
 
 class BodyLimitMiddleware:
@@ -25,10 +29,10 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            message = f"the body is {int(declared)} bytes; the limit is {self.max_bytes}"
-            response = error_response(413, message)
-            response.headers["Connection"] = "close"
-            await response(scope, receive, send)
+            # Outside the app's exception handlers, so answered here, in the same shape.
+            refusal = PayloadTooLarge(f"the body is {int(declared)} bytes; the limit is {self.max_bytes}")
+            logger.warning("⚠️ Refused %s %s (413): %s", scope["method"], scope["path"], refusal.message)
+            await collector_error_response(refusal)(scope, receive, send)
             return
         received = 0
 

@@ -34,10 +34,9 @@ class ConcurrencyLimit:
 
     async def __call__(self) -> AsyncIterator[None]:
         try:
-            if self._slots.locked():
-                await asyncio.wait_for(self._slots.acquire(), self.queue_seconds)
-            else:
-                await self._slots.acquire()  # free: returns at once (wait_for(..., 0) would not)
+            # A free slot is taken at once; asyncio.timeout, unlike wait_for, creates no task.
+            async with asyncio.timeout(self.queue_seconds):
+                await self._slots.acquire()
         except TimeoutError:
             raise Overloaded(
                 "the collector is busy; the upload was not stored, please retry",

@@ -21,13 +21,19 @@ from __future__ import annotations
 
 
 class CollectorError(Exception):
-    """Base of every error the collector answers with; ``status`` is the HTTP status code."""
+    """Base of every error the collector answers with; ``status`` is the HTTP status code.
+
+    ``retry_after`` (seconds) becomes the ``Retry-After`` header of errors a retry can fix;
+    ``closes_connection`` marks errors answered before the body was read to its end.
+    """
 
     status: int = 500
+    closes_connection: bool = False
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.retry_after = retry_after
 
 
 class InvalidUpload(CollectorError):
@@ -36,10 +42,12 @@ class InvalidUpload(CollectorError):
 
 class RequestTimeout(InvalidUpload):
     status = 408
+    closes_connection = True
 
 
 class PayloadTooLarge(InvalidUpload):
     status = 413
+    closes_connection = True
 
 
 class UnsupportedMediaType(InvalidUpload):
@@ -61,22 +69,10 @@ class NotFound(CollectorError):
 class RateLimited(CollectorError):
     status = 429
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class Overloaded(CollectorError):
     status = 503
 
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class StorageUnavailable(CollectorError):
     status = 503
-
-    def __init__(self, message: str, retry_after: int = 5) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

@@ -9,14 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import (
-    CollectorError,
-    Overloaded,
-    PayloadTooLarge,
-    RateLimited,
-    RequestTimeout,
-    StorageUnavailable,
-)
+from .errors import CollectorError
 
 logger = logging.getLogger(__name__)
 
@@ -27,20 +20,23 @@ def error_response(status: int, message: str, *, retry_after: int | None = None)
     return JSONResponse({"status": "error", "error": message}, status_code=status, headers=headers)
 
 
+def collector_error_response(exc: CollectorError) -> JSONResponse:
+    """The answer to one of the collector's own errors, with the headers its class asks for."""
+    response = error_response(exc.status, exc.message, retry_after=exc.retry_after)
+    if exc.closes_connection:
+        # The rest of the body was never read: close, or a trickling client keeps the
+        # connection (and the server keeps reading and discarding) for as long as it likes.
+        response.headers["Connection"] = "close"
+    return response
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map the exception hierarchy, framework errors and surprises to the one error shape."""
 
     @app.exception_handler(CollectorError)
     async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
-        retryable = isinstance(exc, RateLimited | Overloaded | StorageUnavailable)
-        retry_after = exc.retry_after if retryable else None
         logger.warning("⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message)
-        response = error_response(exc.status, exc.message, retry_after=retry_after)
-        if isinstance(exc, RequestTimeout | PayloadTooLarge):
-            # The rest of the body was never read: close, or a trickling client keeps the
-            # connection (and the server keeps reading and discarding) for as long as it likes.
-            response.headers["Connection"] = "close"
-        return response
+        return collector_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

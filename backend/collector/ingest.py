@@ -32,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 MAX_SAME_SECOND_SUBMISSIONS = 1000
 MAX_STATUS_ATTEMPTS = 200
+# Names tried for one submission, plus tries of a name that a racing write (S3 409) left free.
+MAX_SUBMISSION_TRIES = 2 * MAX_SAME_SECOND_SUBMISSIONS
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ class UploadService:
     def _store_submission(self, upload: Upload, stamped: dict[str, Any]) -> str:
         body = _encode(stamped)
         attempt = 1
-        for _ in range(MAX_SAME_SECOND_SUBMISSIONS + MAX_STATUS_ATTEMPTS):
+        for _ in range(MAX_SUBMISSION_TRIES):
             key = self.layout.submission_key(upload.participant_id, upload.moment, attempt)
             try:
                 self.store.put(key, body, if_absent=True)

@@ -22,6 +22,8 @@ class Services:
     uploads: UploadService
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The app's services, for route handlers (``Depends(get_services)``)."""
+    # Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, which would
+    # cost every request a thread round trip (and one of the storage calls' thread tokens).
     return request.app.state.services

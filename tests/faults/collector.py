@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from collector.settings import Settings
-from tests.live_collector import REPO, collector_environment, free_port, wait_until_healthy
+from tests.live_collector import REPO, collector_environment, free_port, terminate, wait_until_healthy
 
 
 class KillableCollector:
@@ -60,10 +60,5 @@ class KillableCollector:
         return values.get("VmRSS", 0), values.get("VmHWM", 0)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            terminate(self.process)

@@ -27,13 +27,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["uploads"])
 
 
-async def _services(request: Request) -> Services:
-    # Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, which cost
-    # every request a thread round trip (and one of the storage calls' thread tokens).
-    return get_services(request)
-
-
-ServicesDep = Annotated[Services, Depends(_services)]
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
@@ -59,7 +53,6 @@ async def _body(request: Request, services: Services) -> Any:
     s = services.settings
     return await read_json_body(
         request,
-        max_bytes=s.max_upload_bytes,
         max_depth=s.max_json_depth,
         timeout_seconds=s.body_timeout_seconds,
     )
