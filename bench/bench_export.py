@@ -33,8 +33,13 @@ import boto3
 from fastapi.testclient import TestClient
 from moto.server import ThreadedMotoServer
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from factories import (  # the shared synthetic-data factories live with the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers live in tests/support
+from collector.app import create_app
+from collector.export import DirectorySink, export_bucket
+from collector.keys import KeyLayout
+from collector.settings import Settings
+from collector.storage import S3Store
+from tests.support.factories import (
     BASE_TIME,
     make_status,
     make_submission,
@@ -42,12 +47,6 @@ from factories import (  # the shared synthetic-data factories live with the tes
     put_submission,
     synthetic_id,
 )
-
-from collector.app import create_app
-from collector.export import DirectorySink, export_bucket
-from collector.keys import KeyLayout
-from collector.settings import Settings
-from collector.storage import S3Store
 
 BUCKET = "bench-export"
 PASSWORD = "bench-admin-password-1"

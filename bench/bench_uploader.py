@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import CHROMIUM_ARGS, local_settings  # noqa: E402
-from tests.live_collector import CollectorProcess  # noqa: E402
+from tests.support.collector_process import CollectorProcess  # noqa: E402
 
 MODULE = REPO / "js" / "data-uploader.js"
 

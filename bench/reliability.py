@@ -35,7 +35,7 @@ import httpx  # noqa: E402
 from tests.faults.clients import RetryPolicy  # noqa: E402
 from tests.faults.load import LoadResult, run_load  # noqa: E402
 from tests.faults.scenarios import ScenarioResult, Size, run_scenario, scenario_ids  # noqa: E402
-from tests.live_collector import free_port  # noqa: E402
+from tests.support.collector_process import free_port  # noqa: E402
 
 
 def start_moto() -> tuple[subprocess.Popen[bytes], str]:

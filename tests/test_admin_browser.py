@@ -12,8 +12,8 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
-from tests.factories import make_status, make_submission, put_status, put_submission
-from tests.live_collector import CollectorProcess
+from tests.support.collector_process import CollectorProcess
+from tests.support.factories import make_status, make_submission, put_status, put_submission
 
 PASSWORD = "test-admin-password-1"
 

@@ -13,7 +13,7 @@ import pytest
 
 from collector.admin.auth import COOKIE_NAME, AdminAuth
 from tests.conftest import local_settings
-from tests.live_collector import CollectorProcess
+from tests.support.collector_process import CollectorProcess
 
 PASSWORD = "test-admin-password-1"
 MARKER = "SECRET-ANSWER-7f3a"

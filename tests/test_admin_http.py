@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from collector.admin.auth import COOKIE_NAME, AdminAuth
 from collector.keys import KeyLayout
 from collector.storage import ObjectStore
-from tests.factories import make_status, make_submission, put_status, put_submission
+from tests.support.factories import make_status, make_submission, put_status, put_submission
 
 PASSWORD = "test-admin-password-1"  # what tests/conftest.py's settings use
 SUBMISSION = "submissions/SYNTH1_Complete_2025-11-17_09-00-00.json"

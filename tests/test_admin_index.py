@@ -6,7 +6,7 @@ from collector.admin.index import ParticipantIndex
 from collector.admin.overview import build_overview
 from collector.keys import KeyLayout
 from collector.storage import MemoryStore
-from tests.factories import make_status, make_submission, put_status, put_submission
+from tests.support.factories import make_status, make_submission, put_status, put_submission
 
 LAYOUT = KeyLayout("volcano-audio-anonymized-data")
 

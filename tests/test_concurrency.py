@@ -14,7 +14,7 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
 from tests.conftest import local_settings
-from tests.live_collector import CollectorProcess
+from tests.support.collector_process import CollectorProcess
 
 URL = "/api/upload-user-data"
 

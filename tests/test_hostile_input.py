@@ -14,10 +14,10 @@ from fastapi.testclient import TestClient
 
 from collector.app import create_app
 from collector.keys import KeyLayout
-from collector.rate_limit import RateLimiter
 from collector.storage import MemoryStore, ObjectStore, StoredObject, open_store
+from collector.web.rate_limit import RateLimiter
 from tests.conftest import local_settings
-from tests.live_collector import CollectorProcess, free_port
+from tests.support.collector_process import CollectorProcess, free_port
 
 URL = "/api/upload-user-data"
 

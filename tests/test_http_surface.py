@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from collector.app import create_app
 from tests.conftest import local_settings
-from tests.live_collector import REPO
+from tests.support.collector_process import REPO
 
 ERROR_CASES = [
     pytest.param("GET", "/no/such/route", None, 404, id="unknown-route"),

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.live_collector import REPO, free_port
+from tests.support.collector_process import REPO, free_port
 
 SEED_CURL_BODY = '{"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": true}}'
 

@@ -11,7 +11,7 @@ from collector.app import create_app
 from collector.settings import Settings
 from collector.storage import ObjectStore, StoredObject, TransientStorageError, open_store
 from tests.conftest import local_settings, s3_settings
-from tests.live_collector import free_port
+from tests.support.collector_process import free_port
 
 URL = "/api/upload-user-data"
 BODY = {

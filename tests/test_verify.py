@@ -10,8 +10,8 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
 from collector.verify import NO_STATUS, NOT_JSON, STRAY_KEY, WRONG_PARTICIPANT, verify_bucket
-from tests.factories import make_status, make_submission, put_status, put_submission
-from tests.live_collector import settings_environment
+from tests.support.collector_process import settings_environment
+from tests.support.factories import make_status, make_submission, put_status, put_submission
 
 
 def seed_clean(store: ObjectStore, layout: KeyLayout) -> None:

@@ -9,17 +9,17 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, admin
-from .body_limit import BodyLimitMiddleware
-from .concurrency import ConcurrencyLimit
-from .http_errors import install_error_handlers
 from .ingest import UploadService
 from .keys import KeyLayout
 from .metrics import Metrics
-from .rate_limit import RateLimiter
 from .routes import health, static, uploads
-from .services import Services
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, open_store
+from .web.body_limit import BodyLimitMiddleware
+from .web.concurrency import ConcurrencyLimit
+from .web.error_handlers import install_error_handlers
+from .web.rate_limit import RateLimiter
+from .web.services import Services
 
 
 def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .keys import KeyLayout
-from .scan import DEFAULT_READERS, decode_object, list_bucket, read_many
+from .reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from .storage import ObjectNotFound, ObjectStore, StorageError
 
 STRAY_KEY = "key does not fit the layout"

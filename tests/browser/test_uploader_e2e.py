@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Stored, queue, results, wait_queue_empty
-from tests.browser.helper_servers import FaultProxy
 from tests.conftest import local_settings, s3_settings
-from tests.live_collector import CollectorProcess
+from tests.support.collector_process import CollectorProcess
+from tests.support.helper_servers import FaultProxy
 
 PID = "P001ABC"
 API = re.compile(r".*/api/.*")

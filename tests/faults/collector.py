@@ -9,7 +9,13 @@ import sys
 from pathlib import Path
 
 from collector.settings import Settings
-from tests.live_collector import REPO, collector_environment, free_port, terminate, wait_until_healthy
+from tests.support.collector_process import (
+    REPO,
+    collector_environment,
+    free_port,
+    terminate,
+    wait_until_healthy,
+)
 
 
 class KillableCollector:

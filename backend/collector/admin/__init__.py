@@ -11,8 +11,8 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..http_errors import error_response
-from ..services import Services
+from ..web.error_handlers import error_response
+from ..web.services import Services
 from . import participant_routes, routes
 from .context import STATIC_DIR, LoginRequired, build_context
 

@@ -11,7 +11,7 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from ..errors import CollectorError, NotAuthenticated
-from ..services import Services
+from ..web.services import Services
 from .auth import COOKIE_NAME, AdminAuth, LoginThrottle
 from .index import ParticipantIndex
 

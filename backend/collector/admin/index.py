@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ..keys import KeyLayout
-from ..records import (
+from ..reading.records import (
     as_bool,
     as_float,
     as_int,
@@ -27,7 +27,7 @@ from ..records import (
     session_records,
     stored_moment,
 )
-from ..scan import DEFAULT_READERS, decode_object, list_bucket, read_many
+from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from ..storage import ObjectInfo, ObjectStore, StorageError
 
 logger = logging.getLogger(__name__)

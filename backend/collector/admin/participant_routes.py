@@ -16,8 +16,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ..errors import NotFound
 from ..keys import is_valid_participant_id
-from ..records import SESSION_COMPLETED_NAMES, session_records
-from ..scan import decode_object, read_many
+from ..reading.records import SESSION_COMPLETED_NAMES, session_records
+from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError
 from .context import AdminContext, SessionDep
 from .zipstream import stream_zip

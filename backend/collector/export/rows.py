@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from ..keys import format_timestamp
-from ..records import (
+from ..reading.records import (
     SESSION_DURATION_NAMES,
     SESSION_END_NAMES,
     SESSION_START_NAMES,

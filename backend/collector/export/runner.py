@@ -15,8 +15,15 @@ from datetime import datetime
 from typing import Protocol
 
 from ..keys import KeyLayout
-from ..records import stored_moment
-from ..scan import DEFAULT_READERS, BucketListing, ParticipantObjects, decode_object, list_bucket, read_many
+from ..reading.records import stored_moment
+from ..reading.scan import (
+    DEFAULT_READERS,
+    BucketListing,
+    ParticipantObjects,
+    decode_object,
+    list_bucket,
+    read_many,
+)
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, Table
 from .dictionary import data_dictionary

@@ -20,8 +20,8 @@ from ..models import (
     parse_batch,
     parse_upload,
 )
-from ..request_body import read_json_body
-from ..services import Services, get_services
+from ..web.request_body import read_json_body
+from ..web.services import Services, get_services
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["uploads"])

@@ -10,8 +10,8 @@ from typing import Any
 
 from fastapi import Request
 
-from .errors import InvalidUpload, RequestTimeout, UnsupportedMediaType
-from .models import parse_json
+from ..errors import InvalidUpload, RequestTimeout, UnsupportedMediaType
+from ..models import parse_json
 
 # text/plain is what navigator.sendBeacon can send cross-origin without a CORS preflight.
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")

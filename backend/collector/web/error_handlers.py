@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import CollectorError
+from ..errors import CollectorError
 
 logger = logging.getLogger(__name__)
 

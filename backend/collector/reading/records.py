@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from .keys import parse_timestamp
+from ..keys import parse_timestamp
 
 # The completion funnel (DESIGN §4 flags), in the order a participant meets them.
 FUNNEL_FLAGS = ("hasSeenParticipantSetup", "hasSeenWelcome", "hasSeenTutorial", "tutorialCompleted")

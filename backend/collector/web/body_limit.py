@@ -12,8 +12,8 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import PayloadTooLarge
-from .http_errors import collector_error_response
+from ..errors import PayloadTooLarge
+from .error_handlers import collector_error_response
 
 logger = logging.getLogger(__name__)
 

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from .ingest import UploadService
-from .keys import KeyLayout
-from .metrics import Metrics
-from .settings import Settings
-from .storage import ObjectStore
+from ..ingest import UploadService
+from ..keys import KeyLayout
+from ..metrics import Metrics
+from ..settings import Settings
+from ..storage import ObjectStore
 
 
 @dataclass(frozen=True)

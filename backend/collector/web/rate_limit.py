@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 from fastapi import Request
 
-from .errors import RateLimited
-from .settings import Settings
+from ..errors import RateLimited
+from ..settings import Settings
 
 MAX_TRACKED_CLIENTS = 50_000
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from .errors import Overloaded
-from .settings import Settings
+from ..errors import Overloaded
+from ..settings import Settings
 
 
 class ConcurrencyLimit:

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from .keys import KeyLayout
-from .storage import ObjectInfo, ObjectStore, StorageError
+from ..keys import KeyLayout
+from ..storage import ObjectInfo, ObjectStore, StorageError
 
 logger = logging.getLogger(__name__)
 
