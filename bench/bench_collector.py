@@ -74,25 +74,42 @@ def _submission_data() -> dict[str, Any]:
     return {
         "studyVersion": "2.4.1",
         "regions": [
-            {"id": f"r{i}", "start": 12.5 * i, "end": 12.5 * i + 9.75, "label": "tremor",
-             "confidence": 0.8, "features": {"freqLow": 0.5 + i, "freqHigh": 4.0 + i}}
+            {
+                "id": f"r{i}",
+                "start": 12.5 * i,
+                "end": 12.5 * i + 9.75,
+                "label": "tremor",
+                "confidence": 0.8,
+                "features": {"freqLow": 0.5 + i, "freqHigh": 4.0 + i},
+            }
             for i in range(8)
         ],
-        "features": [{"name": f"feature{i}", "value": i * 0.125, "selected": i % 2 == 0}
-                     for i in range(10)],
+        "features": [{"name": f"feature{i}", "value": i * 0.125, "selected": i % 2 == 0} for i in range(10)],
         "survey": {f"q{i}": {"answer": "somewhat agree", "rt": 1834 + i} for i in range(12)},
-        "timing": {"sessionStart": "2025-11-19T14:00:00.000Z", "sessionEnd": "2025-11-19T14:30:44.000Z",
-                   "durationMs": 1844000, "pauses": [12000, 3400, 560]},
+        "timing": {
+            "sessionStart": "2025-11-19T14:00:00.000Z",
+            "sessionEnd": "2025-11-19T14:30:44.000Z",
+            "durationMs": 1844000,
+            "pauses": [12000, 3400, 560],
+        },
         "completion": {"completed": True, "reason": "finished", "qualtricsResponseId": "R_1abcDEFghiJKL"},
     }
 
 
 SUBMISSION_DATA = _submission_data()
 STATUS_FIELDS: dict[str, Any] = {
-    "hasSeenParticipantSetup": True, "hasSeenWelcome": True, "hasSeenTutorial": True,
-    "tutorialCompleted": True, "weeklySessionCount": 2, "weekStartDate": "2025-11-17",
-    "totalSessionsStarted": 5, "totalSessionsCompleted": 4, "totalSessionTime": 7200000,
-    "totalSessionTimeHours": 2.0, "sessionHistory": [], "selectedVolcano": "Okmok",
+    "hasSeenParticipantSetup": True,
+    "hasSeenWelcome": True,
+    "hasSeenTutorial": True,
+    "tutorialCompleted": True,
+    "weeklySessionCount": 2,
+    "weekStartDate": "2025-11-17",
+    "totalSessionsStarted": 5,
+    "totalSessionsCompleted": 4,
+    "totalSessionTime": 7200000,
+    "totalSessionTimeHours": 2.0,
+    "sessionHistory": [],
+    "selectedVolcano": "Okmok",
     "selectedMode": "study",
 }
 
@@ -138,9 +155,7 @@ class CountingStore(ObjectStore):
             (value,) = struct.unpack_from("<Q", self._counts, offset)
             struct.pack_into("<Q", self._counts, offset, value + 1)
 
-    def put(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         self._count("put")
         return self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
 
@@ -256,19 +271,39 @@ class Server:
 
     def start(self) -> None:
         self.counts_dir.mkdir(parents=True, exist_ok=True)
-        environment = {k: v for k, v in os.environ.items()
-                       if not k.startswith(("R2_", "S3_", "LOCAL_STORAGE"))}
-        environment.update(self.env, BENCH_COUNTS_DIR=str(self.counts_dir), BENCH_BACKEND=self.backend,
-                           ADMIN_PASSWORD="bench-admin-secret-1")
+        environment = {
+            k: v for k, v in os.environ.items() if not k.startswith(("R2_", "S3_", "LOCAL_STORAGE"))
+        }
+        environment.update(
+            self.env,
+            BENCH_COUNTS_DIR=str(self.counts_dir),
+            BENCH_BACKEND=self.backend,
+            ADMIN_PASSWORD="bench-admin-secret-1",
+        )
         command = [
-            sys.executable, "-m", "uvicorn", "bench_collector:bench_app", "--factory",
-            "--app-dir", str(BENCH_DIR), "--host", "127.0.0.1", "--port", str(self.port),
-            "--workers", str(self.workers), "--no-access-log", "--timeout-keep-alive", "5",
-            "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench_collector:bench_app",
+            "--factory",
+            "--app-dir",
+            str(BENCH_DIR),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            "--no-access-log",
+            "--timeout-keep-alive",
+            "5",
+            "--log-level",
+            "warning",
         ]
         with open(self.log_path, "wb") as log:
-            self.process = subprocess.Popen(command, cwd=REPO, env=environment,
-                                            stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_for_port(self.port, self.process)
         while len(list(self.counts_dir.glob("counts-*.bin"))) < self.workers:
             time.sleep(0.05)
@@ -290,12 +325,18 @@ def start_moto(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log, stderr=subprocess.STDOUT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     wait_for_port(port, process)
     endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                 aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket=S3_BUCKET)
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    ).create_bucket(Bucket=S3_BUCKET)
     return process, endpoint
 
 
@@ -311,9 +352,11 @@ def client_address(participant_id: str) -> str:
 def _request_bytes(port: int, path: str, participant_id: str, body: bytes) -> bytes:
     # X-Forwarded-For (trusted from loopback, as behind the production proxy) gives every
     # participant its own client address, so per-address rate limiting sees real participants.
-    head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-            f"X-Forwarded-For: {client_address(participant_id)}\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"X-Forwarded-For: {client_address(participant_id)}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode("ascii") + body
 
 
@@ -359,16 +402,20 @@ def run_load(port: int, kind: str, ids: list[str], connections: int) -> dict[str
     latencies, errors, seconds = uvloop.run(_drive(port, requests, connections))
     cpu = time.process_time() - cpu_before
     return {
-        "seconds": seconds, "latencies": latencies, "errors": errors,
-        "client_cpu_share": cpu / seconds, "body_bytes": len(requests[0]),
+        "seconds": seconds,
+        "latencies": latencies,
+        "errors": errors,
+        "client_cpu_share": cpu / seconds,
+        "body_bytes": len(requests[0]),
     }
 
 
 # --- storage ceiling: the same storage requests, no HTTP -----------------------------------------
 
 
-def _ceiling_submission(store: ObjectStore, layout: KeyLayout, pid: str, bodies: tuple[bytes, bytes],
-                        moment: datetime) -> None:
+def _ceiling_submission(
+    store: ObjectStore, layout: KeyLayout, pid: str, bodies: tuple[bytes, bytes], moment: datetime
+) -> None:
     submission, status = bodies
     store.put(layout.submission_key(pid, moment), submission, if_absent=True)
     key = layout.status_key(pid)
@@ -379,8 +426,9 @@ def _ceiling_submission(store: ObjectStore, layout: KeyLayout, pid: str, bodies:
         store.put(key, status, if_match=current.etag)
 
 
-def _ceiling_status(store: ObjectStore, layout: KeyLayout, pid: str, bodies: tuple[bytes, bytes],
-                    moment: datetime) -> None:
+def _ceiling_status(
+    store: ObjectStore, layout: KeyLayout, pid: str, bodies: tuple[bytes, bytes], moment: datetime
+) -> None:
     key = layout.status_key(pid)
     current = store.get_or_none(key)
     if current is None:
@@ -410,8 +458,12 @@ def storage_ceiling(store: ObjectStore, kind: str, ids: list[str], threads: int)
         started, cpu = time.perf_counter(), os.times()
         list(pool.map(one, range(len(ids))))
         seconds, after = time.perf_counter() - started, os.times()
-    return {"seconds": seconds, "latencies": latencies, "errors": [],
-            "cpu_seconds": (after.user - cpu.user, after.system - cpu.system)}
+    return {
+        "seconds": seconds,
+        "latencies": latencies,
+        "errors": [],
+        "cpu_seconds": (after.user - cpu.user, after.system - cpu.system),
+    }
 
 
 # --- orchestration and report --------------------------------------------------------------------
@@ -440,16 +492,28 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 def make_row(backend: str, connections: int, kind: str, outcome: dict[str, Any]) -> Row:
     latencies = sorted(outcome["latencies"])
     if outcome["errors"]:
-        print(f"  ! {backend} {kind} x{connections}: {len(outcome['errors'])} errors, first: "
-              f"{outcome['errors'][0]}", file=sys.stderr)
-    return Row(backend, connections, kind, len(latencies), len(latencies) / outcome["seconds"],
-               1000 * percentile(latencies, 0.50), 1000 * percentile(latencies, 0.99),
-               len(outcome["errors"]), server_cpu_ms=outcome.get("cpu_ms"),
-               client_cpu_share=outcome.get("client_cpu_share"))
+        print(
+            f"  ! {backend} {kind} x{connections}: {len(outcome['errors'])} errors, first: "
+            f"{outcome['errors'][0]}",
+            file=sys.stderr,
+        )
+    return Row(
+        backend,
+        connections,
+        kind,
+        len(latencies),
+        len(latencies) / outcome["seconds"],
+        1000 * percentile(latencies, 0.50),
+        1000 * percentile(latencies, 0.99),
+        len(outcome["errors"]),
+        server_cpu_ms=outcome.get("cpu_ms"),
+        client_cpu_share=outcome.get("client_cpu_share"),
+    )
 
 
-def http_phase(server: Server, loader: ProcessPoolExecutor, kind: str, ids: list[str],
-               connections: int) -> dict[str, Any]:
+def http_phase(
+    server: Server, loader: ProcessPoolExecutor, kind: str, ids: list[str], connections: int
+) -> dict[str, Any]:
     """One load-generator run, with the server's CPU time and storage requests it caused."""
     counts_before, cpu_before = read_counts(server.counts_dir), server.cpu_seconds()
     outcome = loader.submit(run_load, server.port, kind, ids, connections).result()
@@ -468,8 +532,9 @@ def merge(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     }
     n = len(merged["latencies"])
     if "client_cpu_share" in outcomes[0]:
-        merged["client_cpu_share"] = sum(o["client_cpu_share"] * o["seconds"] for o in outcomes) / merged[
-            "seconds"]
+        merged["client_cpu_share"] = (
+            sum(o["client_cpu_share"] * o["seconds"] for o in outcomes) / merged["seconds"]
+        )
     cpu_key = "cpu" if "cpu" in outcomes[0] else "cpu_seconds"
     merged["cpu_ms"] = tuple(1000 * sum(o[cpu_key][i] for o in outcomes) / n for i in (0, 1))
     if "counts" in outcomes[0]:
@@ -477,8 +542,17 @@ def merge(outcomes: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
-def bench_backend(backend: str, server: Server, store: ObjectStore, loader: ProcessPoolExecutor,
-                  levels: list[int], uploads: int, workers: int, rounds: int, run: str) -> list[Row]:
+def bench_backend(
+    backend: str,
+    server: Server,
+    store: ObjectStore,
+    loader: ProcessPoolExecutor,
+    levels: list[int],
+    uploads: int,
+    workers: int,
+    rounds: int,
+    run: str,
+) -> list[Row]:
     """Every phase at every level, in ``rounds`` interleaved rounds so drifting load hits all alike."""
     rows: list[Row] = []
     # Warm up: imports, connection pools, the first directories; not measured.
@@ -503,14 +577,16 @@ def bench_backend(backend: str, server: Server, store: ObjectStore, loader: Proc
             if kind in ("submission", "status"):
                 row.storage_requests = {op: v for op, v in merged["counts"].items() if v}
             rows.append(row)
-        for row in rows[-len(kinds):]:
+        for row in rows[-len(kinds) :]:
             print_row(row, rows)
     return rows
 
 
-HEADER = (f"{'backend':<7} {'conns':>5}  {'endpoint':<19} {'n':>5} {'uploads/s':>9} {'p50 ms':>7} "
-          f"{'p99 ms':>7} {'vs bare':>7} {'vs ceil':>7} {'cpu usr+sys':>11} {'client':>6}  "
-          "storage req/upload")
+HEADER = (
+    f"{'backend':<7} {'conns':>5}  {'endpoint':<19} {'n':>5} {'uploads/s':>9} {'p50 ms':>7} "
+    f"{'p99 ms':>7} {'vs bare':>7} {'vs ceil':>7} {'cpu usr+sys':>11} {'client':>6}  "
+    "storage req/upload"
+)
 
 
 def _ratio(row: Row, rows: list[Row], kind: str) -> float | None:
@@ -536,8 +612,12 @@ def print_row(row: Row, rows: list[Row]) -> None:
         f"{row.server_cpu_ms[0]:>5.2f}+{row.server_cpu_ms[1]:<5.2f}" if row.server_cpu_ms else f"{'':>11}",
         f"{row.client_cpu_share:>6.0%}" if row.client_cpu_share is not None else f"{'':>6}",
     ]
-    print(" ".join(cells) + ("  " + requests if requests else "") + (f"  ERRORS {row.errors}" if row.errors
-                                                                     else ""), flush=True)
+    print(
+        " ".join(cells)
+        + ("  " + requests if requests else "")
+        + (f"  ERRORS {row.errors}" if row.errors else ""),
+        flush=True,
+    )
 
 
 def check_targets(rows: list[Row]) -> list[tuple[str, bool]]:
@@ -557,34 +637,58 @@ def check_targets(rows: list[Row]) -> list[tuple[str, bool]]:
     for row in (r for r in rows if r.kind in ("submission", "status") and r.storage_requests):
         limit = 3 if row.kind == "submission" else 2
         total = sum((row.storage_requests or {}).values())
-        results.append((f"{row.backend} {row.kind} x{row.connections}: {total:.2f} storage requests "
-                        f"per upload (<= {limit})", total <= limit + 1e-9))
+        results.append(
+            (
+                f"{row.backend} {row.kind} x{row.connections}: {total:.2f} storage requests "
+                f"per upload (<= {limit})",
+                total <= limit + 1e-9,
+            )
+        )
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--uploads", type=int, help="uploads per level and phase "
-                        "(default 2000 on local, 400 on s3, where moto is the bottleneck)")
-    parser.add_argument("--backends", default="local,s3", help="comma-separated: local, s3, and "
-                        "memory (diagnostic: the collector's own cost, nothing durable)")
+    parser.add_argument(
+        "--uploads",
+        type=int,
+        help="uploads per level and phase (default 2000 on local, 400 on s3, where moto is the bottleneck)",
+    )
+    parser.add_argument(
+        "--backends",
+        default="local,s3",
+        help="comma-separated: local, s3, and memory (diagnostic: the collector's own cost, nothing durable)",
+    )
     parser.add_argument("--levels", default="1,16,64", help="concurrent connections, comma-separated")
     parser.add_argument("--workers", type=int, default=1, help="collector server processes")
-    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds per level, so that "
-                        "background load drifting during the run affects every phase alike")
-    parser.add_argument("--data-dir", type=Path, help="where the local backend stores (default: a temp "
-                        "folder on the same disk as the repo, removed afterwards)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=4,
+        help="interleaved rounds per level, so that "
+        "background load drifting during the run affects every phase alike",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where the local backend stores (default: a temp "
+        "folder on the same disk as the repo, removed afterwards)",
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.levels.split(",")]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     run = datetime.now(UTC).strftime("%H%M%S")
     RESULTS_DIR.mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-collector-", dir=RESULTS_DIR))
-    print(f"Collector benchmark: {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
-          f"workers={args.workers}, levels {levels}; "
-          f"load generator in its own process (raw HTTP/1.1 keep-alive, uvloop); logs in {scratch}")
-    print("cpu usr+sys = server CPU ms per request (ceilings: this process's); client = load generator "
-          "CPU, share of one core;\nceiling = the same storage requests from a thread pool, no HTTP\n")
+    print(
+        f"Collector benchmark: {os.cpu_count()} cores (load average {os.getloadavg()[0]:.1f}), "
+        f"workers={args.workers}, levels {levels}; "
+        f"load generator in its own process (raw HTTP/1.1 keep-alive, uvloop); logs in {scratch}"
+    )
+    print(
+        "cpu usr+sys = server CPU ms per request (ceilings: this process's); client = load generator "
+        "CPU, share of one core;\nceiling = the same storage requests from a thread pool, no HTTP\n"
+    )
     print(HEADER)
     rows: list[Row] = []
     moto: subprocess.Popen[bytes] | None = None
@@ -600,21 +704,36 @@ def main() -> None:
                 elif backend == "s3":
                     if moto is None:
                         moto, endpoint = start_moto(scratch / "moto.log")
-                    env = {"S3_ENDPOINT_URL": endpoint, "R2_ACCESS_KEY_ID": "test",
-                           "R2_SECRET_ACCESS_KEY": "test", "S3_REGION": "us-east-1",
-                           "R2_BUCKET_NAME": S3_BUCKET}
-                    store = S3Store(S3_BUCKET, endpoint_url=endpoint, access_key_id="test",
-                                    secret_access_key="test", region="us-east-1")
+                    env = {
+                        "S3_ENDPOINT_URL": endpoint,
+                        "R2_ACCESS_KEY_ID": "test",
+                        "R2_SECRET_ACCESS_KEY": "test",
+                        "S3_REGION": "us-east-1",
+                        "R2_BUCKET_NAME": S3_BUCKET,
+                    }
+                    store = S3Store(
+                        S3_BUCKET,
+                        endpoint_url=endpoint,
+                        access_key_id="test",
+                        secret_access_key="test",
+                        region="us-east-1",
+                    )
                 elif backend == "memory":
                     env, store = {"LOCAL_STORAGE_DIR": str(scratch / "unused")}, MemoryStore()
                 else:
                     parser.error(f"unknown backend {backend!r}")
-                server = Server(backend, env, args.workers, scratch / f"server-{backend}.log",
-                                scratch / f"counts-{backend}")
+                server = Server(
+                    backend,
+                    env,
+                    args.workers,
+                    scratch / f"server-{backend}.log",
+                    scratch / f"counts-{backend}",
+                )
                 server.start()
                 try:
-                    rows += bench_backend(backend, server, store, loader, levels, uploads,
-                                          args.workers, args.rounds, run)
+                    rows += bench_backend(
+                        backend, server, store, loader, levels, uploads, args.workers, args.rounds, run
+                    )
                 finally:
                     server.stop()
                     store.close()
@@ -622,16 +741,27 @@ def main() -> None:
         if moto is not None:
             stop(moto)
     load = os.getloadavg()[0]
-    print(f"\nLoad average at the end: {load:.1f}"
-          + (" (other work shared the machine: figures are noisy, rerun when idle)" if load > 1.5 else ""))
+    print(
+        f"\nLoad average at the end: {load:.1f}"
+        + (" (other work shared the machine: figures are noisy, rerun when idle)" if load > 1.5 else "")
+    )
     print("\nTargets (issue 2):")
     targets = check_targets(rows)
     for text, met in targets:
         print(f"  {'met' if met else 'MISSED':<6}  {text}")
     out = RESULTS_DIR / f"collector-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
-    out.write_text(json.dumps({"cores": os.cpu_count(), "workers": args.workers, "levels": levels,
-                               "rows": [asdict(r) for r in rows],
-                               "targets": [{"target": t, "met": m} for t, m in targets]}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "cores": os.cpu_count(),
+                "workers": args.workers,
+                "levels": levels,
+                "rows": [asdict(r) for r in rows],
+                "targets": [{"target": t, "met": m} for t, m in targets],
+            },
+            indent=2,
+        )
+    )
     print(f"\nJSON: {out.relative_to(REPO)}")
     if args.data_dir is None:
         shutil.rmtree(scratch / "data", ignore_errors=True)

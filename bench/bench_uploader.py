@@ -18,8 +18,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import CHROMIUM_ARGS, local_settings  # noqa: E402
+from tests.support.chromium import launch_chromium  # noqa: E402
 from tests.support.collector_process import CollectorProcess  # noqa: E402
+from tests.support.settings import local_settings  # noqa: E402
 
 MODULE = REPO / "js" / "data-uploader.js"
 
@@ -91,20 +92,21 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
         collector = CollectorProcess(local_settings(Path(tmp) / "data"))
-        browser = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
+        browser = launch_chromium(playwright)
         try:
             page = browser.new_page()
             page.goto(collector.url + "/healthz")
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
             dump_bytes = page.evaluate(SETUP, [collector.url, args.regions])
-            print(f"Chromium {browser.version}, {args.calls} sequential calls each, "
-                  f"jsonDump {dump_bytes} bytes")
+            print(
+                f"Chromium {browser.version}, {args.calls} sequential calls each, jsonDump {dump_bytes} bytes"
+            )
             print(f"{'call':52} {'sync median':>11} {'sync p95':>9} {'main thread/call':>16}")
-            rows = [("uploadUserStatus, collector up", "status", "success"),
-                    ("uploadSubmissionData, collector up", "submission", "success")]
+            rows = [
+                ("uploadUserStatus, collector up", "status", "success"),
+                ("uploadSubmissionData, collector up", "submission", "success"),
+            ]
             for label, kind, expected in rows:
                 report(label, measure(page, cdp, kind, args.calls, expected))
             collector.stop()  # now every call fails and stays queued: the queue grows to `calls` items

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -16,6 +14,8 @@ from collector.app import create_app
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore, open_store
+from tests.support.chromium import launch_chromium
+from tests.support.settings import local_settings, s3_settings
 
 
 @pytest.fixture(scope="session")
@@ -26,36 +26,6 @@ def moto_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
-
-
-def make_bucket(endpoint: str) -> str:
-    """A fresh, empty bucket on the S3 server, so tests never see each other's objects."""
-    name = f"test-bucket-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-    ).create_bucket(Bucket=name)
-    return name
-
-
-def s3_settings(endpoint: str, *, bucket: str | None = None, **overrides: object) -> Settings:
-    """Settings for the S3 server at ``endpoint``: a fresh bucket, or ``bucket`` as it is (maybe absent)."""
-    return Settings(
-        s3_endpoint_url=endpoint,
-        r2_access_key_id="test",
-        r2_secret_access_key="test",
-        s3_region="us-east-1",
-        r2_bucket_name=bucket or make_bucket(endpoint),
-        admin_password="test-admin-password-1",
-        **overrides,
-    )
-
-
-def local_settings(root: Path, **overrides: object) -> Settings:
-    return Settings(local_storage_dir=root, admin_password="test-admin-password-1", **overrides)
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -96,19 +66,6 @@ def client(app: FastAPI) -> Iterator[TestClient]:
         yield test_client
 
 
-# Flags that keep Chromium off the network it cannot reach here (and quiet), as root, headless.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-]
-
-
 # Module scope, not session: Playwright's sync API keeps an event loop running in the main thread
 # while it is open, and tests elsewhere that call asyncio.run() would fail after it.
 @pytest.fixture(scope="module")
@@ -117,8 +74,6 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS
-        )
+        launched = launch_chromium(playwright)
         yield launched
         launched.close()

@@ -15,6 +15,8 @@ from collector.storage import ObjectStore
 from tests.support.collector_process import CollectorProcess
 from tests.support.factories import make_status, make_submission, put_status, put_submission
 
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
+
 PASSWORD = "test-admin-password-1"
 
 

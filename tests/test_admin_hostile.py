@@ -12,8 +12,10 @@ import httpx
 import pytest
 
 from collector.admin.auth import COOKIE_NAME, AdminAuth
-from tests.conftest import local_settings
 from tests.support.collector_process import CollectorProcess
+from tests.support.settings import local_settings
+
+pytestmark = pytest.mark.processes
 
 PASSWORD = "test-admin-password-1"
 MARKER = "SECRET-ANSWER-7f3a"

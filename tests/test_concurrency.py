@@ -13,8 +13,10 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
-from tests.conftest import local_settings
 from tests.support.collector_process import CollectorProcess
+from tests.support.settings import local_settings
+
+pytestmark = pytest.mark.processes
 
 URL = "/api/upload-user-data"
 

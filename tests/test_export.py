@@ -16,9 +16,9 @@ from collector.export import DirectorySink, ExportFailed, export_bucket
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
-from tests.conftest import s3_settings
 from tests.support.collector_process import settings_environment
 from tests.support.factories import BASE_TIME, make_status, make_submission, put_status, put_submission
+from tests.support.settings import s3_settings
 
 ODD = "Ōkmok 🌋 «ß» \u200b"  # unicode that breaks naive encoders: accents, emoji, zero-width space
 RESPONSES = {"mood": 4, "feeling": "calme, très", "pre": {"sleep": "7h", "items": [1, 3]}}

@@ -15,6 +15,8 @@ from tests.faults.clients import RetryPolicy, make_uploads
 from tests.faults.scenarios import Size, run_scenario, scenario_ids
 from tests.faults.verdict import judge
 
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
+
 SMALL = Size(
     uploads=80, participants=12, concurrency=8, policy=RetryPolicy(max_delay=0.5, give_up_seconds=60)
 )

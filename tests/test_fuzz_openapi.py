@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -16,7 +17,9 @@ from schemathesis.generation import GenerationMode
 from collector.app import create_app
 from collector.keys import KeyLayout
 from collector.storage import open_store
-from tests.conftest import local_settings
+from tests.support.settings import local_settings
+
+pytestmark = pytest.mark.slow
 
 # Built at import, as schemathesis parametrizes at collection time; the folder goes with the process.
 _DATA = tempfile.TemporaryDirectory(prefix="fuzz-")

@@ -16,8 +16,8 @@ from collector.app import create_app
 from collector.keys import KeyLayout
 from collector.storage import MemoryStore, ObjectStore, StoredObject, open_store
 from collector.web.rate_limit import RateLimiter
-from tests.conftest import local_settings
 from tests.support.collector_process import CollectorProcess, free_port
+from tests.support.settings import local_settings
 
 URL = "/api/upload-user-data"
 

@@ -9,8 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from collector.app import create_app
-from tests.conftest import local_settings
-from tests.support.collector_process import REPO
+from tests.support.collector_process import REPO, venv_bin
+from tests.support.settings import local_settings
 
 ERROR_CASES = [
     pytest.param("GET", "/no/such/route", None, 404, id="unknown-route"),
@@ -114,7 +114,7 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     "command",
     [
         pytest.param([sys.executable, "-m", "collector", "--help"], id="python-m"),
-        pytest.param([str(REPO / ".venv" / "bin" / "collector"), "--help"], id="console-script"),
+        pytest.param([str(venv_bin("collector")), "--help"], id="console-script"),
         pytest.param([sys.executable, "backend/collector_loop.py", "--help"], id="seed-entry-point"),
     ],
 )

@@ -9,6 +9,8 @@ import pytest
 
 from tests.faults.load import run_load
 
+pytestmark = [pytest.mark.slow, pytest.mark.processes]
+
 SIZES = {"local": (1500, 32), "s3": (200, 16)}
 
 

@@ -24,8 +24,8 @@ from collector.storage import (
     StoredObject,
     TransientStorageError,
 )
-from tests.conftest import local_settings, make_bucket
 from tests.faults.proxy import Fault, FaultPlan, FaultProxy
+from tests.support.settings import local_settings, make_bucket
 
 
 class FakeClock:

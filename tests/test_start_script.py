@@ -9,8 +9,11 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.collector_process import REPO, free_port
+
+pytestmark = pytest.mark.processes
 
 SEED_CURL_BODY = '{"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": true}}'
 

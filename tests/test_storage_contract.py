@@ -18,7 +18,7 @@ from collector.storage import (
     StorageError,
     open_store,
 )
-from tests.conftest import s3_settings
+from tests.support.settings import s3_settings
 
 
 @pytest.fixture(params=["memory", "local", "s3"])

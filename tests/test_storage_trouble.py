@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 from collector.app import create_app
 from collector.settings import Settings
 from collector.storage import ObjectStore, StoredObject, TransientStorageError, open_store
-from tests.conftest import local_settings, s3_settings
 from tests.support.collector_process import free_port
+from tests.support.settings import local_settings, s3_settings
 
 URL = "/api/upload-user-data"
 BODY = {

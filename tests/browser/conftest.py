@@ -14,9 +14,9 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import open_store
-from tests.conftest import local_settings
 from tests.support.collector_process import REPO, CollectorProcess
 from tests.support.helper_servers import static_site
+from tests.support.settings import local_settings
 
 # Short retry schedule and timeouts so a test waits seconds, not minutes; no periodic uploads
 # unless a test asks (they would add status uploads the test did not make).

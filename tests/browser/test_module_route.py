@@ -8,8 +8,8 @@ from fastapi.testclient import TestClient
 
 from collector.app import create_app
 from collector.routes.static import module_path
-from tests.conftest import local_settings
 from tests.support.collector_process import REPO
+from tests.support.settings import local_settings
 
 
 def test_module_is_served_cors_open_even_when_origins_are_restricted(tmp_path: Path) -> None:

@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import Stored, queue, results, wait_queue_empty
-from tests.conftest import local_settings, s3_settings
 from tests.support.collector_process import CollectorProcess
 from tests.support.helper_servers import FaultProxy
+from tests.support.settings import local_settings, s3_settings
+
+pytestmark = [pytest.mark.browser, pytest.mark.processes]
 
 PID = "P001ABC"
 API = re.compile(r".*/api/.*")

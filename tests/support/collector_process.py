@@ -16,6 +16,11 @@ from collector.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 
 
+def venv_bin(name: str) -> Path:
+    """A console script installed beside the running interpreter (its venv's ``bin``), wherever that is."""
+    return Path(sys.executable).parent / name
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -35,6 +40,8 @@ def collector_environment(settings: Settings, port: int, *, workers: int = 1) ->
     """The environment for ``python -m collector serve`` with ``settings`` on a loopback port."""
     return {
         **os.environ,
+        # This checkout's code, even when the venv was installed from another one.
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "backend"), os.environ.get("PYTHONPATH")])),
         **settings_environment(settings),
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -70,7 +77,7 @@ def terminate(process: subprocess.Popen) -> None:
 
 
 class CollectorProcess:
-    """``python -m collector serve`` on a free loopback port, stopped on ``stop()``."""
+    """``python -m collector serve`` on a free loopback port; a context manager, or call ``stop()``."""
 
     def __init__(self, settings: Settings, *, workers: int = 1, log_path: Path | None = None) -> None:
         self.port = free_port()
@@ -92,3 +99,9 @@ class CollectorProcess:
     def stop(self) -> None:
         terminate(self.process)
         self._log.close()
+
+    def __enter__(self) -> CollectorProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

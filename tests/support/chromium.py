@@ -1,0 +1,36 @@
+"""Finding and launching headless Chromium (Debian's package; Playwright's own download is unreachable)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+# Flags that keep Chromium off the network it cannot reach here (and quiet), as root, headless.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def chromium_path() -> str:
+    """``CHROMIUM`` if set, else the first of chromium / chromium-browser / google-chrome on PATH."""
+    configured = os.environ.get("CHROMIUM")
+    if configured:
+        return configured
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise FileNotFoundError("no Chromium found: set CHROMIUM or install Debian's chromium package")
+
+
+def launch_chromium(playwright: Any) -> Any:
+    """A headless Chromium browser from a Playwright instance."""
+    return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
