@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.templating import Jinja2Templates
 
-from ..errors import CollectorError, NotAuthenticated
+from ..errors import CollectorError, NotAuthenticated, StorageUnavailable
+from ..storage import StorageError
 from ..web.services import Services
-from .auth import COOKIE_NAME, AdminAuth, LoginThrottle
+from .auth import COOKIE_NAME, AdminAuth, LoginThrottle, SessionStateStore
 from .index import ParticipantIndex
+
+T = TypeVar("T")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -39,9 +44,16 @@ class AdminContext:
 def build_context(services: Services) -> AdminContext:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.autoescape = True  # every template, whatever its file name
+    settings = services.settings
+    state = SessionStateStore(
+        services.store,
+        services.layout.admin_session_key,
+        configured_secret=settings.admin_session_secret,
+        check_seconds=settings.admin_session_check_seconds,
+    )
     return AdminContext(
         services=services,
-        auth=AdminAuth(services.settings.admin_password),
+        auth=AdminAuth(settings.admin_password, state),
         throttle=LoginThrottle(),
         index=ParticipantIndex(services.store, services.layout),
         templates=templates,
@@ -53,11 +65,42 @@ def get_admin(request: Request) -> AdminContext:
 
 
 def require_session(request: Request) -> AdminContext:
-    """The dashboard's context, only for a request carrying a valid session cookie."""
+    """The dashboard's context, only for a request carrying a valid session cookie.
+
+    A plain ``def``: FastAPI runs it on the thread pool, where reading the shared session
+    state from the bucket (at most every few seconds) does not block the event loop.
+    """
     admin = get_admin(request)
-    if not admin.auth.valid(request.cookies.get(COOKIE_NAME)):
+    try:
+        valid = admin.auth.valid(request.cookies.get(COOKIE_NAME))
+    except StorageError as exc:
+        raise StorageUnavailable(
+            "cannot check the session: storage unavailable",
+            retry_after=admin.services.settings.retry_after_seconds,
+        ) from exc
+    if not valid:
         raise LoginRequired("log in to the admin dashboard first")
     return admin
+
+
+async def off_loop(admin: AdminContext, function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call (bucket reads, big renders) on the thread pool; storage trouble is a 503."""
+    try:
+        return await run_in_threadpool(function, *args)
+    except StorageError as exc:
+        raise StorageUnavailable(
+            "storage unavailable; try again shortly", retry_after=admin.services.settings.retry_after_seconds
+        ) from exc
+
+
+def cookie_secure(request: Request, admin: AdminContext) -> bool:
+    """Secure unless the collector serves plain http on a loopback address (local use)."""
+    mode = admin.services.settings.admin_cookie_secure
+    if mode != "auto":
+        return mode == "always"
+    host = admin.services.settings.host
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    return request.url.scheme == "https" or not loopback
 
 
 def same_origin(request: Request) -> None:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
+from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
@@ -19,7 +21,16 @@ from ..keys import is_valid_participant_id
 from ..reading.records import SESSION_COMPLETED_NAMES, session_records
 from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError
-from .context import AdminContext, SessionDep
+from .bounded import (
+    MAX_PARSE_BYTES,
+    MAX_VIEW_CHARS,
+    PAGE_ROWS,
+    page_of,
+    session_table,
+    status_fields,
+)
+from .context import AdminContext, SessionDep, off_loop
+from .rendering import render_html
 from .zipstream import stream_zip
 
 router = APIRouter(prefix="/admin/participants", include_in_schema=False)
@@ -28,50 +39,111 @@ router = APIRouter(prefix="/admin/participants", include_in_schema=False)
 _SESSION_COLUMNS = ("sessionId", "startTime", "endTime", "duration", *SESSION_COMPLETED_NAMES)
 
 
+@dataclass(frozen=True)
+class SubmissionRow:
+    info: ObjectInfo
+    name: str  # the part of the key after the participant's folder (what file URLs carry)
+    problem: str | None  # why it cannot be read, or None when it is a readable JSON object
+    key_verified: bool | None = None  # the stored document's keyVerified, when it says
+
+
 @router.get("/{participant_id}")
-async def participant_page(request: Request, participant_id: str, admin: SessionDep) -> HTMLResponse:
-    objects = await run_in_threadpool(_objects, admin, participant_id)
-    status_key = admin.services.layout.status_key(participant_id)
-    stored = await run_in_threadpool(admin.services.store.get_or_none, status_key)
-    status, problem = None, None
-    if stored is not None:
-        try:
-            status = decode_object(stored.body)
-        except ValueError as exc:
-            problem = str(exc)
-    records = session_records(status or {})
-    extra = sorted({name for record in records for name in record} - set(_SESSION_COLUMNS))
-    columns = [c for c in _SESSION_COLUMNS if any(c in r for r in records)] + extra
-    submissions = [(info, _name(info)) for info in objects if _kind(admin, info) == "submission"]
-    return admin.templates.TemplateResponse(
-        request,
-        "participant.html",
-        {
-            "pid": participant_id,
-            "status": status,
-            "status_problem": problem,
-            "fields": {k: v for k, v in (status or {}).items() if k != "sessionHistory"},
-            "sessions": records,
-            "session_columns": columns,
-            "submissions": submissions,
-            "status_info": next((o for o in objects if _kind(admin, o) == "status"), None),
-        },
+async def participant_page(
+    request: Request,
+    participant_id: str,
+    admin: SessionDep,
+    sessions_page: int = Query(1, ge=1, le=1_000_000),
+    submissions_page: int = Query(1, ge=1, le=1_000_000),
+) -> HTMLResponse:
+    """Read, build and render on the thread pool: a big page never holds up the event loop."""
+    context = await off_loop(
+        admin, _participant_context, admin, participant_id, sessions_page, submissions_page
     )
+    return await render_html(request, admin, "participant.html", context)
+
+
+def _participant_context(
+    admin: AdminContext, participant_id: str, sessions_page: int, submissions_page: int
+) -> dict[str, Any]:
+    objects = _objects(admin, participant_id)
+    status_info = next((o for o in objects if _kind(admin, o) == "status"), None)
+    status, problem = None, None
+    if status_info is not None and status_info.size > MAX_PARSE_BYTES:
+        problem = f"too large to show here ({status_info.size} bytes); download it instead"
+    elif status_info is not None:
+        stored = admin.services.store.get_or_none(status_info.key)
+        if stored is not None:
+            try:
+                status = decode_object(stored.body)
+            except ValueError as exc:
+                problem = str(exc)
+    fields, more_fields = status_fields(status or {})
+    submitted = [info for info in objects if _kind(admin, info) == "submission"]
+    page = page_of(len(submitted), submissions_page)
+    return {
+        "pid": participant_id,
+        "status": status,
+        "status_problem": problem,
+        "fields": fields,
+        "more_fields": more_fields,
+        "sessions": session_table(session_records(status or {}), _SESSION_COLUMNS, sessions_page),
+        "submissions": _submission_rows(admin, submitted[page.slice]),
+        "submissions_page": page,
+        "page_rows": PAGE_ROWS,
+        "status_info": status_info,
+    }
+
+
+def _submission_rows(admin: AdminContext, infos: list[ObjectInfo]) -> list[SubmissionRow]:
+    """One page of submissions, each read to tell a readable file from a corrupt one."""
+    sizes = {info.key: info for info in infos}
+    checked = [info.key for info in infos if info.size <= MAX_PARSE_BYTES]
+    problems: dict[str, str | None] = {
+        info.key: f"too large to check ({info.size} bytes)" for info in infos if info.size > MAX_PARSE_BYTES
+    }
+    verified: dict[str, bool | None] = {}
+    for key, body in read_many(admin.services.store, checked, workers=8):
+        if isinstance(body, ObjectNotFound):
+            problems[key] = "deleted since it was listed"
+            continue
+        if isinstance(body, StorageError):
+            raise body
+        try:
+            document = decode_object(body)
+        except ValueError as exc:
+            problems[key] = str(exc)
+            continue
+        problems[key] = None
+        flag = document.get("keyVerified")
+        verified[key] = flag if isinstance(flag, bool) else None
+    return [
+        SubmissionRow(info, _name(info), problems.get(key), verified.get(key)) for key, info in sizes.items()
+    ]
 
 
 @router.get("/{participant_id}/view/{name:path}")
 async def view_file(request: Request, participant_id: str, name: str, admin: SessionDep) -> HTMLResponse:
-    key, body = await run_in_threadpool(_read, admin, participant_id, name)
+    context = await off_loop(admin, _view_context, admin, participant_id, name)
+    return await render_html(request, admin, "file.html", context)
+
+
+def _view_context(admin: AdminContext, participant_id: str, name: str) -> dict[str, Any]:
+    key, body = _read(admin, participant_id, name)
     try:
         text = json.dumps(json.loads(body), ensure_ascii=False, indent=2)
         problem = None
-    except ValueError as exc:
-        text, problem = body.decode("utf-8", "replace"), f"not valid JSON: {exc}"
-    return admin.templates.TemplateResponse(
-        request,
-        "file.html",
-        {"pid": participant_id, "name": name, "key": key, "text": text, "problem": problem},
-    )
+    except (ValueError, RecursionError) as exc:
+        text, problem = body.decode("utf-8", "replace"), f"cannot be read as JSON: {exc}"
+    truncated = len(text) > MAX_VIEW_CHARS
+    return {
+        "pid": participant_id,
+        "name": name,
+        "key": key,
+        "text": text[:MAX_VIEW_CHARS] if truncated else text,
+        "truncated": truncated,
+        "size": len(body),
+        "problem": problem,
+    }
 
 
 @router.get("/{participant_id}/files/{name:path}")
