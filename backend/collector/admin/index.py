@@ -116,7 +116,7 @@ class ParticipantIndex:
                 try:
                     document = decode_object(body)
                 except ValueError:
-                    logger.warning("Admin index: %s is not a JSON object", key)
+                    logger.warning("Admin index: %r is not a JSON object", key)
             self._statuses[key] = (versions[key], document)
         summaries = []
         for entry in listing.participants.values():

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from ..keys import KeyLayout
-from ..reading.records import stored_moment
+from ..keys import KeyLayout, parse_timestamp
 from ..reading.scan import (
     DEFAULT_READERS,
     BucketListing,
@@ -88,11 +87,14 @@ def export_bucket(
         listing = _selected(list_bucket(store, layout), participant_ids)
     except StorageError as exc:
         raise ExportFailed(f"cannot list the bucket: {exc}") from exc
+    # --since is by server receipt time. The object's stored time is never earlier than the
+    # collector's serverReceivedAt (it is written after; a bucket copy only makes it later), so
+    # it selects what to read, and the document's serverReceivedAt decides (see _received).
     submissions = [
         (entry, info)
         for entry in listing.participants.values()
         for info in entry.submissions
-        if since is None or _submitted_at(layout, info.key) >= since
+        if since is None or info.last_modified >= since
     ]
     statuses = [entry for entry in listing.participants.values() if entry.status is not None]
     progress.start(len(statuses) + len(submissions))
@@ -109,7 +111,7 @@ def export_bucket(
             report.files.append(table_file_name(table, fmt))
         recent = {entry.participant_id for entry, _ in submissions}
         _export_statuses(store, statuses, writers, report, progress, since, recent, strict, workers)
-        _export_submissions(store, layout, submissions, writers, report, progress, strict, workers)
+        _export_submissions(store, layout, submissions, writers, report, progress, since, strict, workers)
     return report
 
 
@@ -132,8 +134,8 @@ def _export_statuses(
             continue
         entry = by_key[key]
         if since is not None and entry.participant_id not in recent:
-            moment = stored_moment(status)
-            if moment is None or moment < since:
+            assert entry.status is not None
+            if _received(status, entry.status) < since:
                 continue
         pid = entry.participant_id
         rows = {
@@ -154,6 +156,7 @@ def _export_submissions(
     writers: dict[str, TableWriter],
     report: ExportReport,
     progress: Progress,
+    since: datetime | None,
     strict: bool,
     workers: int,
 ) -> None:
@@ -164,6 +167,8 @@ def _export_submissions(
         if document is None:
             continue
         entry, info = infos[key]
+        if since is not None and _received(document, info) < since:
+            continue
         parsed = layout.parse(key)
         writers[SUBMISSIONS.name].write(
             submission_row(entry.participant_id, info, parsed.submitted_at if parsed else None, document)
@@ -185,7 +190,7 @@ def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict:
             reason = str(exc)
     if strict:
         raise ExportFailed(f"corrupt object {key}: {reason} (left out without --strict)")
-    logger.warning("Skipped %s: %s", key, reason)
+    logger.warning("Skipped %r: %s", key, reason)
     report.problems.append(Problem(key, reason))
     return None
 
@@ -197,7 +202,9 @@ def _selected(listing: BucketListing, participant_ids: Collection[str]) -> Bucke
     return BucketListing({p: e for p, e in listing.participants.items() if p in wanted}, listing.stray)
 
 
-def _submitted_at(layout: KeyLayout, key: str) -> datetime:
-    parsed = layout.parse(key)
-    assert parsed is not None and parsed.submitted_at is not None  # listed as a submission
-    return parsed.submitted_at
+def _received(document: dict, info: ObjectInfo) -> datetime:
+    """When the collector received it: ``serverReceivedAt``, else when the object was stored.
+
+    Never the browser's ``timestamp``: an upload that waited in a queue keeps its old one.
+    """
+    return parse_timestamp(document.get("serverReceivedAt")) or info.last_modified

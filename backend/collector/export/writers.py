@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -42,13 +43,16 @@ def open_writer(fmt: Format, table: Table, out: IO[bytes]) -> TableWriter:
 
 
 class CsvWriter:
-    """RFC 4180 CSV, UTF-8, ``\\n`` line ends; booleans as true/false, missing values empty."""
+    """RFC 4180 CSV, UTF-8, ``\\n`` line ends; booleans as true/false, missing values empty.
+
+    Text that a spreadsheet would take for a formula is neutralised (see ``neutralise``).
+    """
 
     def __init__(self, table: Table, out: IO[bytes]) -> None:
         self._text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
         self._csv = csv.writer(self._text, lineterminator="\n")
         self._names = table.column_names
-        self._csv.writerow(self._names)
+        self._csv.writerow([neutralise(name) for name in self._names])
 
     def write(self, row: dict[str, Any]) -> None:
         self._csv.writerow([_csv_cell(row.get(name)) for name in self._names])
@@ -63,7 +67,30 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return neutralise(value)
     return value
+
+
+# What makes Excel, LibreOffice or Google Sheets read a cell as a formula (OWASP "CSV
+# injection"), with the full-width forms some of them also accept.
+FORMULA_STARTS = "=+-@\t\r\uff1d\uff0b\uff0d\uff20"
+# Quotes before a formula character are counted too, so that undoing is exact: a value that
+# itself began with ' followed by = gets one more ', and removing one ' gives it back.
+_FORMULA = re.compile("'*[" + re.escape(FORMULA_STARTS) + "]")
+_PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def neutralise(text: str) -> str:
+    """Prefix a single quote to text a spreadsheet would evaluate (OWASP's advice).
+
+    Undo: remove one leading ``'`` from every cell that matches ``'+`` followed by one of
+    ``FORMULA_STARTS``. A plain number such as ``-5`` is left alone: a spreadsheet reads it
+    as that number, and nothing else.
+    """
+    if _FORMULA.match(text) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 class JsonlWriter:

@@ -116,7 +116,7 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
         try:
             answer = {**await _store(services, item), "httpStatus": 200}
         except CollectorError as exc:
-            logger.warning("⚠️ Refused batch item %d (%d): %s", index, exc.status, exc.message)
+            logger.warning("⚠️ Refused batch item %d (%d): %r", index, exc.status, exc.message)
             if isinstance(exc, InvalidUpload):
                 services.metrics.uploads.labels("unknown", "refused").inc()
             if isinstance(exc, StorageUnavailable):

@@ -31,7 +31,7 @@ class BodyLimitMiddleware:
         if declared.isdigit() and int(declared) > self.max_bytes:
             # Outside the app's exception handlers, so answered here, in the same shape.
             refusal = PayloadTooLarge(f"the body is {int(declared)} bytes; the limit is {self.max_bytes}")
-            logger.warning("⚠️ Refused %s %s (413): %s", scope["method"], scope["path"], refusal.message)
+            logger.warning("⚠️ Refused %s %r (413): %s", scope["method"], scope["path"], refusal.message)
             await collector_error_response(refusal)(scope, receive, send)
             return
         received = 0

@@ -35,7 +35,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CollectorError)
     async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
-        logger.warning("⚠️ Refused %s %s (%d): %s", request.method, request.url.path, exc.status, exc.message)
+        # %r: the path and the message may carry a client's text (control characters, ESC).
+        logger.warning("⚠️ Refused %s %r (%d): %r", request.method, request.url.path, exc.status, exc.message)
         return collector_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -48,11 +49,11 @@ def install_error_handlers(app: FastAPI) -> None:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-        logger.warning("⚠️ Refused %s %s (422): %s", request.method, request.url.path, message)
+        logger.warning("⚠️ Refused %s %r (422): %r", request.method, request.url.path, message)
         return error_response(422, message)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The trace goes to the log for us, never into the answer.
-        logger.exception("Unexpected error on %s %s", request.method, request.url.path)
+        logger.exception("Unexpected error on %s %r", request.method, request.url.path)
         return error_response(500, "internal error; nothing was stored")
