@@ -50,12 +50,22 @@ class CsvWriter:
 
     def __init__(self, table: Table, out: IO[bytes]) -> None:
         self._text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-        self._csv = csv.writer(self._text, lineterminator="\n")
+        # The csv module quotes a field only for the characters of its line terminator: with
+        # "\n" alone a bare "\r" in a cell would go out unquoted and split the row in every
+        # reader. So rows are written with "\r\n" (quoting both) and the ending swapped for "\n".
+        self._row = io.StringIO(newline="")
+        self._csv = csv.writer(self._row, lineterminator="\r\n")
         self._names = table.column_names
-        self._csv.writerow([neutralise(name) for name in self._names])
+        self._write_row([neutralise(name) for name in self._names])
 
     def write(self, row: dict[str, Any]) -> None:
-        self._csv.writerow([_csv_cell(row.get(name)) for name in self._names])
+        self._write_row([_csv_cell(row.get(name)) for name in self._names])
+
+    def _write_row(self, cells: list[Any]) -> None:
+        self._row.seek(0)
+        self._row.truncate()
+        self._csv.writerow(cells)
+        self._text.write(self._row.getvalue()[:-2] + "\n")
 
     def close(self) -> None:
         self._text.flush()
