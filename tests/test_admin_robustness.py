@@ -209,3 +209,21 @@ def test_overview_charts_ignore_browser_clocks_unit() -> None:
         assert _series(Counter({edge: 1}), timedelta(weeks=1), 26)[-1] == (edge.isoformat(), 1)
         _monday(edge)
     assert len(_series(Counter({date.min: 1, date.max: 1}), timedelta(days=1), 90)) == 90
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+def test_objects_past_the_parse_limit_are_offered_for_download_only(
+    client: TestClient, store: ObjectStore, layout: KeyLayout, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from collector.admin import participant_routes
+
+    monkeypatch.setattr(participant_routes, "MAX_PARSE_BYTES", 10_000)  # instead of writing 16 MiB
+    put_status(store, layout, make_status("SYNTH1", note="n" * 20_000))
+    key = put_submission(store, layout, make_submission("SYNTH1", data={"x": "y" * 20_000}))
+    log_in(client)
+    page = client.get("/admin/participants/SYNTH1")
+    assert page.status_code == 200 and "too large to show here" in page.text
+    assert "too large to check" in page.text
+    view = client.get(f"/admin/participants/SYNTH1/view/submissions/{key.rsplit('/', 1)[1]}")
+    assert view.status_code == 200 and "too large to show here" in view.text and "y" * 100 not in view.text
+    assert 'id="truncated"' in view.text

@@ -85,6 +85,9 @@ class SessionStateStore:
         if cached is not None and time.monotonic() - cached[0] < self.check_seconds:
             return cached[1]
         with self._lock:
+            cached = self._cached  # another thread may have just re-read it
+            if cached is not None and time.monotonic() - cached[0] < self.check_seconds:
+                return cached[1]
             state, _ = self._load()
             self._cached = (time.monotonic(), state)
             return state

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from ..errors import NotFound
@@ -128,6 +127,18 @@ async def view_file(request: Request, participant_id: str, name: str, admin: Ses
 
 
 def _view_context(admin: AdminContext, participant_id: str, name: str) -> dict[str, Any]:
+    key = _checked_key(admin, participant_id, name)
+    listed = next((info for info in admin.services.store.list(key) if info.key == key), None)
+    if listed is not None and listed.size > MAX_PARSE_BYTES:  # offered for download, not read
+        return {
+            "pid": participant_id,
+            "name": name,
+            "key": key,
+            "text": "",
+            "truncated": True,
+            "size": listed.size,
+            "problem": f"too large to show here ({listed.size} bytes)",
+        }
     key, body = _read(admin, participant_id, name)
     try:
         text = json.dumps(json.loads(body), ensure_ascii=False, indent=2)
@@ -148,7 +159,7 @@ def _view_context(admin: AdminContext, participant_id: str, name: str) -> dict[s
 
 @router.get("/{participant_id}/files/{name:path}")
 async def download_file(participant_id: str, name: str, admin: SessionDep) -> Response:
-    _, body = await run_in_threadpool(_read, admin, participant_id, name)
+    _, body = await off_loop(admin, _read, admin, participant_id, name)
     download = name.rsplit("/", 1)[-1]
     if download == "status.json":
         download = f"{participant_id}_status.json"
@@ -162,7 +173,7 @@ async def download_file(participant_id: str, name: str, admin: SessionDep) -> Re
 @router.get("/{participant_id}/download.zip")
 async def download_zip(participant_id: str, admin: SessionDep) -> Response:
     """Every object in this participant's folder, under its bucket key, streamed as a zip."""
-    objects = await run_in_threadpool(_objects, admin, participant_id)
+    objects = await off_loop(admin, _objects, admin, participant_id)
     if not objects:
         raise NotFound(f"nothing stored for participant {participant_id}")
     store = admin.services.store
@@ -187,13 +198,19 @@ def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:
     return list(admin.services.store.list(admin.services.layout.participant_dir(participant_id)))
 
 
-def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, bytes]:
+def _checked_key(admin: AdminContext, participant_id: str, name: str) -> str:
+    """The bucket key for a file URL, only if it is this participant's status or submission."""
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
     key = admin.services.layout.participant_dir(participant_id) + name
     parsed = admin.services.layout.parse(key)
     if parsed is None or parsed.participant_id != participant_id:
         raise NotFound("no such file")
+    return key
+
+
+def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, bytes]:
+    key = _checked_key(admin, participant_id, name)
     try:
         return key, admin.services.store.get(key).body
     except ObjectNotFound:
