@@ -6,6 +6,8 @@ sessionHistory is as wide as it can be (every record has its own keys, so every 
 a column), plus a submission at the body limit. Then, in the same run:
 
 * a no-load baseline: ``/healthz`` latency, probed one request at a time;
+* a control: ``/healthz`` while the same clients fetch a tiny page (the login form) over and
+  over, which is what any busy client costs on this machine;
 * under load: ``/healthz`` latency while ``--renderers`` clients fetch that participant page
   (and the view of the big submission) over and over.
 
@@ -76,6 +78,36 @@ def probe(url: str, count: int, interval: float) -> list[float]:
     return samples
 
 
+def under_load(
+    url: str, cookies: httpx.Cookies, paths: list[str], args: argparse.Namespace
+) -> tuple[list[float], list[float], list[int]]:
+    """/healthz latencies while ``args.renderers`` clients fetch ``paths`` over and over; and theirs."""
+    stop = threading.Event()
+    renders: list[float] = []
+    sizes: list[int] = []
+
+    def render_forever() -> None:
+        with httpx.Client(base_url=url, timeout=120, cookies=cookies) as http:
+            n = 0
+            while not stop.is_set():
+                started = time.perf_counter()
+                answer = http.get(paths[n % len(paths)])
+                assert answer.status_code == 200, answer.status_code
+                renders.append(time.perf_counter() - started)
+                sizes.append(len(answer.content))
+                n += 1
+
+    threads = [threading.Thread(target=render_forever, daemon=True) for _ in range(args.renderers)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)  # let the renderers get going
+    loaded = probe(url, args.probes, args.interval)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    return loaded, renders, sizes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--probes", type=int, default=300)
@@ -109,38 +141,14 @@ def main() -> None:
             )
 
             baseline = probe(collector.url, args.probes, args.interval)
-
-            stop = threading.Event()
-            renders: list[float] = []
-            sizes: list[int] = []
-
-            def render_forever() -> None:
-                with httpx.Client(base_url=collector.url, timeout=120, cookies=session.cookies) as http:
-                    paths = [
-                        f"/admin/participants/{PID}",
-                        f"/admin/participants/{PID}?sessions_page=40",
-                        submission,
-                    ]
-                    n = 0
-                    while not stop.is_set():
-                        started = time.perf_counter()
-                        answer = http.get(paths[n % len(paths)])
-                        assert answer.status_code == 200, answer.status_code
-                        renders.append(time.perf_counter() - started)
-                        sizes.append(len(answer.content))
-                        n += 1
-
-            threads = [threading.Thread(target=render_forever, daemon=True) for _ in range(args.renderers)]
-            for thread in threads:
-                thread.start()
-            time.sleep(0.5)  # let the renderers get going
-            loaded = probe(collector.url, args.probes, args.interval)
-            stop.set()
-            for thread in threads:
-                thread.join()
+            heavy = [f"/admin/participants/{PID}", f"/admin/participants/{PID}?sessions_page=40", submission]
+            # The same clients fetching a tiny page: what any busy client costs on this machine.
+            control, _, _ = under_load(collector.url, session.cookies, ["/admin/login"], args)
+            loaded, renders, sizes = under_load(collector.url, session.cookies, heavy, args)
             session.close()
 
     print(f"/healthz, no load:                        {percentiles(baseline)}")
+    print(f"/healthz, {args.renderers} clients on a tiny page:     {percentiles(control)}")
     print(
         f"/healthz, {args.renderers} clients rendering the page: {percentiles(loaded)}  (target p99 < 100 ms)"
     )

@@ -77,12 +77,31 @@ class SessionTable:
 
 
 def session_table(
-    records: list[dict[str, Any]], preferred: tuple[str, ...], requested_page: int
+    records: list[dict[str, Any]],
+    preferred: tuple[str, ...],
+    requested_page: int,
+    columns: tuple[list[str], int] | None = None,
 ) -> SessionTable:
-    """The session-history table for one page of records.
+    """The session-history table for one page of records (``columns``: from ``session_columns``,
+    when the caller kept them from an earlier page of the same document)."""
+    columns, folded = columns or session_columns(records, preferred)
+    shown = set(columns)
+    page = page_of(len(records), requested_page)
+    rows = []
+    for offset, record in enumerate(records[page.slice]):
+        cells = [cell_text(record.get(name)) for name in columns]
+        if folded:
+            rest = {name: value for name, value in record.items() if name not in shown}
+            cells.append(cell_text(rest) if rest else "")
+        rows.append((page.start + offset, cells))
+    return SessionTable([*columns, OTHER_COLUMN] if folded else columns, rows, page, folded)
 
-    Columns: the preferred names found in any record, then the most frequent other names,
-    up to ``MAX_COLUMNS``; every other field of a record goes into one JSON cell.
+
+def session_columns(records: list[dict[str, Any]], preferred: tuple[str, ...]) -> tuple[list[str], int]:
+    """The columns shown, and how many field names are folded into the JSON column.
+
+    The preferred names found in any record, then the most frequent other names, up to
+    ``MAX_COLUMNS``; every other field of a record goes into one JSON cell.
     """
     counts: dict[str, int] = {}
     for record in records:
@@ -95,16 +114,7 @@ def session_table(
     if len(columns) > MAX_COLUMNS:
         folded = len(columns) - (MAX_COLUMNS - 1)
         columns = columns[: MAX_COLUMNS - 1]
-    shown = set(columns)
-    page = page_of(len(records), requested_page)
-    rows = []
-    for offset, record in enumerate(records[page.slice]):
-        cells = [cell_text(record.get(name)) for name in columns]
-        if folded:
-            rest = {name: value for name, value in record.items() if name not in shown}
-            cells.append(cell_text(rest) if rest else "")
-        rows.append((page.start + offset, cells))
-    return SessionTable([*columns, OTHER_COLUMN] if folded else columns, rows, page, folded)
+    return columns, folded
 
 
 def status_fields(status: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:

@@ -8,7 +8,9 @@ status.json or one of their submission files.
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +21,13 @@ from ..errors import NotFound
 from ..keys import is_valid_participant_id
 from ..reading.records import SESSION_COMPLETED_NAMES, session_records
 from ..reading.scan import decode_object, read_many
-from ..storage import ObjectInfo, ObjectNotFound, StorageError
+from ..storage import ObjectInfo, ObjectNotFound, StorageError, StoredObject
 from .bounded import (
     MAX_PARSE_BYTES,
     MAX_VIEW_CHARS,
     PAGE_ROWS,
     page_of,
+    session_columns,
     session_table,
     status_fields,
 )
@@ -36,6 +39,41 @@ router = APIRouter(prefix="/admin/participants", include_in_schema=False)
 
 # Session-history columns shown first; any other field of the records follows.
 _SESSION_COLUMNS = ("sessionId", "startTime", "endTime", "duration", *SESSION_COMPLETED_NAMES)
+
+
+class DecodedStatuses:
+    """The last few large status documents decoded, by (key, ETag), with what was derived from them.
+
+    Decoding a 4 MiB status holds the interpreter lock for tens of ms, and choosing its session
+    columns walks every record; paging through its sessions would pay both on every page. The
+    ETag is the content's hash, so a hit is exactly the stored document; small ones are not
+    kept (decoding them costs nothing).
+    """
+
+    def __init__(self, entries: int = 2, min_bytes: int = 256 * 1024) -> None:
+        self.entries = entries
+        self.min_bytes = min_bytes
+        self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(self, key: str, stored: StoredObject) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The document (``ValueError`` when it is not a JSON object) and a memo for values
+        derived from it. Callers must not change the document."""
+        if len(stored.body) < self.min_bytes:
+            return decode_object(stored.body), {}
+        with self._lock:
+            if (hit := self._cache.get((key, stored.etag))) is not None:
+                self._cache.move_to_end((key, stored.etag))
+                return hit
+        entry = (decode_object(stored.body), {})
+        with self._lock:
+            self._cache[(key, stored.etag)] = entry
+            while len(self._cache) > self.entries:
+                self._cache.popitem(last=False)
+        return entry
+
+
+_STATUSES = DecodedStatuses()
 
 
 @dataclass(frozen=True)
@@ -66,16 +104,19 @@ def _participant_context(
 ) -> dict[str, Any]:
     objects = _objects(admin, participant_id)
     status_info = next((o for o in objects if _kind(admin, o) == "status"), None)
-    status, problem = None, None
+    status, problem, memo = None, None, {}
     if status_info is not None and status_info.size > MAX_PARSE_BYTES:
         problem = f"too large to show here ({status_info.size} bytes); download it instead"
     elif status_info is not None:
         stored = admin.services.store.get_or_none(status_info.key)
         if stored is not None:
             try:
-                status = decode_object(stored.body)
+                status, memo = _STATUSES.decode(status_info.key, stored)
             except ValueError as exc:
                 problem = str(exc)
+    records = session_records(status or {})
+    if "columns" not in memo:
+        memo["columns"] = session_columns(records, _SESSION_COLUMNS)
     fields, more_fields = status_fields(status or {})
     submitted = [info for info in objects if _kind(admin, info) == "submission"]
     page = page_of(len(submitted), submissions_page)
@@ -85,7 +126,7 @@ def _participant_context(
         "status_problem": problem,
         "fields": fields,
         "more_fields": more_fields,
-        "sessions": session_table(session_records(status or {}), _SESSION_COLUMNS, sessions_page),
+        "sessions": session_table(records, _SESSION_COLUMNS, sessions_page, memo["columns"]),
         "submissions": _submission_rows(admin, submitted[page.slice]),
         "submissions_page": page,
         "page_rows": PAGE_ROWS,
