@@ -1,7 +1,9 @@
-"""The ``collector`` command line: ``serve``, and the research tools ``export`` and ``verify``."""
+"""The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``
+and ``reconcile``."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import sys
@@ -12,6 +14,7 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
+from .erasure import ErasureRefused, erase_participant, preview_erasure
 from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
@@ -206,3 +209,61 @@ def verify(workers: int, max_listed: int) -> None:
     )
     if not report.ok:
         sys.exit(1)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (e.g. in a container)
+        return f"uid {os.getuid()}"
+
+
+@main.command()
+@click.argument("participant_id")
+@click.option(
+    "--reason", required=True, help="Why (e.g. 'withdrew 2025-11-20, ticket 42'); kept in the audit record."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(participant_id: str, reason: str, yes: bool) -> None:
+    """Delete every object of one participant, leave a tombstone, write an audit record.
+
+    Later uploads for that ID are refused. Run it again to finish an interrupted erasure.
+    """
+    configure_logging()
+    settings = load_settings()
+    store = open_bucket(settings)
+    layout = KeyLayout(settings.data_prefix)
+    try:
+        try:
+            preview = preview_erasure(store, layout, participant_id)
+        except ErasureRefused as exc:
+            raise click.BadParameter(str(exc), param_hint="PARTICIPANT_ID") from exc
+        if preview.erased_at is not None and not preview.objects and not preview.unfinished:
+            click.echo(
+                f"Participant {participant_id} was already erased at {preview.erased_at}; nothing to do."
+            )
+            return
+        if not yes:
+            what = (
+                f"{len(preview.objects)} object(s) of participant {participant_id}"
+                if preview.objects
+                else f"participant {participant_id} (nothing stored; later uploads will be refused)"
+            )
+            if preview.unfinished:
+                what += " (finishing an interrupted erasure)"
+            click.confirm(f"Erase {what}? This cannot be undone", abort=True, err=True)
+        try:
+            result = erase_participant(store, layout, participant_id, who=_os_user(), reason=reason)
+        except ErasureRefused as exc:
+            raise click.UsageError(str(exc)) from exc
+        except StorageError as exc:
+            raise click.ClickException(f"erasure not finished ({exc}); run the same command again") from exc
+    finally:
+        store.close()
+    unhashed = sum(1 for o in result.objects if o.sha256 is None)
+    click.echo(
+        f"Erased participant {participant_id}: {len({o.key for o in result.objects})} object(s) deleted"
+        + (f" ({unhashed} gone before they could be hashed)" if unhashed else "")
+        + (", finishing an interrupted erasure" if result.resumed else "")
+        + f"; audit record {', '.join(result.audit_keys)}"
+    )
