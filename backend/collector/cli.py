@@ -19,6 +19,8 @@ from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFaile
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
 from .progress import ObjectProgress
+from .reconcile import NotAnExport, read_export, recover, scan_backup, write_rows
+from .reconcile import reconcile as match_backup
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, StorageError, open_store
 from .verify import VerifyFailed, verify_bucket
@@ -270,3 +272,60 @@ def erase(participant_id: str, reason: str, yes: bool) -> None:
         + (", finishing an interrupted erasure" if result.resumed else "")
         + f"; audit record {', '.join(result.audit_keys)}"
     )
+
+
+@main.command()
+@click.option(
+    "--qualtrics",
+    "export_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The Qualtrics responses export (CSV).",
+)
+@click.option("--id-column", required=True, help="The export's column holding the participant ID.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the table here (CSV) instead of standard output.",
+)
+@click.option(
+    "--recover",
+    "recover_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each backup_only participant's latest submission (JSON) and status fields (CSV) here.",
+)
+def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_dir: Path | None) -> None:
+    """Compare a Qualtrics export with the bucket: one row per participant ID with its category."""
+    configure_logging()
+    try:
+        export = read_export(export_path, id_column)
+    except NotAnExport as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        backup = scan_backup(store, KeyLayout(settings.data_prefix))
+        result = match_backup(export, backup)
+        if out_path is None:
+            write_rows(result.rows, sys.stdout)
+        else:
+            with out_path.open("w", encoding="utf-8", newline="") as out:
+                write_rows(result.rows, out)
+        recovered = recover(store, backup, result, recover_dir) if recover_dir is not None else []
+    except StorageError as exc:
+        raise click.ClickException(f"cannot read the bucket: {exc}") from exc
+    finally:
+        store.close()
+    counts = result.counts()
+    click.echo(
+        f"{len(result.rows)} participant IDs ({export.layout} Qualtrics export"
+        + (f", {export.rows_without_id} rows without an ID" if export.rows_without_id else "")
+        + "): "
+        + ", ".join(f"{count} {name}" for name, count in counts.items()),
+        err=True,
+    )
+    if out_path is not None:
+        click.echo(f"Table written to {out_path}", err=True)
+    if recover_dir is not None:
+        click.echo(f"Recovered {len(recovered) - 1} backup_only participant(s) into {recover_dir}", err=True)
