@@ -148,7 +148,7 @@ def _summary(
     submissions: list[ObjectInfo],
 ) -> ParticipantSummary:
     doc = status or {}
-    # Times from the key (the upload's own timestamp, DESIGN §2): listing is enough, no reads.
+    # Times from the key (the upload's own timestamp, docs/bucket-layout.md): listing is enough, no reads.
     times = tuple(
         parsed.submitted_at
         for info in submissions
