@@ -2,7 +2,9 @@
 
 Reports objects whose key the layout does not make, objects that are not a JSON object,
 submission (or status) files whose ``participantId`` is not their folder's, and participants
-with submissions but no status.json.
+with submissions but no status.json. An erased participant (a tombstone at status.json) is not
+a defect; anything else left in their folder, or an erasure's intent that was never removed,
+is an incomplete erasure. Audit records under ``{prefix}/audit/`` are counted, not defects.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .audit import is_audit_key
+from .erasure import INTENT_DIR
 from .keys import KeyLayout
 from .reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from .storage import ObjectNotFound, ObjectStore, StorageError
+from .tombstone import is_tombstone
 
 STRAY_KEY = "key does not fit the layout"
 NOT_JSON = "not a valid JSON object"
 WRONG_PARTICIPANT = "participantId does not match its folder"
 NO_STATUS = "submissions but no status.json"
-DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, NO_STATUS)
+INCOMPLETE_ERASURE = "incomplete erasure"
+DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, NO_STATUS, INCOMPLETE_ERASURE)
 
 
 class VerifyFailed(Exception):
@@ -38,6 +44,8 @@ class VerifyReport:
     participants: int = 0
     statuses: int = 0
     submissions: int = 0
+    erased: int = 0  # participants whose status.json is an erasure tombstone
+    audit_records: int = 0
     defects: list[Defect] = field(default_factory=list)
 
     @property
@@ -62,8 +70,18 @@ def verify_bucket(
         raise VerifyFailed(f"cannot list the bucket: {exc}") from exc
     report = VerifyReport(participants=len(listing.participants))
     report.objects = len(listing.stray) + sum(len(e.keys) for e in listing.participants.values())
+    intents = f"{layout.prefix}/{INTENT_DIR}/"
+    strays_by_participant: dict[str, list[str]] = {}
     for info in listing.stray:
-        report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
+        if info.key.startswith(intents):
+            report.defects.append(Defect(INCOMPLETE_ERASURE, info.key, "erasure started, not finished"))
+        elif is_audit_key(layout, info.key):
+            report.audit_records += 1
+        else:
+            report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
+            folder = info.key[len(layout.participants_root) :].split("/", 1)[0]
+            if info.key.startswith(layout.participants_root):
+                strays_by_participant.setdefault(folder, []).append(info.key)
     owners: dict[str, str] = {}
     for entry in listing.participants.values():
         if entry.status is None:
@@ -91,5 +109,15 @@ def verify_bucket(
         claimed = document.get("participantId")
         if claimed != owners[key]:
             report.defects.append(Defect(WRONG_PARTICIPANT, key, f"participantId is {claimed!r}"))
+        elif is_tombstone(document) and key == layout.status_key(owners[key]):
+            report.erased += 1
+            report.statuses -= 1
+            entry = listing.participants[owners[key]]
+            left = [other for other in entry.keys if other != key]
+            left += strays_by_participant.get(owners[key], [])
+            for leftover in left:
+                report.defects.append(
+                    Defect(INCOMPLETE_ERASURE, leftover, f"participant {owners[key]} was erased")
+                )
     report.defects.sort(key=lambda d: (DEFECT_KINDS.index(d.kind), d.key))
     return report

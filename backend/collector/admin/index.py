@@ -29,6 +29,7 @@ from ..reading.records import (
 )
 from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from ..storage import ObjectInfo, ObjectStore, StorageError
+from ..tombstone import is_tombstone
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ class ParticipantSummary:
     submission_count: int
     submission_times: tuple[datetime, ...] = ()
     completed_session_times: tuple[datetime, ...] = ()
+    erased: bool = False  # status.json is an erasure tombstone
 
 
 @dataclass
@@ -146,7 +148,7 @@ def _summary(
     submissions: list[ObjectInfo],
 ) -> ParticipantSummary:
     doc = status or {}
-    # Times from the key (the upload's own timestamp, DESIGN §2): listing is enough, no reads.
+    # Times from the key (the upload's own timestamp, docs/bucket-layout.md): listing is enough, no reads.
     times = tuple(
         parsed.submitted_at
         for info in submissions
@@ -174,6 +176,7 @@ def _summary(
         submission_count=len(submissions),
         submission_times=times,
         completed_session_times=completed,
+        erased=is_tombstone(status),
     )
 
 

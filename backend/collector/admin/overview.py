@@ -63,10 +63,12 @@ class Overview:
     funnel: list[FunnelStep]
     uploads_per_day: Chart
     sessions_per_week: Chart
+    erased: int = 0  # erased participants, not counted in ``participants``
 
 
 def build_overview(snapshot: Snapshot) -> Overview:
-    people = snapshot.participants
+    erased = sum(1 for p in snapshot.participants if p.erased)
+    people = [p for p in snapshot.participants if not p.erased]
     with_status = [p for p in people if p.status_readable]
     reached = [
         *(sum(1 for p in with_status if p.flags[i]) for i in range(4)),
@@ -83,7 +85,7 @@ def build_overview(snapshot: Snapshot) -> Overview:
     return Overview(
         participants=len(people),
         with_status=len(with_status),
-        submissions=snapshot.submission_count,
+        submissions=sum(p.submission_count for p in people),
         last_upload=max(last) if last else None,
         funnel=funnel,
         uploads_per_day=_chart("Submissions per day (UTC)", _series(days, timedelta(days=1), MAX_DAYS)),
@@ -91,6 +93,7 @@ def build_overview(snapshot: Snapshot) -> Overview:
             "Sessions completed per week (weeks start Monday)",
             _series(weeks, timedelta(weeks=1), MAX_WEEKS),
         ),
+        erased=erased,
     )
 
 

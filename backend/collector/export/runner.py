@@ -2,7 +2,8 @@
 
 Order is fixed (participants by ID, submissions by key) and every value is typed by its column,
 so two exports of the same bucket are byte-identical. A file that cannot be read or is not a
-JSON object is reported with its key and left out; ``strict`` makes it fatal instead.
+JSON object is reported with its key and left out; ``strict`` makes it fatal instead. Erased
+participants (an erasure tombstone at status.json) are left out, with anything left of theirs.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ..reading.scan import (
     read_many,
 )
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
+from ..tombstone import is_tombstone
 from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, Table
 from .dictionary import data_dictionary
 from .rows import participant_row, response_rows, session_rows, submission_row
@@ -63,6 +65,7 @@ class ExportReport:
     rows: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # participants left out because they were erased
 
 
 def table_file_name(table: Table, fmt: Format) -> str:
@@ -109,6 +112,10 @@ def export_bucket(
             report.files.append(table_file_name(table, fmt))
         recent = {entry.participant_id for entry, _ in submissions}
         _export_statuses(store, statuses, writers, report, progress, since, recent, strict, workers)
+        erased = set(report.erased)
+        kept = [(entry, info) for entry, info in submissions if entry.participant_id not in erased]
+        progress.advance(len(submissions) - len(kept))  # counted at the start, never read
+        submissions = kept
         _export_submissions(store, layout, submissions, writers, report, progress, strict, workers)
     return report
 
@@ -131,6 +138,9 @@ def _export_statuses(
         if status is None:
             continue
         entry = by_key[key]
+        if is_tombstone(status):
+            report.erased.append(entry.participant_id)
+            continue
         if since is not None and entry.participant_id not in recent:
             moment = stored_moment(status)
             if moment is None or moment < since:
