@@ -68,6 +68,12 @@ const COLLECTOR_BATCH_LIMIT = 50; // the collector's settings.max_batch_items
 const KEEPALIVE_MAX_BYTES = 60000; // browsers refuse keepalive bodies over 64 KiB in flight
 const UTF8_MAX_BYTES_PER_UNIT = 3; // a UTF-16 code unit never takes more than 3 bytes of UTF-8
 const MAX_BACKOFF_EXPONENT = 40; // 2^40 times any base is past any cap; keeps the product finite
+// An upload ID where crypto.randomUUID is missing (insecure contexts): 4 random 32-bit words as a UUID.
+const UUID_WORDS = 4;
+const WORD_RANGE = 2 ** 32;
+const HEX = 16;
+const WORD_HEX_DIGITS = 8;
+const UUID_LAYOUT = /^(.{8})(.{4})(.{4})(.{4})(.{12})$/;
 
 const HTTP_OK_MIN = 200;
 const HTTP_OK_END = 300;
@@ -177,7 +183,8 @@ function isPlainObject(value) {
 function withKey(bodyText, key) {
   if (!key) return bodyText;
   const field = `"participantKey":${JSON.stringify(key)}`;
-  return bodyText.length > 2 ? `{${field},${bodyText.slice(1)}` : `{${field}}`;
+  const isEmptyObject = bodyText.trim() === '{}';
+  return isEmptyObject ? `{${field}}` : `{${field},${bodyText.slice(1)}`;
 }
 
 /** What an event or answer says about an upload: never its body, never the key. */
@@ -225,7 +232,7 @@ export function splitBatches(items, { maxItems, maxBytes }) {
   let bytes = 0;
   const limit = Math.max(1, Math.min(maxItems, COLLECTOR_BATCH_LIMIT));
   for (const item of items) {
-    const size = byteLength(item.bodyText) + 1;
+    const size = byteLength(item.bodyText) + 1; // and the comma that joins it to the next
     if (batch.length && (batch.length >= limit || bytes + size > maxBytes)) {
       batches.push(batch);
       batch = [];
@@ -407,13 +414,13 @@ class Host {
     } catch {
       // insecure context: randomUUID is missing or throws; fall through
     }
-    let id = '';
-    for (let i = 0; i < 4; i += 1) {
-      id += Math.floor(this.random() * 2 ** 32)
-        .toString(16)
-        .padStart(8, '0');
+    let hex = '';
+    for (let i = 0; i < UUID_WORDS; i += 1) {
+      hex += Math.floor(this.random() * WORD_RANGE)
+        .toString(HEX)
+        .padStart(WORD_HEX_DIGITS, '0');
     }
-    return `${id.slice(0, 8)}-${id.slice(8, 12)}-${id.slice(12, 16)}-${id.slice(16, 20)}-${id.slice(20)}`;
+    return hex.replace(UUID_LAYOUT, '$1-$2-$3-$4-$5');
   }
 
   /** A new participant key, or null when this host has no cryptographic randomness. */

@@ -38,3 +38,11 @@ test('close() stops the timers: no periodic status upload and no retry after it'
   assert.equal(collector.calls.length, 1);
   assert.equal((await uploader.uploadUserStatus(PID)).status, 'success'); // calls still work
 });
+
+test('without crypto.randomUUID (insecure context) upload IDs are UUID-shaped and distinct', async () => {
+  const { uploader } = setUp({ crypto: {}, random: Math.random, collector: offline() });
+  const ids = [];
+  for (let i = 0; i < 3; i += 1) ids.push((await uploader.uploadSubmissionData(PID, { i })).uploadId);
+  for (const id of ids) assert.match(id, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+  assert.equal(new Set(ids).size, 3);
+});
