@@ -31,6 +31,7 @@ import * as uploaderModule from './data-uploader.js';
 const NS = 'jspsychCollector.v1.';
 const ID = /^[A-Za-z0-9_-]{1,64}$/;
 const MAX_TRIAL_INDEX = 100000; // the collector's bound on trialIndex
+const GUARD_MS = 250; // flush's own deadline past the uploader's, for an uploader that never answers
 
 // --- small, never-throwing storage helpers (storage may be missing, blocked or full)
 
@@ -219,7 +220,9 @@ export function collectorHooks(options = {}) {
   if (!uploader && !problem) {
     try {
       if (typeof uploaderModule.createUploader === 'function') {
-        uploader = uploaderModule.createUploader({ ...(opts.uploaderOptions || {}), collectorUrl: opts.collectorUrl, participantId });
+        // No participantId here: the study's status keys (periodic and page-hide status uploads) are
+        // not a jsPsych study's business; pass it in uploaderOptions to have them.
+        uploader = uploaderModule.createUploader({ ...(opts.uploaderOptions || {}), collectorUrl: opts.collectorUrl });
       } else {
         problem = 'this data-uploader.js has no createUploader: update the collector';
       }
@@ -274,8 +277,6 @@ export function collectorHooks(options = {}) {
    */
   function flush(timeoutMs = 5000) {
     const limit = Math.max(0, Number(timeoutMs) || 0);
-    const started = Date.now();
-    let stored = 0;
     const queueLength = () => {
       try {
         const state = uploader && typeof uploader.getQueueState === 'function' ? uploader.getQueueState() : null;
@@ -285,20 +286,21 @@ export function collectorHooks(options = {}) {
     };
     const work = (async () => {
       if (problem || !uploader) return { stored: 0, remaining: 0, error: problem || 'no uploader' };
-      const answers = await Promise.all([...pending]);
-      stored += answers.filter((answer) => answer && answer.status === 'success').length;
-      const left = limit - (Date.now() - started);
-      if (typeof uploader.flush !== 'function') return { stored, remaining: queueLength() };
-      const summary = await uploader.flush(Math.max(0, left));
-      stored += Number(summary && summary.stored) || 0;
-      const remaining = summary && Number.isFinite(Number(summary.remaining)) ? Number(summary.remaining) : queueLength();
-      return { stored, remaining };
-    })().catch((err) => ({ stored, remaining: queueLength(), error: errorText(err) }));
+      if (typeof uploader.flush === 'function') {
+        // The uploader's flush waits for calls still in flight too, and counts what they stored.
+        const summary = await uploader.flush(limit);
+        const remaining = summary && Number.isFinite(Number(summary.remaining)) ? Number(summary.remaining) : queueLength();
+        return { stored: Number(summary && summary.stored) || 0, remaining };
+      }
+      const answers = await Promise.all([...pending]); // an uploader without flush: this page's calls
+      return { stored: answers.filter((answer) => answer && answer.status === 'success').length, remaining: queueLength() };
+    })().catch((err) => ({ stored: 0, remaining: queueLength(), error: errorText(err) }));
     let timer = null;
+    // A guard only: the uploader's flush keeps to the time itself; this one ends a flush that hangs.
     const timeout = new Promise((resolve) => {
       try {
-        timer = setTimeout(() => resolve({ stored, remaining: queueLength(), error: `not all sent within ${limit} ms` }), limit);
-      } catch { resolve({ stored, remaining: queueLength() }); }
+        timer = setTimeout(() => resolve({ stored: 0, remaining: queueLength(), error: `not all sent within ${limit} ms` }), limit + GUARD_MS);
+      } catch { resolve({ stored: 0, remaining: queueLength() }); }
     });
     return Promise.race([work, timeout]).finally(() => { try { clearTimeout(timer); } catch { /* ignore */ } });
   }
