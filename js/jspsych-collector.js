@@ -36,32 +36,64 @@ const GUARD_MS = 250; // flush's own deadline past the uploader's, for an upload
 // --- small, never-throwing storage helpers (storage may be missing, blocked or full)
 
 function store(kind) {
-  try { return globalThis[kind] || null; } catch { return null; } // sandboxed iframes throw on access
+  try {
+    return globalThis[kind] || null;
+  } catch {
+    return null;
+  } // sandboxed iframes throw on access
 }
 
 function read(storage, key) {
-  try { return storage ? storage.getItem(key) : null; } catch { return null; }
+  try {
+    return storage ? storage.getItem(key) : null;
+  } catch {
+    return null;
+  }
 }
 
 function write(storage, key, value) {
-  try { if (storage) { storage.setItem(key, value); return true; } } catch { /* full or blocked */ }
+  try {
+    if (storage) {
+      storage.setItem(key, value);
+      return true;
+    }
+  } catch {
+    /* full or blocked */
+  }
   return false;
 }
 
 function readJson(storage, key) {
-  try { const text = read(storage, key); return text ? JSON.parse(text) : null; } catch { return null; }
+  try {
+    const text = read(storage, key);
+    return text ? JSON.parse(text) : null;
+  } catch {
+    return null;
+  }
 }
 
 function randomId() {
   const c = globalThis.crypto;
-  try { if (c && typeof c.randomUUID === 'function') return c.randomUUID(); } catch { /* insecure context */ }
+  try {
+    if (c && typeof c.randomUUID === 'function') return c.randomUUID();
+  } catch {
+    /* insecure context */
+  }
   const bytes = new Uint8Array(16);
-  try { c.getRandomValues(bytes); } catch { for (let i = 0; i < 16; i += 1) bytes[i] = Math.floor(Math.random() * 256); }
+  try {
+    c.getRandomValues(bytes);
+  } catch {
+    for (let i = 0; i < 16; i += 1) bytes[i] = Math.floor(Math.random() * 256);
+  }
   return [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 function errorText(err) {
-  try { return err && err.message ? String(err.message) : String(err); } catch { return 'unknown error'; }
+  try {
+    return err && err.message ? String(err.message) : String(err);
+  } catch {
+    return 'unknown error';
+  }
 }
 
 /** The trials of a jsPsych DataCollection, an array, or a single object, as an array of objects. */
@@ -70,7 +102,9 @@ function trialsOf(data) {
     if (data && typeof data.values === 'function') return [...data.values()];
     if (Array.isArray(data)) return [...data];
     if (data && typeof data === 'object') return [data];
-  } catch { /* fall through */ }
+  } catch {
+    /* fall through */
+  }
   return [];
 }
 
@@ -107,15 +141,19 @@ function markRun(local, key, sessionId, state) {
     const latest = Math.max(0, ...Object.values(runs).map((run) => run.at));
     runs[sessionId] = { open: state === 'open', at: Math.max(Date.now(), latest + 1) };
   }
-  const kept = Object.entries(runs).sort((a, b) => b[1].at - a[1].at).slice(0, KEPT_RUNS);
+  const kept = Object.entries(runs)
+    .sort((a, b) => b[1].at - a[1].at)
+    .slice(0, KEPT_RUNS);
   write(local, key, JSON.stringify(Object.fromEntries(kept)));
 }
 
 function openSession(participantId, requestedSessionId, local, tab) {
-  let sessionId = null;
+  let sessionId;
   const keys0 = sessionKeys(participantId, '');
   const finishedOrMissing = (id) => {
-    const state = readJson(local, sessionKeys(participantId, id).state) || readJson(tab, sessionKeys(participantId, id).state);
+    const state =
+      readJson(local, sessionKeys(participantId, id).state) ||
+      readJson(tab, sessionKeys(participantId, id).state);
     return !state || state.finished;
   };
   if (requestedSessionId !== undefined && requestedSessionId !== null) {
@@ -172,8 +210,10 @@ function openSession(participantId, requestedSessionId, local, tab) {
  */
 export function collectorHooks(options = {}) {
   const opts = options && typeof options === 'object' ? options : {};
-  const participantId = opts.participantId === undefined || opts.participantId === null ? '' : String(opts.participantId);
-  const extra = opts.extra && typeof opts.extra === 'object' && !Array.isArray(opts.extra) ? { ...opts.extra } : {};
+  const participantId =
+    opts.participantId === undefined || opts.participantId === null ? '' : String(opts.participantId);
+  const extra =
+    opts.extra && typeof opts.extra === 'object' && !Array.isArray(opts.extra) ? { ...opts.extra } : {};
   const local = store('localStorage');
   const tab = store('sessionStorage');
   let problem = null;
@@ -186,7 +226,13 @@ export function collectorHooks(options = {}) {
   try {
     opened = openSession(participantId, problem ? null : opts.sessionId, local, tab);
   } catch {
-    opened = { sessionId: randomId(), keys: sessionKeys(participantId, 'unknown'), next: 0, runs: 0, resumed: false };
+    opened = {
+      sessionId: randomId(),
+      keys: sessionKeys(participantId, 'unknown'),
+      next: 0,
+      runs: 0,
+      resumed: false,
+    };
   }
   const { sessionId, keys } = opened;
   const base = opened.next; // trials recorded before this page load
@@ -201,7 +247,11 @@ export function collectorHooks(options = {}) {
   };
   const mark = (state) => {
     if (finished && state !== 'finished') return;
-    try { markRun(local, keys.runs, sessionId, state); } catch { /* storage trouble: a new session next time */ }
+    try {
+      markRun(local, keys.runs, sessionId, state);
+    } catch {
+      /* storage trouble: a new session next time */
+    }
   };
   if (!problem) {
     if (opts.sessionId === undefined || opts.sessionId === null) write(tab, keys.tab, sessionId);
@@ -211,9 +261,13 @@ export function collectorHooks(options = {}) {
       const w = globalThis.window;
       if (w && typeof w.addEventListener === 'function') {
         w.addEventListener('pagehide', () => mark('closed')); // closed, reloaded or navigated away: resumable
-        w.addEventListener('pageshow', (event) => { if (event && event.persisted) mark('open'); });
+        w.addEventListener('pageshow', (event) => {
+          if (event && event.persisted) mark('open');
+        });
       }
-    } catch { /* no page */ }
+    } catch {
+      /* no page */
+    }
   }
 
   let uploader = opts.uploader || null;
@@ -222,7 +276,10 @@ export function collectorHooks(options = {}) {
       if (typeof uploaderModule.createUploader === 'function') {
         // No participantId here: the study's status keys (periodic and page-hide status uploads) are
         // not a jsPsych study's business; pass it in uploaderOptions to have them.
-        uploader = uploaderModule.createUploader({ ...(opts.uploaderOptions || {}), collectorUrl: opts.collectorUrl });
+        uploader = uploaderModule.createUploader({
+          ...(opts.uploaderOptions || {}),
+          collectorUrl: opts.collectorUrl,
+        });
       } else {
         problem = 'this data-uploader.js has no createUploader: update the collector';
       }
@@ -230,11 +287,20 @@ export function collectorHooks(options = {}) {
       problem = `the uploader could not be created: ${errorText(err)}`;
     }
   }
-  if (problem) { try { console.warn(`jspsych-collector: ${problem}; nothing will be uploaded`); } catch { /* no console */ } }
+  if (problem) {
+    try {
+      console.warn(`jspsych-collector: ${problem}; nothing will be uploaded`);
+    } catch {
+      /* no console */
+    }
+  }
 
   const pending = new Set(); // this page's upload calls not answered yet
   const track = (promise) => {
-    const settled = Promise.resolve(promise).then((answer) => answer, (err) => ({ status: 'error', error: errorText(err) }));
+    const settled = Promise.resolve(promise).then(
+      (answer) => answer,
+      (err) => ({ status: 'error', error: errorText(err) }),
+    );
     pending.add(settled);
     settled.then(() => pending.delete(settled));
     return settled;
@@ -244,15 +310,21 @@ export function collectorHooks(options = {}) {
   function on_data_update(trialData) {
     try {
       if (problem || !uploader) return;
-      const data = trialData && typeof trialData === 'object' && !Array.isArray(trialData) ? trialData : { value: trialData };
-      const own = Number.isInteger(data.trial_index) && data.trial_index >= 0 ? base + data.trial_index : next;
+      const data =
+        trialData && typeof trialData === 'object' && !Array.isArray(trialData)
+          ? trialData
+          : { value: trialData };
+      const own =
+        Number.isInteger(data.trial_index) && data.trial_index >= 0 ? base + data.trial_index : next;
       const index = Math.max(own, next); // an index is never reused within a session
       if (index > MAX_TRIAL_INDEX) return;
       next = index + 1;
       saveState(); // before the upload call: a reload right after must not reuse the index
       const record = { ...extra, ...data, session_run: run };
       track(uploader.uploadTrialData(participantId, sessionId, index, record));
-    } catch { /* never into the experiment */ }
+    } catch {
+      /* never into the experiment */
+    }
   }
 
   /** Upload the whole dataset as the participant's submission (queued first; does not wait). */
@@ -265,9 +337,18 @@ export function collectorHooks(options = {}) {
       finished = true;
       saveState(); // a reload after the end starts a new session
       mark('finished');
-      const submission = { ...extra, sessionId, sessionRun: run, resumedFromTrial: base, trialCount: trials.length, trials };
+      const submission = {
+        ...extra,
+        sessionId,
+        sessionRun: run,
+        resumedFromTrial: base,
+        trialCount: trials.length,
+        trials,
+      };
       track(uploader.uploadSubmissionData(participantId, submission));
-    } catch { /* never into the experiment */ }
+    } catch {
+      /* never into the experiment */
+    }
   }
 
   /**
@@ -279,9 +360,12 @@ export function collectorHooks(options = {}) {
     const limit = Math.max(0, Number(timeoutMs) || 0);
     const queueLength = () => {
       try {
-        const state = uploader && typeof uploader.getQueueState === 'function' ? uploader.getQueueState() : null;
+        const state =
+          uploader && typeof uploader.getQueueState === 'function' ? uploader.getQueueState() : null;
         if (state && Array.isArray(state.items)) return state.items.length;
-      } catch { /* fall back to what this page knows */ }
+      } catch {
+        /* fall back to what this page knows */
+      }
       return pending.size;
     };
     const work = (async () => {
@@ -289,20 +373,35 @@ export function collectorHooks(options = {}) {
       if (typeof uploader.flush === 'function') {
         // The uploader's flush waits for calls still in flight too, and counts what they stored.
         const summary = await uploader.flush(limit);
-        const remaining = summary && Number.isFinite(Number(summary.remaining)) ? Number(summary.remaining) : queueLength();
+        const remaining =
+          summary && Number.isFinite(Number(summary.remaining)) ? Number(summary.remaining) : queueLength();
         return { stored: Number(summary && summary.stored) || 0, remaining };
       }
       const answers = await Promise.all([...pending]); // an uploader without flush: this page's calls
-      return { stored: answers.filter((answer) => answer && answer.status === 'success').length, remaining: queueLength() };
+      return {
+        stored: answers.filter((answer) => answer && answer.status === 'success').length,
+        remaining: queueLength(),
+      };
     })().catch((err) => ({ stored: 0, remaining: queueLength(), error: errorText(err) }));
     let timer = null;
     // A guard only: the uploader's flush keeps to the time itself; this one ends a flush that hangs.
     const timeout = new Promise((resolve) => {
       try {
-        timer = setTimeout(() => resolve({ stored: 0, remaining: queueLength(), error: `not all sent within ${limit} ms` }), limit + GUARD_MS);
-      } catch { resolve({ stored: 0, remaining: queueLength() }); }
+        timer = setTimeout(
+          () => resolve({ stored: 0, remaining: queueLength(), error: `not all sent within ${limit} ms` }),
+          limit + GUARD_MS,
+        );
+      } catch {
+        resolve({ stored: 0, remaining: queueLength() });
+      }
     });
-    return Promise.race([work, timeout]).finally(() => { try { clearTimeout(timer); } catch { /* ignore */ } });
+    return Promise.race([work, timeout]).finally(() => {
+      try {
+        clearTimeout(timer);
+      } catch {
+        /* ignore */
+      }
+    });
   }
 
   return {

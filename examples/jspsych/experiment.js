@@ -10,6 +10,7 @@
 //   auto          ms after which a keyboard trial ends on its own (for benchmarks; default: wait for a key)
 //   measure       1: record the main-thread time of each on_data_update in window.experiment.timings
 //   retryBaseMs, retryMaxMs, timeoutMs, statusIntervalMs   passed to the uploader
+/* global initJsPsych, jsPsychHtmlKeyboardResponse, jsPsychSurveyText -- jsPsych's browser builds */
 const params = new URLSearchParams(location.search);
 const collectorUrl = params.get('collector') || location.origin;
 let participantId = params.get('participant') || params.get('PROLIFIC_PID');
@@ -28,7 +29,12 @@ for (const name of ['retryBaseMs', 'retryMaxMs', 'timeoutMs', 'statusIntervalMs'
 
 // Imported from the collector, which serves the hooks and the uploader module they import.
 const { collectorHooks } = await import(`${collectorUrl}/js/jspsych-collector.js`);
-const hooks = collectorHooks({ participantId, collectorUrl, extra: { study: 'jspsych-example' }, uploaderOptions });
+const hooks = collectorHooks({
+  participantId,
+  collectorUrl,
+  extra: { study: 'jspsych-example' },
+  uploaderOptions,
+});
 
 const experiment = { hooks, session: hooks.session, participantId, timings: [], flushResult: null };
 window.experiment = experiment;

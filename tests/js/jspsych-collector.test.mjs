@@ -55,17 +55,26 @@ class Tab {
     globalThis.window = this.window;
   }
 
-  close() { this.window.dispatchEvent(new Event('pagehide')); }
+  close() {
+    this.window.dispatchEvent(new Event('pagehide'));
+  }
 }
 
 /** Run `count` jsPsych-like trials (trial_index from 0, as jsPsych does after every page load). */
 function runTrials(hooks, count, from = 0) {
-  for (let i = from; i < from + count; i += 1) hooks.on_data_update({ trial_type: 'html-keyboard-response', trial_index: i, rt: 400 + i, response: 'f' });
+  for (let i = from; i < from + count; i += 1)
+    hooks.on_data_update({
+      trial_type: 'html-keyboard-response',
+      trial_index: i,
+      rt: 400 + i,
+      response: 'f',
+    });
 }
 
 const saved = {};
 beforeEach(() => {
-  for (const name of ['localStorage', 'sessionStorage', 'window']) saved[name] = Object.getOwnPropertyDescriptor(globalThis, name);
+  for (const name of ['localStorage', 'sessionStorage', 'window'])
+    saved[name] = Object.getOwnPropertyDescriptor(globalThis, name);
 });
 afterEach(() => {
   for (const [name, descriptor] of Object.entries(saved)) {
@@ -74,27 +83,44 @@ afterEach(() => {
   }
 });
 
-test('on_data_update queues each trial with the session id, its index and the extra fields, and returns at once', async () => {
+test('on_data_update queues the trial (session id, index, extra fields) and returns at once', async () => {
   const tab = new Tab(new FakeStorage());
   tab.enter();
   const { collectorHooks } = await freshHooks();
   let release;
-  const never = new Promise((resolve) => { release = resolve; }); // the network does not answer
+  const never = new Promise((resolve) => {
+    release = resolve;
+  }); // the network does not answer
   const uploader = new FakeUploader({ answer: () => never });
-  const hooks = collectorHooks({ participantId: PID, uploader, extra: { study: 'stroop', trial_type: 'overridden?' } });
+  const hooks = collectorHooks({
+    participantId: PID,
+    uploader,
+    extra: { study: 'stroop', trial_type: 'overridden?' },
+  });
   assert.equal(typeof hooks.on_data_update, 'function');
   assert.equal(typeof hooks.on_finish, 'function');
   assert.equal(typeof hooks.flush, 'function');
   assert.match(hooks.session.id, /^[A-Za-z0-9_-]{1,64}$/);
   assert.deepEqual({ ...hooks.session, id: 'x' }, { id: 'x', completedTrials: 0, resumed: false, run: 0 });
 
-  const returned = hooks.on_data_update({ trial_type: 'survey-text', trial_index: 0, response: { Q0: 'hi' } });
+  const returned = hooks.on_data_update({
+    trial_type: 'survey-text',
+    trial_index: 0,
+    response: { Q0: 'hi' },
+  });
   assert.equal(returned, undefined); // nothing for jsPsych to await
   runTrials(hooks, 2, 1);
-  assert.deepEqual(uploader.trials.map((t) => t.trialIndex), [0, 1, 2]);
+  assert.deepEqual(
+    uploader.trials.map((t) => t.trialIndex),
+    [0, 1, 2],
+  );
   assert.ok(uploader.trials.every((t) => t.participantId === PID && t.sessionId === hooks.session.id));
   assert.deepEqual(uploader.trials[0].trialData, {
-    study: 'stroop', trial_type: 'survey-text', trial_index: 0, response: { Q0: 'hi' }, session_run: 0,
+    study: 'stroop',
+    trial_type: 'survey-text',
+    trial_index: 0,
+    response: { Q0: 'hi' },
+    session_run: 0,
   });
   release({ status: 'success' });
 });
@@ -104,15 +130,36 @@ test('the hooks never throw, whatever the uploader or the data does', async () =
   tab.enter();
   const { collectorHooks } = await freshHooks();
   const throwing = {
-    uploadTrialData() { throw new Error('boom'); },
-    uploadSubmissionData() { return Promise.reject(new Error('boom')); },
-    flush() { throw new Error('boom'); },
+    uploadTrialData() {
+      throw new Error('boom');
+    },
+    uploadSubmissionData() {
+      return Promise.reject(new Error('boom'));
+    },
+    flush() {
+      throw new Error('boom');
+    },
   };
   const hooks = collectorHooks({ participantId: PID, uploader: throwing });
-  for (const value of [undefined, null, 7, 'text', [1, 2], { trial_index: -1 }, { trial_index: 'x' }, { trial_index: 1e9 }]) {
+  for (const value of [
+    undefined,
+    null,
+    7,
+    'text',
+    [1, 2],
+    { trial_index: -1 },
+    { trial_index: 'x' },
+    { trial_index: 1e9 },
+  ]) {
     assert.doesNotThrow(() => hooks.on_data_update(value));
   }
-  assert.doesNotThrow(() => hooks.on_finish({ values() { throw new Error('bad collection'); } }));
+  assert.doesNotThrow(() =>
+    hooks.on_finish({
+      values() {
+        throw new Error('bad collection');
+      },
+    }),
+  );
   assert.doesNotThrow(() => hooks.on_finish());
   const summary = await hooks.flush(50);
   assert.equal(typeof summary.stored, 'number');
@@ -124,9 +171,15 @@ test('the hooks never throw, whatever the uploader or the data does', async () =
   const warn = console.warn;
   console.warn = (text) => warnings.push(text);
   try {
-    for (const options of [undefined, null, {}, { participantId: '../x' }, { participantId: PID, sessionId: 'a/b' }]) {
+    for (const options of [
+      undefined,
+      null,
+      {},
+      { participantId: '../x' },
+      { participantId: PID, sessionId: 'a/b' },
+    ]) {
       const uploader = new FakeUploader();
-      const bad = collectorHooks(options === undefined ? undefined : (options && { ...options, uploader }));
+      const bad = collectorHooks(options === undefined ? undefined : options && { ...options, uploader });
       assert.doesNotThrow(() => bad.on_data_update({ trial_index: 0 }));
       assert.doesNotThrow(() => bad.on_finish([]));
       assert.deepEqual(uploader.trials, []);
@@ -145,10 +198,13 @@ test('storage that throws (cookies blocked) still gives a session id and uploads
   const uploader = new FakeUploader();
   const hooks = collectorHooks({ participantId: PID, uploader });
   runTrials(hooks, 3);
-  assert.deepEqual(uploader.trials.map((t) => t.trialIndex), [0, 1, 2]);
+  assert.deepEqual(
+    uploader.trials.map((t) => t.trialIndex),
+    [0, 1, 2],
+  );
 });
 
-test('a reload mid-session resumes the same session and its indexes continue where they stopped', async () => {
+test('a reload mid-session resumes the session; its indexes continue where they stopped', async () => {
   const tab = new Tab(new FakeStorage());
   tab.enter();
   let uploader = new FakeUploader();
@@ -165,11 +221,14 @@ test('a reload mid-session resumes the same session and its indexes continue whe
   assert.equal(second.session.resumed, true);
   assert.equal(second.session.run, 1);
   runTrials(second, 18); // jsPsych starts again at trial_index 0; the study skipped the 12 done
-  assert.deepEqual(uploader.trials.map((t) => t.trialIndex), Array.from({ length: 18 }, (_, i) => 12 + i));
+  assert.deepEqual(
+    uploader.trials.map((t) => t.trialIndex),
+    Array.from({ length: 18 }, (_, i) => 12 + i),
+  );
   assert.ok(uploader.trials.every((t) => t.trialData.session_run === 1));
 });
 
-test('a reload without pagehide (the tab was killed) still resumes: the tab knows its own session', async () => {
+test('a reload without pagehide (tab killed) still resumes: the tab knows its own session', async () => {
   const tab = new Tab(new FakeStorage());
   tab.enter();
   const first = (await freshHooks()).collectorHooks({ participantId: PID, uploader: new FakeUploader() });
@@ -181,7 +240,7 @@ test('a reload without pagehide (the tab was killed) still resumes: the tab know
   assert.equal(second.session.completedTrials, 5);
 });
 
-test('closing the tab and reopening the experiment resumes the session; a tab still open is never joined', async () => {
+test('a closed tab reopened resumes the session; a tab still open is never joined', async () => {
   const local = new FakeStorage();
   const a = new Tab(local);
   a.enter();
@@ -191,7 +250,10 @@ test('closing the tab and reopening the experiment resumes the session; a tab st
   // A second tab while the first is still open: its own session, so no index is written twice.
   const b = new Tab(local);
   b.enter();
-  const concurrent = (await freshHooks()).collectorHooks({ participantId: PID, uploader: new FakeUploader() });
+  const concurrent = (await freshHooks()).collectorHooks({
+    participantId: PID,
+    uploader: new FakeUploader(),
+  });
   assert.notEqual(concurrent.session.id, first.session.id);
   assert.equal(concurrent.session.completedTrials, 0);
   b.close();
@@ -205,10 +267,13 @@ test('closing the tab and reopening the experiment resumes the session; a tab st
   assert.equal(reopened.session.id, first.session.id);
   assert.equal(reopened.session.completedTrials, 12);
   runTrials(reopened, 2);
-  assert.deepEqual(uploader.trials.map((t) => t.trialIndex), [12, 13]);
+  assert.deepEqual(
+    uploader.trials.map((t) => t.trialIndex),
+    [12, 13],
+  );
 });
 
-test('a crashed tab (no pagehide) leaves its session open: the next new tab starts a new session', async () => {
+test('a crashed tab (no pagehide) leaves its session open: a new tab starts a new session', async () => {
   const local = new FakeStorage();
   const a = new Tab(local);
   a.enter();
@@ -231,16 +296,27 @@ test('trials shown again after a resume are new trials of the session: no index 
   hooks.on_data_update({ rt: 5 }); // no trial_index (a hand-written study): the next free index
   hooks.on_data_update({ trial_index: 7 }); // a gap is kept (trials without data)
   hooks.on_data_update({ trial_index: 3 });
-  assert.deepEqual(uploader.trials.map((t) => t.trialIndex), [0, 1, 2, 7, 8]);
+  assert.deepEqual(
+    uploader.trials.map((t) => t.trialIndex),
+    [0, 1, 2, 7, 8],
+  );
 });
 
-test('on_finish uploads the whole dataset as the submission; a reload afterwards starts a new session', async () => {
+test('on_finish uploads the whole dataset as the submission; a reload then starts anew', async () => {
   const tab = new Tab(new FakeStorage());
   tab.enter();
   const uploader = new FakeUploader();
-  const trials = [{ trial_index: 0, rt: 1 }, { trial_index: 1, rt: 2 }];
+  const trials = [
+    { trial_index: 0, rt: 1 },
+    { trial_index: 1, rt: 2 },
+  ];
   const jsPsych = { data: { get: () => ({ values: () => trials }) } };
-  const hooks = (await freshHooks()).collectorHooks({ participantId: PID, uploader, extra: { study: 'stroop' }, jsPsych });
+  const hooks = (await freshHooks()).collectorHooks({
+    participantId: PID,
+    uploader,
+    extra: { study: 'stroop' },
+    jsPsych,
+  });
   runTrials(hooks, 2);
   assert.equal(hooks.on_finish({ values: () => trials }), undefined);
   hooks.on_finish(); // without data: from the jsPsych instance
@@ -248,7 +324,12 @@ test('on_finish uploads the whole dataset as the submission; a reload afterwards
   for (const { participantId, submissionData } of uploader.submissions) {
     assert.equal(participantId, PID);
     assert.deepEqual(submissionData, {
-      study: 'stroop', sessionId: hooks.session.id, sessionRun: 0, resumedFromTrial: 0, trialCount: 2, trials,
+      study: 'stroop',
+      sessionId: hooks.session.id,
+      sessionRun: 0,
+      resumedFromTrial: 0,
+      trialCount: 2,
+      trials,
     });
   }
 
@@ -270,10 +351,17 @@ test('a study-supplied session id is used and continued across reloads', async (
   tab.enter();
   const second = (await freshHooks()).collectorHooks({ participantId: PID, uploader, sessionId: 'visit-2' });
   runTrials(second, 1);
-  assert.deepEqual(uploader.trials.map((t) => [t.sessionId, t.trialIndex]), [['visit-2', 0], ['visit-2', 1], ['visit-2', 2]]);
+  assert.deepEqual(
+    uploader.trials.map((t) => [t.sessionId, t.trialIndex]),
+    [
+      ['visit-2', 0],
+      ['visit-2', 1],
+      ['visit-2', 2],
+    ],
+  );
 });
 
-test('flush hands the time to the uploader\'s flush and reports its {stored, remaining}', async () => {
+test("flush hands the time to the uploader's flush and reports its {stored, remaining}", async () => {
   const tab = new Tab(new FakeStorage());
   tab.enter();
   const uploader = new FakeUploader({ flushAnswer: { stored: 4, remaining: 0 } });
@@ -284,7 +372,7 @@ test('flush hands the time to the uploader\'s flush and reports its {stored, rem
   assert.deepEqual(uploader.flushes, [1000]);
 });
 
-test('with an uploader without flush, flush waits for this page\'s own calls', async () => {
+test("with an uploader without flush, flush waits for this page's own calls", async () => {
   const tab = new Tab(new FakeStorage());
   tab.enter();
   const uploader = new FakeUploader();
@@ -309,7 +397,7 @@ test('flush resolves when the time is up, with what is still waiting', async () 
   assert.match(summary.error, /30 ms/);
 });
 
-test('with the real uploader module (createUploader): trials and the submission reach the collector', async (t) => {
+test('the real uploader (createUploader): trials and the submission reach the collector', async (t) => {
   const uploaderModule = await import(new URL('../../js/data-uploader.js', import.meta.url));
   if (typeof uploaderModule.createUploader !== 'function') {
     t.skip('data-uploader.js has no createUploader yet');
@@ -321,7 +409,8 @@ test('with the real uploader module (createUploader): trials and the submission 
   const collector = fakeCollector();
   const { collectorHooks } = await freshHooks();
   const hooks = collectorHooks({
-    participantId: PID, collectorUrl: 'http://collector.test',
+    participantId: PID,
+    collectorUrl: 'http://collector.test',
     uploaderOptions: { storage: tab.local, fetch: collector.fetch, locks: null, statusIntervalMs: 0 },
   });
   runTrials(hooks, 5);
@@ -330,7 +419,10 @@ test('with the real uploader module (createUploader): trials and the submission 
   assert.equal(summary.remaining, 0);
   const uploads = [...collector.stored.values()];
   const trials = uploads.filter((u) => u.uploadType === 'trial');
-  assert.deepEqual(trials.map((u) => u.trialIndex).sort((x, y) => x - y), [0, 1, 2, 3, 4]);
+  assert.deepEqual(
+    trials.map((u) => u.trialIndex).sort((x, y) => x - y),
+    [0, 1, 2, 3, 4],
+  );
   assert.ok(trials.every((u) => u.sessionId === hooks.session.id && u.trialData.trial_type));
   const submissions = uploads.filter((u) => u.uploadType === 'submission');
   assert.equal(submissions.length, 1);
