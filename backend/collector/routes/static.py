@@ -13,19 +13,30 @@ from ..errors import NotFound
 router = APIRouter(tags=["browser module"])
 
 _HERE = Path(__file__).resolve().parent
-# A wheel carries the module in collector/static/ (pyproject force-include); an editable
-# install runs from the repository, where it lives in js/.
-CANDIDATES = (_HERE.parent / "static" / "data-uploader.js", _HERE.parents[2] / "js" / "data-uploader.js")
+# A wheel carries the modules in collector/static/ (pyproject force-include); an editable
+# install runs from the repository, where they live in js/.
 
 
-def module_path() -> Path | None:
-    return next((path for path in CANDIDATES if path.is_file()), None)
+def module_path(name: str = "data-uploader.js") -> Path | None:
+    """Where the browser module ``name`` is: the wheel's copy first, else the repository's."""
+    candidates = (_HERE.parent / "static" / name, _HERE.parents[2] / "js" / name)
+    return next((path for path in candidates if path.is_file()), None)
 
 
-@router.get("/js/data-uploader.js", summary="The browser uploader module (DESIGN §4)")
+@router.get("/js/data-uploader.js", summary="The browser uploader module (docs/api.md)")
 async def data_uploader_module(request: Request) -> Response:
     """The ES module, CORS-open whatever ``ALLOWED_ORIGINS`` says: it is public code, not data."""
-    path = module_path()
+    return _serve(request, "data-uploader.js")
+
+
+@router.get("/js/jspsych-collector.js", summary="The jsPsych hooks module (imports ./data-uploader.js)")
+async def jspsych_collector_module(request: Request) -> Response:
+    """The jsPsych integration, served like the uploader it imports (same origin, same path)."""
+    return _serve(request, "jspsych-collector.js")
+
+
+def _serve(request: Request, name: str) -> Response:
+    path = module_path(name)
     if path is None:
         raise NotFound("the browser module is not installed with this collector")
     body = path.read_bytes()
