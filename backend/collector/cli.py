@@ -196,7 +196,7 @@ def verify(workers: int, max_listed: int) -> None:
             click.echo(f"{defect.kind}: {defect.key} ({defect.detail})")
     click.echo(
         f"{report.objects} objects, {report.participants} participants, {report.statuses} status "
-        f"files, {report.submissions} submissions; "
+        f"files, {report.submissions} submissions, {report.trials} trials; "
         + (
             "no problems found"
             if report.ok

@@ -1,8 +1,9 @@
 """Integrity check: does everything under the prefix fit the layout and the contract?
 
 Reports objects whose key the layout does not make, objects that are not a JSON object,
-submission (or status) files whose ``participantId`` is not their folder's, and participants
-with submissions but no status.json.
+status, submission or trial files whose ``participantId`` is not their folder's, trials whose
+``sessionId``/``trialIndex`` are not the ones in their key, and participants with submissions
+but no status.json (trials alone need none: a trial never writes status.json).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ STRAY_KEY = "key does not fit the layout"
 NOT_JSON = "not a valid JSON object"
 WRONG_PARTICIPANT = "participantId does not match its folder"
 NO_STATUS = "submissions but no status.json"
-DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, NO_STATUS)
+WRONG_TRIAL = "sessionId/trialIndex do not match the trial's key"
+DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, WRONG_TRIAL, NO_STATUS)
 
 
 class VerifyFailed(Exception):
@@ -38,6 +40,7 @@ class VerifyReport:
     participants: int = 0
     statuses: int = 0
     submissions: int = 0
+    trials: int = 0
     defects: list[Defect] = field(default_factory=list)
 
     @property
@@ -61,20 +64,24 @@ def verify_bucket(
     except StorageError as exc:
         raise VerifyFailed(f"cannot list the bucket: {exc}") from exc
     report = VerifyReport(participants=len(listing.participants))
-    report.objects = len(listing.stray) + sum(len(e.keys) for e in listing.participants.values())
+    report.objects = len(listing.stray) + sum(
+        len(e.keys) + len(e.trials) for e in listing.participants.values()
+    )
     for info in listing.stray:
         report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
     owners: dict[str, str] = {}
     for entry in listing.participants.values():
-        if entry.status is None:
+        if entry.status is None and entry.submissions:
             first = entry.submissions[0].key
             report.defects.append(
                 Defect(NO_STATUS, first, f"participant {entry.participant_id}: {len(entry.submissions)}")
             )
-        else:
+        elif entry.status is not None:
             report.statuses += 1
         report.submissions += len(entry.submissions)
+        report.trials += len(entry.trials)
         owners.update(dict.fromkeys(entry.keys, entry.participant_id))
+        owners.update({info.key: entry.participant_id for info in entry.trials})
 
     for key, body in read_many(store, owners, workers=workers):
         if on_object:
@@ -91,5 +98,13 @@ def verify_bucket(
         claimed = document.get("participantId")
         if claimed != owners[key]:
             report.defects.append(Defect(WRONG_PARTICIPANT, key, f"participantId is {claimed!r}"))
+        parsed = layout.parse(key)
+        if parsed is not None and parsed.kind == "trial":
+            session, index = document.get("sessionId"), document.get("trialIndex")
+            # type() and not ==: JSON true or 3.0 must not pass for the index 1 or 3.
+            if session != parsed.session_id or type(index) is not int or index != parsed.trial_index:
+                report.defects.append(
+                    Defect(WRONG_TRIAL, key, f"sessionId is {session!r}, trialIndex is {index!r}")
+                )
     report.defects.sort(key=lambda d: (DEFECT_KINDS.index(d.kind), d.key))
     return report
