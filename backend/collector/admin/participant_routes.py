@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -138,10 +139,12 @@ def _trial_sessions(
     """Sessions of per-trial data, from the listing; submissions are read only when there are trials,
     to see which sessions they complete (the rule is in collector.trials.sessions)."""
     layout = admin.services.layout
-    trials = [
+    trials: list[tuple[str, int, datetime | str | None]] = [
         (parsed.session_id, parsed.trial_index, info.last_modified)
         for info in objects
-        if (parsed := layout.parse(info.key)) and parsed.kind == "trial"
+        if (parsed := layout.parse(info.key))
+        and parsed.session_id is not None
+        and parsed.trial_index is not None
     ]
     if not trials:
         return []
@@ -156,7 +159,7 @@ def _trial_sessions(
             continue
         for session_id in submission_session_ids(document):
             completed_by.setdefault(session_id, key)
-    return summarise_sessions(participant_id, trials, completed_by)  # type: ignore[arg-type]
+    return summarise_sessions(participant_id, trials, completed_by)
 
 
 def _kind(admin: AdminContext, info: ObjectInfo) -> str | None:

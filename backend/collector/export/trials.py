@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from ..keys import KeyLayout, parse_timestamp
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
-from ..storage import StorageError
+from ..storage import ObjectStore, StorageError
 from ..trials.sessions import submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
 from .rows import canonical_json
@@ -95,7 +95,7 @@ class TrialTables:
 
     def write(
         self,
-        store: Any,
+        store: ObjectStore,
         layout: KeyLayout,
         listing: BucketListing,
         sink: Sink,
@@ -181,13 +181,15 @@ class TrialTables:
         for (pid, sid), trials in sorted(sessions.items()):
             if (pid, sid) in kept:
                 by_participant.setdefault(pid, []).extend((sid, index, at) for index, at in trials)
+        completed: dict[str, dict[str, str]] = {}
+        for (pid, sid), key in self.completed_by.items():
+            completed.setdefault(pid, {})[sid] = key
         written = 0
         with sink.open(f"{TRIAL_SESSIONS.name}.{fmt}") as out:
             writer = open_writer(fmt, TRIAL_SESSIONS, out)
             try:
                 for pid, trials in by_participant.items():
-                    completed = {sid: key for (p, sid), key in self.completed_by.items() if p == pid}
-                    for summary in summarise_sessions(pid, trials, completed):
+                    for summary in summarise_sessions(pid, trials, completed.get(pid, {})):
                         writer.write(
                             {
                                 "participant_id": pid,
