@@ -201,7 +201,7 @@ def verify(workers: int, max_listed: int) -> None:
             click.echo(f"{defect.kind}: {defect.key} ({defect.detail})")
     click.echo(
         f"{report.objects} objects, {report.participants} participants, {report.statuses} status "
-        f"files, {report.submissions} submissions"
+        f"files, {report.submissions} submissions, {report.trials} trials"
         + (f", {report.erased} erased participant(s)" if report.erased else "")
         + (f", {report.audit_records} audit record(s)" if report.audit_records else "")
         + "; "

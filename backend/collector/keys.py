@@ -1,4 +1,4 @@
-"""The bucket's key layout (DESIGN §2): the only place that builds or parses object keys."""
+"""The bucket's key layout (docs/bucket-layout.md): the only place that builds or parses object keys."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ _NAME_TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
 
 STATUS_FILE = "user-status/status.json"
 SUBMISSIONS_DIR = "submissions"
+TRIALS_DIR = "trials"
+# A trial's index in its session; the key writes it with 6 digits, so key order is index order.
+MAX_TRIAL_INDEX = 100_000
 
 
 def is_valid_participant_id(value: object) -> bool:
@@ -67,8 +70,25 @@ class KeyLayout:
         suffix = "" if attempt == 1 else f"_{attempt}"
         return f"{self.submissions_dir(participant_id)}{participant_id}_Complete_{stamp}{suffix}.json"
 
+    def trials_dir(self, participant_id: str, session_id: str | None = None) -> str:
+        """The participant's trials folder, or one session's folder in it."""
+        base = self.participant_dir(participant_id) + TRIALS_DIR + "/"
+        if session_id is None:
+            return base
+        if not is_valid_participant_id(session_id):  # same alphabet and length as participant IDs
+            raise ValueError(f"not a valid session id: {session_id!r}")
+        return f"{base}{session_id}/"
+
+    def trial_key(self, participant_id: str, session_id: str, trial_index: int) -> str:
+        """``.../trials/{sessionId}/{trialIndex:06d}.json``: one object per (session, index)."""
+        if isinstance(trial_index, bool) or not isinstance(trial_index, int):
+            raise ValueError(f"not a valid trial index: {trial_index!r}")
+        if not 0 <= trial_index <= MAX_TRIAL_INDEX:
+            raise ValueError(f"trial index out of range: {trial_index}")
+        return f"{self.trials_dir(participant_id, session_id)}{trial_index:06d}.json"
+
     def parse(self, key: str) -> ParsedKey | None:
-        """What a key is (status or submission, whose), or None when it does not fit the layout."""
+        """What a key is (status, submission or trial, whose), or None when it does not fit the layout."""
         if not key.startswith(self.participants_root):
             return None
         parts = key[len(self.participants_root) :].split("/")
@@ -81,6 +101,9 @@ class KeyLayout:
         if match and match["pid"] == participant_id:
             moment = datetime.strptime(match["stamp"], _NAME_TIME_FORMAT).replace(tzinfo=UTC)
             return ParsedKey(participant_id, "submission", moment)
+        trial = _TRIAL_NAME.fullmatch(rest)
+        if trial and int(trial["index"]) <= MAX_TRIAL_INDEX:
+            return ParsedKey(participant_id, "trial", None, trial["session"], int(trial["index"]))
         return None
 
 
@@ -90,8 +113,14 @@ _SUBMISSION_NAME = re.compile(
 )
 
 
+# Exactly 6 digits: the one spelling trial_key makes, so a key parses only if it would be built.
+_TRIAL_NAME = re.compile(rf"{TRIALS_DIR}/(?P<session>[A-Za-z0-9_-]{{1,64}})/(?P<index>\d{{6}})\.json")
+
+
 @dataclass(frozen=True)
 class ParsedKey:
     participant_id: str
-    kind: str  # "status" or "submission"
+    kind: str  # "status", "submission" or "trial"
     submitted_at: datetime | None
+    session_id: str | None = None  # trials only
+    trial_index: int | None = None  # trials only

@@ -1,4 +1,5 @@
-"""One participant: status, session history, submissions (viewed or downloaded), everything as a zip.
+"""One participant: status, session history, submissions (viewed or downloaded), trial sessions,
+everything as a zip.
 
 Read live from the bucket, not from the index, so what is shown here is what is stored now.
 Object names in URLs are checked with ``layout.parse``: a URL can only reach this participant's
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from datetime import datetime
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,6 +21,7 @@ from ..keys import is_valid_participant_id
 from ..reading.records import SESSION_COMPLETED_NAMES, session_records
 from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError
+from ..trials import TrialSession, submission_session_ids, summarise_sessions
 from .context import AdminContext, SessionDep
 from .zipstream import stream_zip
 
@@ -43,6 +46,7 @@ async def participant_page(request: Request, participant_id: str, admin: Session
     extra = sorted({name for record in records for name in record} - set(_SESSION_COLUMNS))
     columns = [c for c in _SESSION_COLUMNS if any(c in r for r in records)] + extra
     submissions = [(info, _name(info)) for info in objects if _kind(admin, info) == "submission"]
+    trial_sessions = await run_in_threadpool(_trial_sessions, admin, participant_id, objects)
     return admin.templates.TemplateResponse(
         request,
         "participant.html",
@@ -55,6 +59,7 @@ async def participant_page(request: Request, participant_id: str, admin: Session
             "session_columns": columns,
             "submissions": submissions,
             "status_info": next((o for o in objects if _kind(admin, o) == "status"), None),
+            "trial_sessions": trial_sessions,
         },
     )
 
@@ -126,6 +131,35 @@ def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, byt
         return key, admin.services.store.get(key).body
     except ObjectNotFound:
         raise NotFound("no such file") from None
+
+
+def _trial_sessions(
+    admin: AdminContext, participant_id: str, objects: list[ObjectInfo]
+) -> list[TrialSession]:
+    """Sessions of per-trial data, from the listing; submissions are read only when there are trials,
+    to see which sessions they complete (the rule is in collector.trials.sessions)."""
+    layout = admin.services.layout
+    trials: list[tuple[str, int, datetime | str | None]] = [
+        (parsed.session_id, parsed.trial_index, info.last_modified)
+        for info in objects
+        if (parsed := layout.parse(info.key))
+        and parsed.session_id is not None
+        and parsed.trial_index is not None
+    ]
+    if not trials:
+        return []
+    completed_by: dict[str, str] = {}
+    submission_keys = [info.key for info in objects if _kind(admin, info) == "submission"]
+    for key, body in read_many(admin.services.store, submission_keys, workers=8):
+        if isinstance(body, StorageError):
+            continue  # unreadable here; the submission table above still lists it
+        try:
+            document = decode_object(body)
+        except ValueError:
+            continue
+        for session_id in submission_session_ids(document):
+            completed_by.setdefault(session_id, key)
+    return summarise_sessions(participant_id, trials, completed_by)
 
 
 def _kind(admin: AdminContext, info: ObjectInfo) -> str | None:

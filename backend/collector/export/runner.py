@@ -1,4 +1,4 @@
-"""The export: list the bucket once, read status and submission files concurrently, write four tables.
+"""The export: list the bucket once, read status, submission and trial files concurrently, write the tables.
 
 Order is fixed (participants by ID, submissions by key) and every value is typed by its column,
 so two exports of the same bucket are byte-identical. A file that cannot be read or is not a
@@ -27,9 +27,10 @@ from ..reading.scan import (
 )
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
-from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, Table
+from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
 from .dictionary import data_dictionary
 from .rows import participant_row, response_rows, session_rows, submission_row
+from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,9 @@ def export_bucket(
     workers: int = DEFAULT_READERS,
     progress: Progress | None = None,
 ) -> ExportReport:
-    """Write the four tables and the data dictionary into ``sink``; what happened in the report."""
+    """Write the tables and the data dictionary into ``sink``; what happened in the report."""
     progress = progress or _NoProgress()
-    report = ExportReport(rows={table.name: 0 for table in TABLES})
+    report = ExportReport(rows={table.name: 0 for table in (*TABLES, *TRIAL_TABLES)})
     try:
         listing = _selected(list_bucket(store, layout), participant_ids)
     except StorageError as exc:
@@ -98,11 +99,9 @@ def export_bucket(
         if since is None or _submitted_at(layout, info.key) >= since
     ]
     statuses = [entry for entry in listing.participants.values() if entry.status is not None]
-    progress.start(len(statuses) + len(submissions))
+    trials = TrialTables()
+    progress.start(len(statuses) + len(submissions) + trials.count(listing))
 
-    with sink.open(README_NAME) as out:
-        out.write(data_dictionary(fmt).encode("utf-8"))
-    report.files.append(README_NAME)
     with ExitStack() as stack:
         writers: dict[str, TableWriter] = {}
         for table in TABLES:
@@ -116,7 +115,31 @@ def export_bucket(
         kept = [(entry, info) for entry, info in submissions if entry.participant_id not in erased]
         progress.advance(len(submissions) - len(kept))  # counted at the start, never read
         submissions = kept
-        _export_submissions(store, layout, submissions, writers, report, progress, strict, workers)
+        _export_submissions(store, layout, submissions, writers, report, progress, strict, workers, trials)
+    # An erased participant's leftover trials (an erasure still running) are left out too.
+    for participant_id in erased:
+        entry = listing.participants.pop(participant_id, None)
+        if entry is not None:
+            progress.advance(len(entry.trials))
+    # After the submissions: they decide which trial sessions are complete.
+    report.rows.update(
+        trials.write(
+            store,
+            layout,
+            listing,
+            sink,
+            fmt=fmt,
+            decode=lambda key, body: _decoded(key, body, report, strict),
+            since=since,
+            workers=workers,
+            advance=progress.advance,
+        )
+    )
+    report.files.extend(table_file_name(table, fmt) for table in TRIAL_TABLES)
+    # Last, because the trials table's columns are known only once the trials are read.
+    with sink.open(README_NAME) as out:
+        out.write(data_dictionary(fmt, trial_columns=[c for _, c in trials.field_columns]).encode("utf-8"))
+    report.files.append(README_NAME)
     return report
 
 
@@ -166,6 +189,7 @@ def _export_submissions(
     progress: Progress,
     strict: bool,
     workers: int,
+    trials: TrialTables,
 ) -> None:
     infos = {info.key: (entry, info) for entry, info in submissions}
     for key, body in read_many(store, infos, workers=workers):
@@ -179,6 +203,7 @@ def _export_submissions(
             submission_row(entry.participant_id, info, parsed.submitted_at if parsed else None, document)
         )
         report.rows[SUBMISSIONS.name] += 1
+        trials.note_submission(entry.participant_id, key, document)
 
 
 def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict: bool) -> dict | None:

@@ -1,4 +1,4 @@
-"""Participant-facing API: single upload, batch upload, and status restore (DESIGN §3)."""
+"""Participant-facing API: single upload, batch upload, and status restore (docs/api.md)."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from ..models import (
     parse_batch,
     parse_upload,
 )
+from ..trials import is_trial
 from ..web.request_body import read_json_body
 from ..web.services import Services, get_services
+from .trial_uploads import store_trial_upload
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["uploads"])
@@ -60,6 +62,8 @@ async def _body(request: Request, services: Services) -> Any:
 
 async def _store(services: Services, value: Any) -> dict[str, Any]:
     """Validate and store one upload; the answer body of a 200."""
+    if is_trial(value):  # uploadType "trial": stored once per (session, index), see trial_uploads
+        return await store_trial_upload(services, value)
     received_at = datetime.now(UTC)
     upload = parse_upload(value, received_at=received_at)
     try:
