@@ -115,7 +115,7 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     [
         pytest.param([sys.executable, "-m", "collector", "--help"], id="python-m"),
         pytest.param([str(venv_bin("collector")), "--help"], id="console-script"),
-        pytest.param([sys.executable, "backend/collector_loop.py", "--help"], id="seed-entry-point"),
+        pytest.param([sys.executable, "backend/collector_loop.py", "--help"], id="script-entry-point"),
     ],
 )
 def test_command_line_entry_points(command: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""The bucket's key layout (DESIGN §2): the only place that builds or parses object keys."""
+"""The bucket's key layout (docs/bucket-layout.md): the only place that builds or parses object keys."""
 
 from __future__ import annotations
 

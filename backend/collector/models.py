@@ -202,7 +202,7 @@ def _preview(value: Any) -> str:
 
 
 class UploadRequest(BaseModel):
-    """One participant upload (DESIGN §3). Unknown fields are accepted and stored as sent."""
+    """One participant upload (docs/api.md §3). Unknown fields are accepted and stored as sent."""
 
     model_config = ConfigDict(extra="allow")
 

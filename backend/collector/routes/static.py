@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..errors import NotFound
+from ..models import ErrorResponse
 
 router = APIRouter(tags=["browser module"])
 
@@ -18,11 +19,26 @@ _HERE = Path(__file__).resolve().parent
 CANDIDATES = (_HERE.parent / "static" / "data-uploader.js", _HERE.parents[2] / "js" / "data-uploader.js")
 
 
+class JavaScriptResponse(Response):
+    """Declares ``application/javascript`` in the OpenAPI description, as the route answers."""
+
+    media_type = "application/javascript"
+
+
 def module_path() -> Path | None:
     return next((path for path in CANDIDATES if path.is_file()), None)
 
 
-@router.get("/js/data-uploader.js", summary="The browser uploader module (DESIGN §4)")
+@router.get(
+    "/js/data-uploader.js",
+    summary="The browser uploader module (docs/browser-module.md)",
+    response_class=JavaScriptResponse,
+    responses={
+        200: {"content": {"application/javascript": {"schema": {"type": "string"}}}},
+        304: {"description": "Not modified: the If-None-Match ETag is current."},
+        404: {"model": ErrorResponse, "description": "The module is not installed with this collector."},
+    },
+)
 async def data_uploader_module(request: Request) -> Response:
     """The ES module, CORS-open whatever ``ALLOWED_ORIGINS`` says: it is public code, not data."""
     path = module_path()
@@ -37,4 +53,4 @@ async def data_uploader_module(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    return Response(body, media_type="application/javascript; charset=utf-8", headers=headers)
+    return JavaScriptResponse(body, media_type="application/javascript; charset=utf-8", headers=headers)
