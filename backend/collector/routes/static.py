@@ -36,7 +36,10 @@ def module_path() -> Path | None:
     responses={
         200: {"content": {"application/javascript": {"schema": {"type": "string"}}}},
         304: {"description": "Not modified: the If-None-Match ETag is current."},
-        404: {"model": ErrorResponse, "description": "The module is not installed with this collector."},
+        404: {
+            "description": "The module is not installed with this collector.",
+            "content": {"application/json": {"schema": ErrorResponse.model_json_schema()}},
+        },
     },
 )
 async def data_uploader_module(request: Request) -> Response:
