@@ -8,12 +8,17 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import storage_unavailable
+from ..models import ErrorResponse
 from ..web.services import ServicesDep
 
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Is storage reachable?")
+@router.get(
+    "/healthz",
+    summary="Is storage reachable?",
+    responses={503: {"model": ErrorResponse, "description": "Storage unreachable; retry after Retry-After."}},
+)
 async def healthz(services: ServicesDep) -> JSONResponse:
     """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503."""
     # The storage error names the endpoint and bucket (for R2, the account): the operator's
