@@ -99,6 +99,6 @@ def test_schemathesis_run_with_every_check_finds_nothing(tmp_path: Path) -> None
             text=True,
             timeout=300,
         )
-    # The whole report on failure: it names each case and the seed to replay it.
+    # The whole report on failure: it names each case and the random seed that replays it.
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "No issues found" in done.stdout
