@@ -95,6 +95,7 @@ def test_schemathesis_run_with_every_check_finds_nothing(tmp_path: Path) -> None
                 "true",
                 "--no-color",
             ],
+            cwd=tmp_path,  # its failure cache goes there, not into the repository
             capture_output=True,
             text=True,
             timeout=300,
