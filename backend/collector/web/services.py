@@ -31,10 +31,4 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def get_settings(request: Request) -> Settings:
-    """The app's settings alone, for handlers that need nothing else."""
-    return request.app.state.services.settings
-
-
 ServicesDep = Annotated[Services, Depends(get_services)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
