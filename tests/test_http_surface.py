@@ -400,7 +400,7 @@ def read_answer(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
-def test_every_documented_status_is_provoked_above(client: TestClient) -> None:
+def test_every_documented_status_is_provoked_above(tmp_path: Path) -> None:
     """Each status the OpenAPI description documents for a route is one of the cases above."""
     provoked = {(p.values[0], p.values[1]) for p in ERROR_CASES}
     # GET /api/user-status/{id} is replaced by POST /api/user-status (docs/api.md §5).
@@ -415,7 +415,7 @@ def test_every_documented_status_is_provoked_above(client: TestClient) -> None:
         # The module missing from the installation.
         ("GET /js/data-uploader.js", 404),
     }
-    spec = client.get("/openapi.json").json()
+    spec = scene(tmp_path).client.get("/openapi.json").json()
     missing = [
         (f"{method.upper()} {path}", int(code))
         for path, operations in spec["paths"].items()
