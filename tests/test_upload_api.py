@@ -1,4 +1,4 @@
-"""The upload endpoint over HTTP, on both backends (DESIGN §3)."""
+"""The upload endpoint over HTTP, on both backends (docs/api.md §3)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from collector.keys import KeyLayout
 from collector.storage import ObjectStore
 
-SEED_BODY = {"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": True}}
+MINIMAL_BODY = {"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": True}}
 URL = "/api/upload-user-data"
 
 
@@ -33,11 +33,11 @@ def submission(pid: str = "P001ABC", timestamp: str = "2025-11-19T14:30:45.123Z"
     }
 
 
-def test_seed_curl_body_stores_status_and_submission(
+def test_minimal_curl_body_stores_status_and_submission(
     client: TestClient, store: ObjectStore, layout: KeyLayout, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    answer = client.post(URL, json=SEED_BODY)
+    answer = client.post(URL, json=MINIMAL_BODY)
     assert answer.status_code == 200
     body = answer.json()
     assert body["status"] == "success"
@@ -136,7 +136,7 @@ def test_late_older_upload_never_replaces_newer_status(
 
 
 def test_missing_timestamp_uses_server_time(client: TestClient, store: ObjectStore) -> None:
-    answer = client.post(URL, json=SEED_BODY).json()
+    answer = client.post(URL, json=MINIMAL_BODY).json()
     assert answer["timestamp"].endswith("Z")
     stamp = answer["timestamp"][:19].replace("T", "_").replace(":", "-")
     assert answer["filesUploaded"][1].endswith(f"TEST123_Complete_{stamp}.json")
@@ -144,7 +144,7 @@ def test_missing_timestamp_uses_server_time(client: TestClient, store: ObjectSto
 
 def test_sendbeacon_text_plain_is_accepted(client: TestClient) -> None:
     answer = client.post(
-        URL, content=json.dumps(SEED_BODY), headers={"Content-Type": "text/plain;charset=UTF-8"}
+        URL, content=json.dumps(MINIMAL_BODY), headers={"Content-Type": "text/plain;charset=UTF-8"}
     )
     assert answer.status_code == 200
 

@@ -1,4 +1,4 @@
-"""All configuration, read once from the environment (DESIGN §5) and passed in explicitly."""
+"""All configuration, read once from the environment and passed in explicitly (docs/configuration.md)."""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import LoginRequired
 from ..web.error_handlers import error_response
 from ..web.services import Services
 from . import erase_routes, participant_routes, routes
-from .context import STATIC_DIR, LoginRequired, build_context
+from .context import STATIC_DIR, build_context
 
 SECURITY_HEADERS = [
     (

@@ -10,21 +10,13 @@ from urllib.parse import urlsplit
 from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
-from ..errors import CollectorError, NotAuthenticated
+from ..errors import Forbidden, LoginRequired
 from ..web.services import Services
 from .auth import COOKIE_NAME, AdminAuth, LoginThrottle
 from .index import ParticipantIndex
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-class LoginRequired(NotAuthenticated):
-    """No valid session: pages redirect to the login form, everything else answers 401."""
-
-
-class Forbidden(CollectorError):
-    status = 403
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from ..errors import CollectorError, InvalidUpload, NotFound, StorageUnavailable
 from ..keys import PARTICIPANT_ID_PATTERN, is_valid_participant_id
@@ -45,10 +46,33 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _json_body_doc(model: type) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+def _json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body's OpenAPI entry: the model's schema, self-contained.
+
+    The routes read their bodies by hand (to store them exactly as sent), so FastAPI does not
+    document them; nested models stay inline, as ``$defs`` of a hand-made entry would otherwise
+    be referenced but never registered among the components. ``text/plain`` carries the same JSON
+    (what a page-hide beacon sends).
+    """
+    schema = _inline_refs(model.model_json_schema())
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
 
 
 async def _body(request: Request, services: Services) -> Any:
