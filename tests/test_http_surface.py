@@ -17,8 +17,9 @@ ERROR_CASES = [
     pytest.param("GET", "/api/upload-user-data", None, 405, id="wrong-method"),
     pytest.param("POST", "/api/upload-user-data", {"participantId": "../x"}, 400, id="upload-refused"),
     pytest.param("POST", "/api/upload-user-data/batch", {"uploads": "no"}, 400, id="batch-refused"),
-    pytest.param("GET", "/api/user-status/bad%20id", None, 400, id="restore-bad-id"),
-    pytest.param("GET", "/api/user-status/NOBODY", None, 404, id="restore-unknown"),
+    pytest.param("POST", "/api/user-status", {"participantId": "bad id"}, 400, id="restore-bad-id"),
+    pytest.param("POST", "/api/user-status", {"participantId": "NOBODY"}, 404, id="restore-unknown"),
+    pytest.param("GET", "/api/user-status/NOBODY", None, 404, id="old-restore-route-is-gone"),
 ]
 
 
@@ -59,10 +60,12 @@ def test_batch_answers_each_item_on_its_own(client: TestClient) -> None:
 
 
 def test_restore_returns_status_fields_only(client: TestClient) -> None:
+    key = "restore-key-0123456789abcdef"
     client.post(
         "/api/upload-user-data",
         json={
             "participantId": "R1",
+            "participantKey": key,
             "uploadType": "submission",
             "submissionData": {"survey": "secret"},
             "participantResponses": {"q1": "private answer"},
@@ -70,8 +73,10 @@ def test_restore_returns_status_fields_only(client: TestClient) -> None:
             "weeklySessionCount": 3,
         },
     )
-    answer = client.get("/api/user-status/R1").json()
+    answer = client.post("/api/user-status", json={"participantId": "R1", "participantKey": key}).json()
     assert answer["userStatus"]["hasSeenTutorial"] is True
+    assert "participantKeyHash" not in answer["userStatus"]
+    assert "participantKey" not in answer["userStatus"]
     assert answer["userStatus"]["weeklySessionCount"] == 3
     assert "submissionData" not in answer["userStatus"]
     assert "participantResponses" not in answer["userStatus"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,7 +19,7 @@ from .storage import ObjectStore, RetryingStore, open_store
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
 from .web.error_handlers import install_error_handlers
-from .web.rate_limit import RateLimiter
+from .web.rate_limit import ParticipantLimits
 from .web.services import Services
 
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         store or open_store(settings), metrics, deadline_seconds=settings.storage_deadline_seconds
     )
     layout = KeyLayout(settings.data_prefix)
+    limits = ParticipantLimits.from_settings(settings)
     services = Services(
         settings=settings,
         store=retrying,
@@ -39,7 +41,10 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
             layout,
             retry_after=settings.retry_after_seconds,
             deadline_seconds=settings.storage_deadline_seconds,
+            participant_keys=settings.participant_keys,
+            clock_skew=timedelta(seconds=settings.clock_skew_seconds),
         ),
+        limits=limits,
     )
 
     @asynccontextmanager
@@ -56,7 +61,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     app.state.services = services
     # The participant API: refuse a flooding address first (cheap), then bound uploads in progress.
     participant_limits = [
-        Depends(RateLimiter.from_settings(settings)),
+        Depends(limits.uploads),
         Depends(ConcurrencyLimit.from_settings(settings)),
     ]
     app.include_router(uploads.router, dependencies=participant_limits)

@@ -7,7 +7,9 @@
     │   ├── UnsupportedMediaType   415
     │   └── UnprocessableUpload    422  well-formed JSON that breaks the contract
     ├── NotAuthenticated           401
+    ├── ParticipantKeyMismatch     403  wrong/missing participant key; status not changed
     ├── NotFound                   404
+    ├── ParticipantErased          410  the research team erased this participant
     ├── RateLimited                429  retry later
     ├── Overloaded                 503  too many uploads in progress; retry later
     └── StorageUnavailable         503  the store failed past its retry deadline; retry later
@@ -29,6 +31,8 @@ class CollectorError(Exception):
 
     status: int = 500
     closes_connection: bool = False
+    # A machine-readable word the browser module acts on (sent as "reason"), when one applies.
+    reason: str | None = None
 
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -64,6 +68,16 @@ class NotAuthenticated(CollectorError):
 
 class NotFound(CollectorError):
     status = 404
+
+
+class ParticipantKeyMismatch(CollectorError):
+    status = 403
+    reason = "participant-key"
+
+
+class ParticipantErased(CollectorError):
+    status = 410
+    reason = "erased"
 
 
 class RateLimited(CollectorError):

@@ -1,6 +1,9 @@
-"""Reading a JSON request body within limits: content type and time.
+"""Reading a JSON request body within limits: content type, time, and number of JSON values.
 
-Its size is capped for every route by ``BodyLimitMiddleware``, before and while it is read.
+Its size is capped for every route by ``BodyLimitMiddleware``, before and while it is read. The
+parse runs in a worker thread, never on the event loop, and a body with more JSON values than
+``max_values`` is refused before it is parsed: a 3 MB body of a million ``{}`` costs about a
+second of CPU to parse, which on the event loop would stall every other request.
 """
 
 from __future__ import annotations
@@ -9,15 +12,28 @@ import asyncio
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
-from ..errors import InvalidUpload, RequestTimeout, UnsupportedMediaType
+from ..errors import InvalidUpload, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from ..models import parse_json
 
 # text/plain is what navigator.sendBeacon can send cross-origin without a CORS preflight.
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
 
 
-async def read_json_body(request: Request, *, max_depth: int, timeout_seconds: float) -> Any:
+def estimate_json_values(raw: bytes) -> int:
+    """An upper bound of the JSON values in ``raw``, in C-speed passes (milliseconds for 4 MB).
+
+    Every value after the first in a container follows a comma, and every container opens with a
+    bracket. Commas and brackets inside strings count too, so this may overestimate (never
+    underestimate) a document that has them in its text.
+    """
+    return raw.count(b",") + raw.count(b"{") + raw.count(b"[") + 1
+
+
+async def read_json_body(
+    request: Request, *, max_depth: int, timeout_seconds: float, max_values: int | None = None
+) -> Any:
     """The decoded JSON body, or an ``InvalidUpload`` subclass saying what is wrong with it."""
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
@@ -32,4 +48,8 @@ async def read_json_body(request: Request, *, max_depth: int, timeout_seconds: f
         raise RequestTimeout(f"the body did not arrive within {timeout_seconds:g} s") from None
     if not raw:
         raise InvalidUpload("the body is empty; send a JSON object")
-    return parse_json(raw, max_depth=max_depth)
+    if max_values is not None and (values := estimate_json_values(raw)) > max_values:
+        raise PayloadTooLarge(
+            f"the body holds about {values} JSON values; the limit is {max_values} (MAX_JSON_VALUES)"
+        )
+    return await run_in_threadpool(parse_json, raw, max_depth=max_depth)
