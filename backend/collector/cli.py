@@ -1,4 +1,4 @@
-"""The ``collector`` command line: ``serve``, and the research tools ``export`` and ``verify``."""
+"""The ``collector`` command line: ``serve``, and the tools ``export``, ``verify``, ``release-key``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
+from .errors import NotFound
 from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
+from .participant_keys import release_key
 from .progress import ObjectProgress
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, StorageError, open_store
@@ -206,3 +208,39 @@ def verify(workers: int, max_listed: int) -> None:
     )
     if not report.ok:
         sys.exit(1)
+
+
+@main.command("release-key")
+@click.argument("participant_id")
+@click.option("--reason", required=True, help="Why (kept in the audit record), e.g. 'new laptop'.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
+    """Release a participant's key (they changed device): their next keyed upload claims them again.
+
+    Recorded under {prefix}/audit/key-releases/ (who, when, why; never the key or its hash).
+    """
+    configure_logging()
+    if not is_valid_participant_id(participant_id):
+        raise click.BadParameter(f"not a participant ID: {participant_id!r}", param_hint="PARTICIPANT_ID")
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    if not yes:
+        click.confirm(
+            f"Release the participant key of {participant_id}? Until their browser uploads again, "
+            "anyone who knows the ID can claim them.",
+            abort=True,
+        )
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        result = release_key(store, KeyLayout(settings.data_prefix), participant_id, reason=reason, by="cli")
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    except StorageError as exc:
+        raise click.ClickException(f"storage failed; nothing released: {exc}") from exc
+    finally:
+        store.close()
+    if result.released:
+        click.echo(f"Released the key of {participant_id}; recorded at {result.audit_key}")
+    else:
+        click.echo(f"{participant_id} held no key; the request was recorded at {result.audit_key}")
