@@ -9,6 +9,7 @@ second of CPU to parse, which on the event loop would stall every other request.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any
 
 from fastapi import Request
@@ -46,17 +47,43 @@ async def read_json_body(
     try:
         # asyncio.timeout, not wait_for: the same deadline without a new task per request.
         async with asyncio.timeout(timeout_seconds):
-            raw = await request.body()
+            raw, values = await _read_counting(request, max_values)
     except TimeoutError:
         raise RequestTimeout(f"the body did not arrive within {timeout_seconds:g} s") from None
     if not raw:
         raise InvalidUpload("the body is empty; send a JSON object")
-    values = estimate_json_values(raw)
-    if max_values is not None and values > max_values:
-        raise PayloadTooLarge(
-            f"the body holds about {values} JSON values; the limit is {max_values} (MAX_JSON_VALUES)"
-        )
     if values <= INLINE_PARSE_VALUES:
         # A small upload parses faster here than a hop to a thread and back would take.
         return parse_json(raw, max_depth=max_depth)
-    return await run_in_threadpool(parse_json, raw, max_depth=max_depth)
+    # One large parse at a time per process: CPU-bound threads fight the event loop for the GIL
+    # (each of its socket calls waits a switch interval to get it back), and one fights least.
+    # The others wait here, holding no thread.
+    async with _parse_slot():
+        return await run_in_threadpool(parse_json, raw, max_depth=max_depth)
+
+
+async def _read_counting(request: Request, max_values: int | None) -> tuple[bytes, int]:
+    """The body and its value estimate, refusing (413, connection closed) as soon as it is over."""
+    chunks: list[bytes] = []
+    values = 1
+    async for chunk in request.stream():
+        values += estimate_json_values(chunk) - 1
+        if max_values is not None and values > max_values:
+            raise PayloadTooLarge(
+                f"the body holds over {max_values} JSON values, the limit (MAX_JSON_VALUES)"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks), values
+
+
+_PARSE_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _parse_slot() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    slot = _PARSE_SLOTS.get(loop)
+    if slot is None:
+        slot = _PARSE_SLOTS[loop] = asyncio.Semaphore(1)
+    return slot
