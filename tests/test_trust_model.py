@@ -47,7 +47,8 @@ def submission(pid: str = "P001ABC", key: str | None = KEY, **extra: object) -> 
 
 @pytest.fixture
 def counted(settings: Settings) -> Iterator[tuple[TestClient, CountingStore]]:
-    """A collector whose every storage request is counted."""
+    """A collector whose every storage request is counted (no rate limit: one address sends a lot)."""
+    settings = settings.model_copy(update={"rate_limit_per_minute": 0})
     counting = CountingStore(open_store(settings))
     with TestClient(create_app(settings, store=counting)) as client:
         yield client, counting
