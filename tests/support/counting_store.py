@@ -41,6 +41,11 @@ class CountingStore(ObjectStore):
         self._count("list")
         return self.inner.list(prefix)
 
+    def delete(self, key: str) -> None:
+        # Passed through when the store has it (erasure adds ``delete`` to the interface).
+        self._count("delete")
+        self.inner.delete(key)  # type: ignore[attr-defined]
+
     def check(self) -> None:
         self.inner.check()
 

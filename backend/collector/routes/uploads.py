@@ -74,10 +74,13 @@ async def _store(services: Services, value: Any, client: str) -> dict[str, Any]:
         result = await run_in_threadpool(
             services.uploads.store_upload, upload, received_at=received_at, on_new_participant=admit
         )
-    except CollectorError:
-        services.metrics.uploads.labels(upload.upload_type, "storage_error").inc()
+    except CollectorError as exc:
+        # Erased, wrong key, new-participant cap: refusals, not storage trouble.
+        outcome = "storage_error" if isinstance(exc, StorageUnavailable) else "refused"
+        services.metrics.uploads.labels(upload.upload_type, outcome).inc()
         raise
-    services.metrics.uploads.labels(upload.upload_type, "stored").inc()
+    stored = "stored_unverified" if result.key_verified is False else "stored"
+    services.metrics.uploads.labels(upload.upload_type, stored).inc()
     return result.as_response()
 
 
