@@ -237,7 +237,6 @@ def test_an_erasure_killed_at_any_step_is_finished_by_running_it_again(
     assert writes >= 7  # intent, tombstone, 3 deletes, record, intent removal: every point was hit
 
 
-@pytest.mark.xfail(reason="410 lands with the trust branch", strict=True)
 def test_an_upload_after_the_erasure_is_refused_with_410(
     client: TestClient, store: ObjectStore, layout: KeyLayout
 ) -> None:

@@ -412,8 +412,9 @@ def test_every_documented_status_is_provoked_above(tmp_path: Path) -> None:
         ("POST " + RESTORE, 408),
         # Uploads in progress over the limit: tests/test_hostile_input.py (a store that blocks).
         ("POST " + BATCH, 503),
-        # The module missing from the installation.
+        # The modules missing from the installation.
         ("GET /js/data-uploader.js", 404),
+        ("GET /js/jspsych-collector.js", 404),
     }
     spec = scene(tmp_path).client.get("/openapi.json").json()
     missing = [
@@ -454,10 +455,12 @@ def test_batch_answers_each_item_on_its_own(client: TestClient) -> None:
 
 
 def test_restore_returns_status_fields_only(client: TestClient) -> None:
+    key = "restore-key-0123456789abcdef"
     client.post(
         "/api/upload-user-data",
         json={
             "participantId": "R1",
+            "participantKey": key,
             "uploadType": "submission",
             "submissionData": {"survey": "secret"},
             "participantResponses": {"q1": "private answer"},
@@ -465,8 +468,10 @@ def test_restore_returns_status_fields_only(client: TestClient) -> None:
             "weeklySessionCount": 3,
         },
     )
-    answer = client.get("/api/user-status/R1").json()
+    answer = client.post("/api/user-status", json={"participantId": "R1", "participantKey": key}).json()
     assert answer["userStatus"]["hasSeenTutorial"] is True
+    assert "participantKeyHash" not in answer["userStatus"]
+    assert "participantKey" not in answer["userStatus"]
     assert answer["userStatus"]["weeklySessionCount"] == 3
     assert "submissionData" not in answer["userStatus"]
     assert "participantResponses" not in answer["userStatus"]

@@ -128,7 +128,8 @@ def test_a_trial_is_stored_at_its_key_without_the_participant_key(
     assert stored.pop("serverReceivedAt").endswith("Z")
     assert stored == {k: v for k, v in body.items() if k != "participantKey"}
     assert counting.writes == [key]
-    assert counting.requests == [("put", key)]  # one request for a new trial
+    # One write for a new trial, after the one read of status.json (erased? key verified?).
+    assert counting.requests == [("get", layout.status_key("T1")), ("put", key)]
 
 
 def test_a_retried_trial_is_stored_once_and_answered_with_the_same_key(
@@ -256,7 +257,8 @@ def test_storage_writes_per_trial_over_a_run_with_retries(
     trial_keys = {layout.trial_key("T1", "run-A", i) for i in range(30)}
     assert len(counting.writes) == 30 and set(counting.writes) == trial_keys
     assert counting.count("put") == 40  # the 10 repeats tried and were refused
-    assert all("status.json" not in key for _, key in counting.requests)
+    # status.json is only ever read (one read per trial), never written.
+    assert all(op == "get" for op, key in counting.requests if "status.json" in key)
 
 
 REFUSED = [

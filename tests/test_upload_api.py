@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from hashlib import sha256
 
 import pytest
 from fastapi.testclient import TestClient
@@ -111,8 +112,9 @@ def test_different_submissions_in_one_second_all_survive(
 ) -> None:
     keys = [client.post(URL, json=submission(uploadId=f"u-{i}")).json()["filesUploaded"][1] for i in range(3)]
     assert keys[0].endswith("P001ABC_Complete_2025-11-19_14-30-45.json")
-    assert keys[1].endswith("P001ABC_Complete_2025-11-19_14-30-45_2.json")
-    assert keys[2].endswith("P001ABC_Complete_2025-11-19_14-30-45_3.json")
+    # Later ones: 8 hex of SHA-256 of their uploadId (not a counter: bounded requests each).
+    assert keys[1].endswith(f"P001ABC_Complete_2025-11-19_14-30-45_{sha256(b'u-1').hexdigest()[:8]}.json")
+    assert keys[2].endswith(f"P001ABC_Complete_2025-11-19_14-30-45_{sha256(b'u-2').hexdigest()[:8]}.json")
     assert [read_json(store, k)["uploadId"] for k in keys] == ["u-0", "u-1", "u-2"]
     assert all(layout.parse(k) is not None for k in keys)
 

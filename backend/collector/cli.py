@@ -1,5 +1,5 @@
-"""The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``
-and ``reconcile``."""
+"""The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``,
+``reconcile`` and ``release-key``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ import uvicorn
 from pydantic import ValidationError
 
 from .erasure import ErasureRefused, erase_participant, preview_erasure
+from .errors import NotFound
 from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
+from .participant_keys import release_key
 from .progress import ObjectProgress
 from .reconcile import NotAnExport, read_export, recover, scan_backup, write_rows
 from .reconcile import reconcile as match_backup
@@ -329,3 +331,41 @@ def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_
         click.echo(f"Table written to {out_path}", err=True)
     if recover_dir is not None:
         click.echo(f"Recovered {len(recovered) - 1} backup_only participant(s) into {recover_dir}", err=True)
+
+
+@main.command("release-key")
+@click.argument("participant_id")
+@click.option("--reason", required=True, help="Why (kept in the audit record), e.g. 'new laptop'.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
+    """Release a participant's key (they changed device): their next keyed upload claims them again.
+
+    Recorded under {prefix}/audit/key-releases/ (who, when, why; never the key or its hash).
+    """
+    configure_logging()
+    if not is_valid_participant_id(participant_id):
+        raise click.BadParameter(f"not a participant ID: {participant_id!r}", param_hint="PARTICIPANT_ID")
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    if not yes:
+        click.confirm(
+            f"Release the participant key of {participant_id}? Until their browser uploads again, "
+            "anyone who knows the ID can claim them.",
+            abort=True,
+        )
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        result = release_key(
+            store, KeyLayout(settings.data_prefix), participant_id, reason=reason, by=_os_user()
+        )
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    except StorageError as exc:
+        raise click.ClickException(f"storage failed; nothing released: {exc}") from exc
+    finally:
+        store.close()
+    if result.released:
+        click.echo(f"Released the key of {participant_id}; recorded at {result.audit_key}")
+    else:
+        click.echo(f"{participant_id} held no key; the request was recorded at {result.audit_key}")

@@ -9,7 +9,9 @@
     ├── NotAuthenticated             401
     │   └── LoginRequired            401  no dashboard session (pages redirect to the login form)
     ├── Forbidden                    403  refused whoever asks (e.g. a cross-site dashboard form)
+    │   └── ParticipantKeyMismatch   403  wrong/missing participant key; status not changed
     ├── NotFound                     404
+    ├── ParticipantErased            410  the research team erased this participant
     ├── RateLimited                  429  retry later
     ├── NotImplementedOnServer       501  this server lacks an optional part (e.g. pyarrow)
     ├── Overloaded                   503  too many uploads in progress; retry later
@@ -39,6 +41,8 @@ class CollectorError(Exception):
 
     status: int = 500
     closes_connection: bool = False
+    # A machine-readable word the browser module acts on (sent as "reason"), when one applies.
+    reason: str | None = None
 
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -82,6 +86,16 @@ class Forbidden(CollectorError):
 
 class NotFound(CollectorError):
     status = 404
+
+
+class ParticipantKeyMismatch(Forbidden):
+    status = 403
+    reason = "participant-key"
+
+
+class ParticipantErased(CollectorError):
+    status = 410
+    reason = "erased"
 
 
 class RateLimited(CollectorError):

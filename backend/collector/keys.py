@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 PARTICIPANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _PARTICIPANT_ID = re.compile(PARTICIPANT_ID_PATTERN)
 _NAME_TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
+_SUFFIX = re.compile(r"[0-9a-f]{8}")
 
 STATUS_FILE = "user-status/status.json"
 SUBMISSIONS_DIR = "submissions"
@@ -43,6 +44,15 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def name_stamp(moment: datetime) -> str:
+    """``YYYY-MM-DD_HH-MM-SS`` in UTC with a 4-digit year always.
+
+    Not ``strftime("%Y")``: glibc writes year 1 as ``1``, a key the layout would not recognise.
+    """
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}_{m.hour:02d}-{m.minute:02d}-{m.second:02d}"
+
+
 @dataclass(frozen=True)
 class KeyLayout:
     """Builds and recognises keys under one prefix, e.g. ``volcano-audio-anonymized-data``."""
@@ -64,11 +74,24 @@ class KeyLayout:
     def submissions_dir(self, participant_id: str) -> str:
         return self.participant_dir(participant_id) + SUBMISSIONS_DIR + "/"
 
-    def submission_key(self, participant_id: str, moment: datetime, attempt: int = 1) -> str:
-        """The submission's key; ``attempt`` > 1 adds the suffix that keeps same-second uploads apart."""
-        stamp = moment.astimezone(UTC).strftime(_NAME_TIME_FORMAT)
-        suffix = "" if attempt == 1 else f"_{attempt}"
-        return f"{self.submissions_dir(participant_id)}{participant_id}_Complete_{stamp}{suffix}.json"
+    def submission_key(self, participant_id: str, moment: datetime, suffix: str = "") -> str:
+        """The submission's key; ``suffix`` (8 lowercase hex) keeps same-second uploads apart."""
+        if suffix and not _SUFFIX.fullmatch(suffix):
+            raise ValueError(f"not a submission name suffix: {suffix!r}")
+        tail = f"_{suffix}" if suffix else ""
+        name = f"{participant_id}_Complete_{name_stamp(moment)}{tail}.json"
+        return self.submissions_dir(participant_id) + name
+
+    @property
+    def audit_root(self) -> str:
+        """Research-team records (key releases, erasures): never participant data."""
+        return f"{self.prefix}/audit/"
+
+    def audit_key(self, kind: str, participant_id: str, moment: datetime, token: str) -> str:
+        """``{prefix}/audit/{kind}/{YYYY-MM-DD_HH-MM-SS}_{participantId}_{8 hex}.json``."""
+        if not is_valid_participant_id(participant_id) or not _SUFFIX.fullmatch(token):
+            raise ValueError("not a valid audit record name")
+        return f"{self.audit_root}{kind}/{name_stamp(moment)}_{participant_id}_{token}.json"
 
     def trials_dir(self, participant_id: str, session_id: str | None = None) -> str:
         """The participant's trials folder, or one session's folder in it."""
@@ -99,7 +122,10 @@ class KeyLayout:
             return ParsedKey(participant_id, "status", None)
         match = _SUBMISSION_NAME.fullmatch(rest)
         if match and match["pid"] == participant_id:
-            moment = datetime.strptime(match["stamp"], _NAME_TIME_FORMAT).replace(tzinfo=UTC)
+            try:
+                moment = datetime.strptime(match["stamp"], _NAME_TIME_FORMAT).replace(tzinfo=UTC)
+            except ValueError:  # e.g. year 0000 or month 13: not a name the collector makes
+                return None
             return ParsedKey(participant_id, "submission", moment)
         trial = _TRIAL_NAME.fullmatch(rest)
         if trial and int(trial["index"]) <= MAX_TRIAL_INDEX:
@@ -109,7 +135,8 @@ class KeyLayout:
 
 _SUBMISSION_NAME = re.compile(
     rf"{SUBMISSIONS_DIR}/(?P<pid>[A-Za-z0-9_-]{{1,64}})_Complete_"
-    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<n>[2-9]|[1-9]\d+))?\.json"
+    # Suffixes: the old counters (_2, _3, ...) and the new 8-hex hashes.
+    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<n>[2-9]|[1-9]\d+|[0-9a-f]{8}))?\.json"
 )
 
 

@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -22,12 +22,16 @@ from .keys import (
     is_valid_participant_id,
     parse_timestamp,
 )
+from .participant_keys import HASH_FIELD, KEY_FIELD, is_valid_participant_key
 
 UPLOAD_TYPES = ("submission", "status")
 # Fields the server adds to what it stores; they are ignored when comparing two uploads.
-SERVER_FIELDS = ("serverReceivedAt",)
+SERVER_FIELDS = ("serverReceivedAt", "keyVerified")
 # Status fields the restore endpoint never returns: survey answers stay in the bucket.
-PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData")
+PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData", HASH_FIELD)
+# Fields only the server may write: a client's own values for them are dropped, not stored.
+_SERVER_ONLY_FIELDS = ("keyVerified", HASH_FIELD)
+DEFAULT_CLOCK_SKEW = timedelta(seconds=300)
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ class Upload:
     upload_type: Literal["submission", "status"]
     moment: datetime  # the upload's timestamp in UTC, or server time when absent/unparseable
     upload_id: str | None
+    # Taken out of ``document`` at parse time, so it can never be stored or logged in clear.
+    participant_key: str | None = None
 
     @property
     def timestamp_text(self) -> str:
@@ -78,8 +84,12 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     return value
 
 
-def parse_upload(value: Any, *, received_at: datetime) -> Upload:
-    """Check one upload against the contract (DESIGN §3)."""
+def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> Upload:
+    """Check one upload against the contract (docs/api.md).
+
+    A ``timestamp`` more than ``clock_skew`` ahead of ``received_at`` is kept in the document
+    but not used: the upload is ordered and named by ``received_at`` instead.
+    """
     if not isinstance(value, dict):
         raise InvalidUpload("the body must be a JSON object")
     participant_id = value.get("participantId")
@@ -104,12 +114,20 @@ def parse_upload(value: Any, *, received_at: datetime) -> Upload:
     upload_id = value.get("uploadId")
     if upload_id is not None and (not isinstance(upload_id, str) or not 0 < len(upload_id) <= 128):
         raise UnprocessableUpload("uploadId must be a string of 1 to 128 characters")
+    key = value.get(KEY_FIELD)
+    if key is not None and not is_valid_participant_key(key):
+        raise UnprocessableUpload("participantKey must be 16 to 256 letters, digits, '_' or '-'")
+    document = {k: v for k, v in value.items() if k != KEY_FIELD and k not in _SERVER_ONLY_FIELDS}
+    moment = parse_timestamp(timestamp)
+    if moment is None or moment > received_at + clock_skew:
+        moment = received_at  # a clock years ahead must not freeze the status or name files
     return Upload(
-        document=value,
+        document=document,
         participant_id=participant_id,
         upload_type=upload_type,
-        moment=parse_timestamp(timestamp) or received_at,
+        moment=moment,
         upload_id=upload_id,
+        participant_key=key,
     )
 
 
@@ -279,6 +297,13 @@ _UPLOAD_RULES: dict[str, Any] = {
         },
     ]
 }
+
+
+class RestoreRequest(BaseModel):
+    """Read back one participant's status: only with their key (docs/api.md)."""
+
+    participantId: str = Field(min_length=1, max_length=64, pattern=_ID_PATTERN, examples=["P001ABC"])
+    participantKey: str | None = Field(default=None, min_length=16, max_length=256, pattern=_KEY_PATTERN)
 
 
 class BatchRequest(BaseModel):

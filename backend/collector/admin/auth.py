@@ -48,6 +48,13 @@ class AdminAuth:
         expiry = payload.split(".", 1)[0]
         return expiry.isdigit() and int(expiry) > (now if now is not None else time.time())
 
+    def form_token(self, session: str) -> str:
+        """A CSRF token for forms that change data, bound to this session cookie."""
+        return self._sign(f"form:{session}")
+
+    def form_token_valid(self, session: str | None, token: str) -> bool:
+        return bool(session) and hmac.compare_digest(token, self.form_token(session or ""))
+
     def _sign(self, payload: str) -> str:
         return hmac.new(self._key, payload.encode("ascii", "replace"), hashlib.sha256).hexdigest()
 

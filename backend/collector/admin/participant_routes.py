@@ -11,18 +11,21 @@ from __future__ import annotations
 import json
 import zipfile
 from datetime import datetime
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ..errors import NotFound
+from ..errors import Forbidden, InvalidUpload, NotFound
 from ..keys import is_valid_participant_id
+from ..participant_keys import HASH_FIELD, release_key
 from ..reading.records import SESSION_COMPLETED_NAMES, session_records
 from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError
 from ..trials import TrialSession, submission_session_ids, summarise_sessions
-from .context import AdminContext, SessionDep
+from .auth import COOKIE_NAME
+from .context import AdminContext, SessionDep, same_origin
 from .zipstream import stream_zip
 
 router = APIRouter(prefix="/admin/participants", include_in_schema=False)
@@ -47,6 +50,7 @@ async def participant_page(request: Request, participant_id: str, admin: Session
     columns = [c for c in _SESSION_COLUMNS if any(c in r for r in records)] + extra
     submissions = [(info, _name(info)) for info in objects if _kind(admin, info) == "submission"]
     trial_sessions = await run_in_threadpool(_trial_sessions, admin, participant_id, objects)
+    unverified = await run_in_threadpool(_unverified, admin, [info.key for info, _ in submissions])
     return admin.templates.TemplateResponse(
         request,
         "participant.html",
@@ -54,7 +58,11 @@ async def participant_page(request: Request, participant_id: str, admin: Session
             "pid": participant_id,
             "status": status,
             "status_problem": problem,
-            "fields": {k: v for k, v in (status or {}).items() if k != "sessionHistory"},
+            "fields": {k: v for k, v in (status or {}).items() if k not in ("sessionHistory", HASH_FIELD)},
+            "key_held": bool((status or {}).get(HASH_FIELD)),
+            "unverified": unverified,
+            "form_token": admin.auth.form_token(request.cookies.get(COOKIE_NAME, "")),
+            "released": request.query_params.get("released"),
             "sessions": records,
             "session_columns": columns,
             "submissions": submissions,
@@ -111,6 +119,39 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{participant_id}.zip"'},
     )
+
+
+@router.post("/{participant_id}/release-key", dependencies=[Depends(same_origin)])
+async def release_participant_key(request: Request, participant_id: str, admin: SessionDep) -> Response:
+    """Release the participant's key (they changed device): their next keyed upload claims again."""
+    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    if not admin.auth.form_token_valid(request.cookies.get(COOKIE_NAME), form.get("token", [""])[0]):
+        raise Forbidden("the form has expired; reload the page and try again")
+    if not is_valid_participant_id(participant_id):
+        raise NotFound("no such participant")
+    reason = form.get("reason", [""])[0].strip()
+    if not reason:
+        raise InvalidUpload("give a reason for releasing the key")
+    services = admin.services
+    result = await run_in_threadpool(
+        release_key, services.store, services.layout, participant_id, reason=reason, by="dashboard"
+    )
+    outcome = "1" if result.released else "none"
+    return RedirectResponse(f"/admin/participants/{participant_id}?released={outcome}", status_code=303)
+
+
+def _unverified(admin: AdminContext, keys: list[str]) -> set[str]:
+    """Submissions stored with ``keyVerified: false`` (the participant key was missing or wrong)."""
+    found = set()
+    for key, body in read_many(admin.services.store, keys, workers=8):
+        if isinstance(body, StorageError):
+            continue
+        try:
+            if decode_object(body).get("keyVerified") is False:
+                found.add(key)
+        except ValueError:
+            continue
+    return found
 
 
 def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:

@@ -89,6 +89,13 @@ SUBMISSIONS = Table(
         Column("timestamp", "string", "The upload's own timestamp, as sent."),
         Column("server_received_at", "string", f"When the collector stored it ({_TIME})."),
         Column("upload_id", "string", "Client-generated uploadId, if sent."),
+        Column(
+            "key_verified",
+            "bool",
+            "keyVerified inside the file: true when sent with the participant's key, false when the "
+            "key was missing or wrong (stored, but not verified: anyone could have sent it), empty "
+            "when keys were not in use (keyless participant, or PARTICIPANT_KEYS=off).",
+        ),
         Column("submission_json", "string", "The whole file (upload fields and submissionData) as JSON."),
     ),
 )

@@ -35,6 +35,8 @@ _CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
 }
 # Fields that have their own table instead of a place in extra_json.
 _OWN_TABLE = {"sessionHistory", "participantResponses", "participantId"}
+# Never exported: the hash of the participant's key stays in status.json only.
+_NOT_EXPORTED = {"participantKeyHash"}
 
 
 def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
@@ -44,7 +46,7 @@ def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
 
 def participant_row(participant_id: str, key: str, status: dict[str, Any], submission_count: int) -> Row:
     row: Row = {"participant_id": participant_id, "status_key": key}
-    extra = {k: v for k, v in status.items() if k not in _OWN_TABLE}
+    extra = {k: v for k, v in status.items() if k not in _OWN_TABLE and k not in _NOT_EXPORTED}
     for column in PARTICIPANTS.columns:
         if column.source is None:
             continue
@@ -110,6 +112,7 @@ def submission_row(
         "timestamp": as_text(document.get("timestamp")),
         "server_received_at": as_text(document.get("serverReceivedAt")),
         "upload_id": as_text(document.get("uploadId")),
+        "key_verified": as_bool(document.get("keyVerified")),
         "submission_json": canonical_json(document),
     }
 

@@ -56,6 +56,8 @@ def list_bucket(store: ObjectStore, layout: KeyLayout) -> BucketListing:
     participants: dict[str, ParticipantObjects] = {}
     stray: list[ObjectInfo] = []
     for info in store.list(f"{layout.prefix}/"):
+        if info.key.startswith(layout.audit_root):
+            continue  # the research team's records (key releases, erasures), not participant data
         parsed = layout.parse(info.key)
         if parsed is None:
             stray.append(info)

@@ -30,12 +30,11 @@ async def store_trial_upload(services: Services, value: Any) -> dict[str, Any]:
     """Validate and store one trial upload; the answer body of a 200 (raises ``CollectorError``)."""
     received_at = datetime.now(UTC)
     trial = parse_trial(value)
-    # TODO(trust merge): read status.json first (the one GET the contract allows per upload):
-    # a tombstone ("erased": true) -> raise the 410 Gone error with reason "erased", storing
-    # nothing; a claimed participant whose participantKeyHash does not match
-    # trial.participant_key -> verified=False (stored, marked "keyVerified": false). A trial
-    # never claims a participant and never changes status.json.
-    verified = True
+    # One read of status.json: erased (410), and whether the key matches a claimed participant.
+    verdict = await run_in_threadpool(
+        services.uploads.trial_verdict, trial.participant_id, trial.participant_key
+    )
+    verified = verdict is not False  # None: no key in play (unclaimed, or PARTICIPANT_KEYS=off)
     try:
         result = await run_in_threadpool(
             trial_service(services).store_trial, trial, received_at=received_at, verified=verified

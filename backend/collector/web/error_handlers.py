@@ -36,6 +36,10 @@ def error_response(
 def collector_error_response(exc: CollectorError) -> JSONResponse:
     """The answer to one of the collector's own errors, with the headers its class asks for."""
     response = error_response(exc.status, exc.message, retry_after=exc.retry_after)
+    if exc.reason is not None:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        body = {"status": "error", "error": exc.message, "reason": exc.reason}
+        response = JSONResponse(body, status_code=exc.status, headers=headers)
     if exc.closes_connection:
         # The rest of the body was never read: close, or a trickling client keeps the
         # connection (and the server keeps reading and discarding) for as long as it likes.

@@ -13,6 +13,7 @@ from ..keys import KeyLayout
 from ..metrics import Metrics
 from ..settings import Settings
 from ..storage import ObjectStore
+from .rate_limit import ParticipantLimits
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Services:
     layout: KeyLayout
     metrics: Metrics
     uploads: UploadService
+    limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
 
 
 async def get_services(request: Request) -> Services:
