@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import io
 import getpass
+import io
 import json
 import re
 import zipfile
