@@ -1,4 +1,4 @@
-"""The collector's entry point, kept under the name the seed gives it.
+"""A script entry point for hosts that run ``python backend/collector_loop.py`` (same as ``collector``).
 
 The endpoint ``POST /api/upload-user-data`` lives in ``collector/routes/uploads.py``; the app is
 assembled in ``collector/app.py``. Run ``python backend/collector_loop.py`` or ``collector serve``.

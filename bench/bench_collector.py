@@ -167,6 +167,9 @@ class CountingStore(ObjectStore):
         self._count("list")
         return self.inner.list(prefix)
 
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)  # not counted: uploads never delete
+
     def check(self) -> None:
         self._count("check")
         self.inner.check()

@@ -11,7 +11,14 @@ if (params.get('pid')) $('participant').value = params.get('pid');
 const uploader = await import(`${collectorUrl}/js/data-uploader.js`);
 
 const options = { collectorUrl, participantId: participant(), onEvent: () => showQueue() };
-for (const name of ['statusIntervalMs', 'retryBaseMs', 'retryMaxMs', 'timeoutMs', 'maxQueueItems', 'maxBatchItems']) {
+for (const name of [
+  'statusIntervalMs',
+  'retryBaseMs',
+  'retryMaxMs',
+  'timeoutMs',
+  'maxQueueItems',
+  'maxBatchItems',
+]) {
   if (params.has(name)) options[name] = Number(params.get(name));
 }
 if (params.get('crossTabLock') === 'false') options.crossTabLock = false;
@@ -30,11 +37,24 @@ function completeSession() {
   localStorage.setItem('study_tutorial_completed', 'true');
   localStorage.setItem('study_weekly_session_count', String(readNumber('study_weekly_session_count') + 1));
   localStorage.setItem('study_week_start_date', new Date().toISOString().slice(0, 10));
-  localStorage.setItem('study_total_sessions_started', String(readNumber('study_total_sessions_started') + 1));
-  localStorage.setItem('study_total_sessions_completed', String(readNumber('study_total_sessions_completed') + 1));
-  localStorage.setItem('study_total_session_time', String(readNumber('study_total_session_time') + 20 * 60 * 1000));
+  localStorage.setItem(
+    'study_total_sessions_started',
+    String(readNumber('study_total_sessions_started') + 1),
+  );
+  localStorage.setItem(
+    'study_total_sessions_completed',
+    String(readNumber('study_total_sessions_completed') + 1),
+  );
+  localStorage.setItem(
+    'study_total_session_time',
+    String(readNumber('study_total_session_time') + 20 * 60 * 1000),
+  );
   let history = [];
-  try { history = JSON.parse(localStorage.getItem('study_session_history')) || []; } catch { /* start over */ }
+  try {
+    history = JSON.parse(localStorage.getItem('study_session_history')) || [];
+  } catch {
+    /* start over */
+  }
   history.push({ start: started, end: Date.now() });
   localStorage.setItem('study_session_history', JSON.stringify(history));
   localStorage.setItem('study_current_session_start', String(started));
@@ -45,7 +65,9 @@ function completeSession() {
 function jsonDump(completion) {
   submissionNumber += 1;
   return {
-    submissionNumber, completion, submittedAt: new Date().toISOString(),
+    submissionNumber,
+    completion,
+    submittedAt: new Date().toISOString(),
     regions: [{ id: 1, start: 12.5, end: 14.25, label: 'tremor' }],
     features: { selected: ['amplitude', 'frequency'] },
     surveyResponses: { q1: 'yes', q2: 4 },
@@ -81,15 +103,17 @@ function showQueue() {
   const state = uploader.getQueueState();
   $('queue-count').textContent = String(state.items.length);
   $('next-try').textContent = state.nextAttemptAt ? new Date(state.nextAttemptAt).toLocaleTimeString() : '-';
-  $('queue').replaceChildren(...state.items.map((item) => {
-    const row = document.createElement('tr');
-    for (const value of [item.uploadType, item.participantId, item.timestamp, item.tries, item.uploadId]) {
-      const cell = document.createElement('td');
-      cell.textContent = String(value);
-      row.append(cell);
-    }
-    return row;
-  }));
+  $('queue').replaceChildren(
+    ...state.items.map((item) => {
+      const row = document.createElement('tr');
+      for (const value of [item.uploadType, item.participantId, item.timestamp, item.tries, item.uploadId]) {
+        const cell = document.createElement('td');
+        cell.textContent = String(value);
+        row.append(cell);
+      }
+      return row;
+    }),
+  );
   $('network').textContent = navigator.onLine ? '(online)' : '(offline)';
 }
 

@@ -162,5 +162,7 @@ def test_dashboard_export_zip_has_every_table(client: TestClient, seeded: None) 
         "export/responses.csv",
         "export/sessions.csv",
         "export/submissions.csv",
+        "export/trial_sessions.csv",
+        "export/trials.csv",
     ]
     assert archive.read("export/participants.csv").decode().count("\n") == 3  # header + 2 rows

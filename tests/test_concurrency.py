@@ -1,4 +1,4 @@
-"""Several collector processes sharing one store stay exactly-once (DESIGN §7)."""
+"""Several collector processes sharing one store stay exactly-once (docs/bucket-layout.md §7)."""
 
 from __future__ import annotations
 

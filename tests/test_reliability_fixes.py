@@ -64,6 +64,10 @@ class SlowFlakyStore(ObjectStore):
     def list(self, prefix: str) -> Iterator:
         return self.inner.list(prefix)
 
+    def delete(self, key: str) -> None:
+        self._turn()
+        self.inner.delete(key)
+
     def check(self) -> None:
         self._turn()
 
@@ -122,6 +126,9 @@ class RecordingFaultyStore(ObjectStore):
 
     def list(self, prefix: str) -> Iterator:
         return self.inner.list(prefix)
+
+    def delete(self, key: str) -> None:
+        raise TransientStorageError("injected")
 
     def check(self) -> None:
         self.inner.check()

@@ -1,4 +1,4 @@
-"""The README's first command: ``backend/start_local_collector.sh`` serves the seed's curl example."""
+"""The README's first command: ``backend/start_local_collector.sh`` serves the README's curl example."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from tests.support.collector_process import REPO, free_port
 
 pytestmark = pytest.mark.processes
 
-SEED_CURL_BODY = '{"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": true}}'
+CURL_BODY = '{"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": true}}'
 
 
-def test_start_script_serves_the_seed_curl_example(tmp_path: Path) -> None:
+def test_start_script_serves_the_readme_curl_example(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
     env = {
@@ -52,7 +52,7 @@ def test_start_script_serves_the_seed_curl_example(tmp_path: Path) -> None:
                 [
                     "curl", "-sS", "-X", "POST", f"{url}/api/upload-user-data",
                     "-H", "Content-Type: application/json",
-                    "-d", SEED_CURL_BODY,
+                    "-d", CURL_BODY,
                 ],
                 capture_output=True, text=True, check=True,
             )  # fmt: skip

@@ -117,3 +117,33 @@ def test_local_store_hides_interrupted_writes_from_listing(tmp_path: Path) -> No
     store.put("d/real.json", b"{}")
     (tmp_path / "d" / ".real.json.tmp-deadbeef").write_bytes(b"{half")  # a crash mid-write
     assert [i.key for i in store.list("d/")] == ["d/real.json"]
+
+
+def test_delete_removes_the_object_and_only_it(any_store: ObjectStore) -> None:
+    any_store.put("d/a/1.json", b"one")
+    any_store.put("d/a/2.json", b"two")
+    any_store.put("d/a1/1.json", b"neighbour")
+    any_store.delete("d/a/1.json")
+    assert any_store.get_or_none("d/a/1.json") is None
+    assert [i.key for i in any_store.list("d/")] == ["d/a/2.json", "d/a1/1.json"]
+    # A deleted key can be created again, and create-if-absent sees it as absent.
+    any_store.put("d/a/1.json", b"again", if_absent=True)
+    assert any_store.get("d/a/1.json").body == b"again"
+
+
+def test_delete_is_idempotent(any_store: ObjectStore) -> None:
+    any_store.put("d/x.json", b"x")
+    any_store.delete("d/x.json")
+    any_store.delete("d/x.json")  # deleting twice is fine
+    any_store.delete("never/was/there.json")  # so is a key (or folder) that never existed
+    assert list(any_store.list("d/")) == []
+    with pytest.raises(PreconditionFailed):
+        any_store.put("d/x.json", b"y", if_match="0123456789abcdef0123456789abcdef")
+
+
+def test_local_store_delete_refuses_escaping_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "root")
+    (tmp_path / "outside.json").write_bytes(b"keep")
+    with pytest.raises(StorageError):
+        store.delete("../outside.json")
+    assert (tmp_path / "outside.json").read_bytes() == b"keep"

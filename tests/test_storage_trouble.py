@@ -47,6 +47,10 @@ class FaultyStore(ObjectStore):
     def list(self, prefix: str) -> Iterator:
         return self.inner.list(prefix)
 
+    def delete(self, key: str) -> None:
+        self._maybe_fail("delete")
+        self.inner.delete(key)
+
     def check(self) -> None:
         self._maybe_fail("check")
         self.inner.check()

@@ -1,9 +1,10 @@
-"""The upload endpoint over HTTP, on both backends (DESIGN §3)."""
+"""The upload endpoint over HTTP, on both backends (docs/api.md §3)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from hashlib import sha256
 
 import pytest
 from fastapi.testclient import TestClient
@@ -11,7 +12,7 @@ from fastapi.testclient import TestClient
 from collector.keys import KeyLayout
 from collector.storage import ObjectStore
 
-SEED_BODY = {"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": True}}
+MINIMAL_BODY = {"participantId": "TEST123", "uploadType": "submission", "submissionData": {"test": True}}
 URL = "/api/upload-user-data"
 
 
@@ -33,11 +34,11 @@ def submission(pid: str = "P001ABC", timestamp: str = "2025-11-19T14:30:45.123Z"
     }
 
 
-def test_seed_curl_body_stores_status_and_submission(
+def test_minimal_curl_body_stores_status_and_submission(
     client: TestClient, store: ObjectStore, layout: KeyLayout, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    answer = client.post(URL, json=SEED_BODY)
+    answer = client.post(URL, json=MINIMAL_BODY)
     assert answer.status_code == 200
     body = answer.json()
     assert body["status"] == "success"
@@ -111,8 +112,9 @@ def test_different_submissions_in_one_second_all_survive(
 ) -> None:
     keys = [client.post(URL, json=submission(uploadId=f"u-{i}")).json()["filesUploaded"][1] for i in range(3)]
     assert keys[0].endswith("P001ABC_Complete_2025-11-19_14-30-45.json")
-    assert keys[1].endswith("P001ABC_Complete_2025-11-19_14-30-45_2.json")
-    assert keys[2].endswith("P001ABC_Complete_2025-11-19_14-30-45_3.json")
+    # Later ones: 8 hex of SHA-256 of their uploadId (not a counter: bounded requests each).
+    assert keys[1].endswith(f"P001ABC_Complete_2025-11-19_14-30-45_{sha256(b'u-1').hexdigest()[:8]}.json")
+    assert keys[2].endswith(f"P001ABC_Complete_2025-11-19_14-30-45_{sha256(b'u-2').hexdigest()[:8]}.json")
     assert [read_json(store, k)["uploadId"] for k in keys] == ["u-0", "u-1", "u-2"]
     assert all(layout.parse(k) is not None for k in keys)
 
@@ -136,7 +138,7 @@ def test_late_older_upload_never_replaces_newer_status(
 
 
 def test_missing_timestamp_uses_server_time(client: TestClient, store: ObjectStore) -> None:
-    answer = client.post(URL, json=SEED_BODY).json()
+    answer = client.post(URL, json=MINIMAL_BODY).json()
     assert answer["timestamp"].endswith("Z")
     stamp = answer["timestamp"][:19].replace("T", "_").replace(":", "-")
     assert answer["filesUploaded"][1].endswith(f"TEST123_Complete_{stamp}.json")
@@ -144,7 +146,7 @@ def test_missing_timestamp_uses_server_time(client: TestClient, store: ObjectSto
 
 def test_sendbeacon_text_plain_is_accepted(client: TestClient) -> None:
     answer = client.post(
-        URL, content=json.dumps(SEED_BODY), headers={"Content-Type": "text/plain;charset=UTF-8"}
+        URL, content=json.dumps(MINIMAL_BODY), headers={"Content-Type": "text/plain;charset=UTF-8"}
     )
     assert answer.status_code == 200
 

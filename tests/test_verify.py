@@ -27,7 +27,9 @@ def test_clean_bucket_passes(store: ObjectStore, layout: KeyLayout, settings: Se
     assert (report.objects, report.participants, report.statuses, report.submissions) == (4, 2, 2, 2)
     result = CliRunner().invoke(main, ["verify"], env=settings_environment(settings))
     assert result.exit_code == 0, result.output
-    assert "4 objects, 2 participants, 2 status files, 2 submissions; no problems found" in result.output
+    assert "4 objects, 2 participants, 2 status files, 2 submissions, 0 trials; no problems found" in (
+        result.output
+    )
 
 
 def test_each_planted_defect_is_found(store: ObjectStore, layout: KeyLayout, settings: Settings) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,7 +20,7 @@ from .storage import ObjectStore, RetryingStore, open_store
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
 from .web.error_handlers import install_error_handlers
-from .web.rate_limit import RateLimiter
+from .web.rate_limit import ParticipantLimits
 from .web.services import Services
 
 
@@ -29,6 +31,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         store or open_store(settings), metrics, deadline_seconds=settings.storage_deadline_seconds
     )
     layout = KeyLayout(settings.data_prefix)
+    limits = ParticipantLimits.from_settings(settings)
     services = Services(
         settings=settings,
         store=retrying,
@@ -39,7 +42,10 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
             layout,
             retry_after=settings.retry_after_seconds,
             deadline_seconds=settings.storage_deadline_seconds,
+            participant_keys=settings.participant_keys,
+            clock_skew=timedelta(seconds=settings.clock_skew_seconds),
         ),
+        limits=limits,
     )
 
     @asynccontextmanager
@@ -56,7 +62,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     app.state.services = services
     # The participant API: refuse a flooding address first (cheap), then bound uploads in progress.
     participant_limits = [
-        Depends(RateLimiter.from_settings(settings)),
+        Depends(limits.uploads),
         Depends(ConcurrencyLimit.from_settings(settings)),
     ]
     app.include_router(uploads.router, dependencies=participant_limits)
@@ -80,4 +86,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
 
 def create_app_from_environment() -> FastAPI:
     """Entry point for ``uvicorn --factory``: settings from the environment, read once."""
+    # A thread parsing a large body holds the GIL for up to a switch interval each time the event
+    # loop wants it back (after every socket call); 1 ms instead of 5 keeps the loop responsive.
+    sys.setswitchinterval(0.001)
     return create_app(Settings())

@@ -1,7 +1,9 @@
-"""The ``collector`` command line: ``serve``, and the research tools ``export`` and ``verify``."""
+"""The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``,
+``reconcile`` and ``release-key``."""
 
 from __future__ import annotations
 
+import getpass
 import logging
 import os
 import sys
@@ -12,10 +14,15 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
+from .erasure import ErasureRefused, erase_participant, preview_erasure
+from .errors import NotFound
 from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
+from .participant_keys import release_key
 from .progress import ObjectProgress
+from .reconcile import NotAnExport, read_export, recover, scan_backup, write_rows
+from .reconcile import reconcile as match_backup
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, StorageError, open_store
 from .verify import VerifyFailed, verify_bucket
@@ -196,7 +203,10 @@ def verify(workers: int, max_listed: int) -> None:
             click.echo(f"{defect.kind}: {defect.key} ({defect.detail})")
     click.echo(
         f"{report.objects} objects, {report.participants} participants, {report.statuses} status "
-        f"files, {report.submissions} submissions; "
+        f"files, {report.submissions} submissions, {report.trials} trials"
+        + (f", {report.erased} erased participant(s)" if report.erased else "")
+        + (f", {report.audit_records} audit record(s)" if report.audit_records else "")
+        + "; "
         + (
             "no problems found"
             if report.ok
@@ -206,3 +216,156 @@ def verify(workers: int, max_listed: int) -> None:
     )
     if not report.ok:
         sys.exit(1)
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name for this uid (e.g. in a container)
+        return f"uid {os.getuid()}"
+
+
+@main.command()
+@click.argument("participant_id")
+@click.option(
+    "--reason", required=True, help="Why (e.g. 'withdrew 2025-11-20, ticket 42'); kept in the audit record."
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def erase(participant_id: str, reason: str, yes: bool) -> None:
+    """Delete every object of one participant, leave a tombstone, write an audit record.
+
+    Later uploads for that ID are refused. Run it again to finish an interrupted erasure.
+    """
+    configure_logging()
+    settings = load_settings()
+    store = open_bucket(settings)
+    layout = KeyLayout(settings.data_prefix)
+    try:
+        try:
+            preview = preview_erasure(store, layout, participant_id)
+        except ErasureRefused as exc:
+            raise click.BadParameter(str(exc), param_hint="PARTICIPANT_ID") from exc
+        if preview.erased_at is not None and not preview.objects and not preview.unfinished:
+            click.echo(
+                f"Participant {participant_id} was already erased at {preview.erased_at}; nothing to do."
+            )
+            return
+        if not yes:
+            what = (
+                f"{len(preview.objects)} object(s) of participant {participant_id}"
+                if preview.objects
+                else f"participant {participant_id} (nothing stored; later uploads will be refused)"
+            )
+            if preview.unfinished:
+                what += " (finishing an interrupted erasure)"
+            click.confirm(f"Erase {what}? This cannot be undone", abort=True, err=True)
+        try:
+            result = erase_participant(store, layout, participant_id, who=_os_user(), reason=reason)
+        except ErasureRefused as exc:
+            raise click.UsageError(str(exc)) from exc
+        except StorageError as exc:
+            raise click.ClickException(f"erasure not finished ({exc}); run the same command again") from exc
+    finally:
+        store.close()
+    unhashed = sum(1 for o in result.objects if o.sha256 is None)
+    click.echo(
+        f"Erased participant {participant_id}: {len({o.key for o in result.objects})} object(s) deleted"
+        + (f" ({unhashed} gone before they could be hashed)" if unhashed else "")
+        + (", finishing an interrupted erasure" if result.resumed else "")
+        + f"; audit record {', '.join(result.audit_keys)}"
+    )
+
+
+@main.command()
+@click.option(
+    "--qualtrics",
+    "export_path",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The Qualtrics responses export (CSV).",
+)
+@click.option("--id-column", required=True, help="The export's column holding the participant ID.")
+@click.option(
+    "--out",
+    "out_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the table here (CSV) instead of standard output.",
+)
+@click.option(
+    "--recover",
+    "recover_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write each backup_only participant's latest submission (JSON) and status fields (CSV) here.",
+)
+def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_dir: Path | None) -> None:
+    """Compare a Qualtrics export with the bucket: one row per participant ID with its category."""
+    configure_logging()
+    try:
+        export = read_export(export_path, id_column)
+    except NotAnExport as exc:
+        raise click.ClickException(str(exc)) from exc
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        backup = scan_backup(store, KeyLayout(settings.data_prefix))
+        result = match_backup(export, backup)
+        if out_path is None:
+            write_rows(result.rows, sys.stdout)
+        else:
+            with out_path.open("w", encoding="utf-8", newline="") as out:
+                write_rows(result.rows, out)
+        recovered = recover(store, backup, result, recover_dir) if recover_dir is not None else []
+    except StorageError as exc:
+        raise click.ClickException(f"cannot read the bucket: {exc}") from exc
+    finally:
+        store.close()
+    counts = result.counts()
+    click.echo(
+        f"{len(result.rows)} participant IDs ({export.layout} Qualtrics export"
+        + (f", {export.rows_without_id} rows without an ID" if export.rows_without_id else "")
+        + "): "
+        + ", ".join(f"{count} {name}" for name, count in counts.items()),
+        err=True,
+    )
+    if out_path is not None:
+        click.echo(f"Table written to {out_path}", err=True)
+    if recover_dir is not None:
+        click.echo(f"Recovered {len(recovered) - 1} backup_only participant(s) into {recover_dir}", err=True)
+
+
+@main.command("release-key")
+@click.argument("participant_id")
+@click.option("--reason", required=True, help="Why (kept in the audit record), e.g. 'new laptop'.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
+    """Release a participant's key (they changed device): their next keyed upload claims them again.
+
+    Recorded under {prefix}/audit/key-releases/ (who, when, why; never the key or its hash).
+    """
+    configure_logging()
+    if not is_valid_participant_id(participant_id):
+        raise click.BadParameter(f"not a participant ID: {participant_id!r}", param_hint="PARTICIPANT_ID")
+    if not reason.strip():
+        raise click.BadParameter("give a reason", param_hint="--reason")
+    if not yes:
+        click.confirm(
+            f"Release the participant key of {participant_id}? Until their browser uploads again, "
+            "anyone who knows the ID can claim them.",
+            abort=True,
+        )
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        result = release_key(
+            store, KeyLayout(settings.data_prefix), participant_id, reason=reason, by=_os_user()
+        )
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from exc
+    except StorageError as exc:
+        raise click.ClickException(f"storage failed; nothing released: {exc}") from exc
+    finally:
+        store.close()
+    if result.released:
+        click.echo(f"Released the key of {participant_id}; recorded at {result.audit_key}")
+    else:
+        click.echo(f"{participant_id} held no key; the request was recorded at {result.audit_key}")

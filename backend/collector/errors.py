@@ -1,23 +1,35 @@
-"""The collector's exceptions, each carrying the HTTP status it maps to.
+"""The collector's exceptions, each carrying the HTTP status it maps to (see docs/api.md §2).
 
-    CollectorError                 500  base; never raised directly
-    ├── InvalidUpload              400  the request is malformed; retrying will not help
-    │   ├── RequestTimeout         408  the body arrived too slowly
-    │   ├── PayloadTooLarge        413
-    │   ├── UnsupportedMediaType   415
-    │   └── UnprocessableUpload    422  well-formed JSON that breaks the contract
-    ├── NotAuthenticated           401
-    ├── NotFound                   404
-    ├── RateLimited                429  retry later
-    ├── Overloaded                 503  too many uploads in progress; retry later
-    └── StorageUnavailable         503  the store failed past its retry deadline; retry later
+    CollectorError                   500  base; never raised directly
+    ├── InvalidUpload                400  the request is malformed; retrying will not help
+    │   ├── RequestTimeout           408  the body arrived too slowly
+    │   ├── PayloadTooLarge          413
+    │   ├── UnsupportedMediaType     415
+    │   └── UnprocessableUpload      422  well-formed JSON that breaks the contract
+    ├── NotAuthenticated             401
+    │   └── LoginRequired            401  no dashboard session (pages redirect to the login form)
+    ├── Forbidden                    403  refused whoever asks (e.g. a cross-site dashboard form)
+    │   └── ParticipantKeyMismatch   403  wrong/missing participant key; status not changed
+    ├── NotFound                     404
+    ├── ParticipantErased            410  the research team erased this participant
+    ├── RateLimited                  429  retry later
+    ├── NotImplementedOnServer       501  this server lacks an optional part (e.g. pyarrow)
+    ├── Overloaded                   503  too many uploads in progress; retry later
+    └── StorageUnavailable           503  the store failed past its retry deadline; retry later
 
-Storage backends raise their own, narrower exceptions (``collector.storage.base``); the upload
-service turns the ones it cannot handle into ``StorageUnavailable``. ``http_errors`` maps all of
-these to the single JSON error shape.
+Storage backends raise their own, narrower exceptions (``collector.storage.base``);
+``storage_unavailable`` below is the one place that turns them into ``StorageUnavailable``.
+``collector.web.error_handlers`` maps all of these to the single JSON error shape, and
+``log_refusal`` writes the one warning line every refusal gets.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+logger = logging.getLogger("collector.refusals")
 
 
 class CollectorError(Exception):
@@ -29,6 +41,8 @@ class CollectorError(Exception):
 
     status: int = 500
     closes_connection: bool = False
+    # A machine-readable word the browser module acts on (sent as "reason"), when one applies.
+    reason: str | None = None
 
     def __init__(self, message: str, *, retry_after: int | None = None) -> None:
         super().__init__(message)
@@ -62,12 +76,36 @@ class NotAuthenticated(CollectorError):
     status = 401
 
 
+class LoginRequired(NotAuthenticated):
+    """No valid dashboard session: pages redirect to the login form, everything else answers 401."""
+
+
+class Forbidden(CollectorError):
+    status = 403
+
+
 class NotFound(CollectorError):
     status = 404
 
 
+class ParticipantKeyMismatch(Forbidden):
+    status = 403
+    reason = "participant-key"
+
+
+class ParticipantErased(CollectorError):
+    status = 410
+    reason = "erased"
+
+
 class RateLimited(CollectorError):
     status = 429
+
+
+class NotImplementedOnServer(CollectorError):
+    """The request is fine but this installation lacks what it needs (the operator can add it)."""
+
+    status = 501
 
 
 class Overloaded(CollectorError):
@@ -76,3 +114,34 @@ class Overloaded(CollectorError):
 
 class StorageUnavailable(CollectorError):
     status = 503
+
+
+@contextmanager
+def storage_unavailable(
+    message: str = "storage is unavailable right now; nothing was stored, please retry",
+    *,
+    retry_after: int | None = None,
+    log_context: str = "",
+) -> Iterator[None]:
+    """Turn a ``StorageError`` raised inside the block into ``StorageUnavailable`` (503).
+
+    The storage error's own text names endpoints and buckets: it goes to the operator's log,
+    never into the answer, which carries ``message`` only.
+    """
+    # Imported here, not at the top: the storage package may itself import this module.
+    from .storage.base import StorageError
+
+    try:
+        yield
+    except StorageError as exc:
+        logger.warning("⚠️ Storage failed%s: %s", f" ({log_context})" if log_context else "", exc)
+        raise StorageUnavailable(message, retry_after=retry_after) from exc
+
+
+def log_refusal(method: str, path: str, status: int, message: str) -> None:
+    """The one warning line written for every refused request: ``⚠️ Refused POST '/path' (413): 'why'``.
+
+    ``%r``: the path and the message may carry a client's text (control characters, ESC, line breaks),
+    which must neither forge nor garble a log line.
+    """
+    logger.warning("⚠️ Refused %s %r (%d): %r", method, path, status, message)

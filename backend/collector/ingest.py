@@ -1,14 +1,17 @@
 """Stores uploads exactly once: append-only submissions and a newest-wins ``status.json``.
 
 Correctness across collector processes comes from the store's conditional writes, never from
-memory in this process:
+memory in this process. Each upload:
 
-* a submission is created only if its key is absent; if the key is taken by *the same* upload
-  (a retry) its key is returned and nothing is written, otherwise the next suffix is tried;
-* ``status.json`` is replaced by compare-and-swap on its ETag, and only by an upload whose
-  timestamp is not older than the stored one, so racing writers end at the newest.
+1. reads ``status.json`` (the read its compare-and-swap needs anyway), and decides from it:
+   erased (410), the participant key (``participant_keys.decide``), a new participant (the
+   per-address cap);
+2. writes the submission, if any, create-if-absent (``submission_names``: at most three names);
+3. replaces ``status.json`` by compare-and-swap on the ETag it read, and only with an upload
+   whose timestamp is not older than the stored one, so racing writers end at the newest.
 
-Common path: one PUT for a submission, then one GET and one PUT for the status.
+Common path: one GET, one PUT for a submission, one PUT for the status (3 requests; 2 for a
+status upload). The participant key costs no request of its own.
 """
 
 from __future__ import annotations
@@ -19,21 +22,21 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import StorageUnavailable
+from .errors import NotFound, ParticipantErased, ParticipantKeyMismatch, storage_unavailable
 from .keys import KeyLayout, format_timestamp, parse_timestamp
-from .models import PRIVATE_STATUS_FIELDS, Upload, without_server_fields
+from .models import DEFAULT_CLOCK_SKEW, PRIVATE_STATUS_FIELDS, Upload
+from .participant_keys import HASH_FIELD, KeyVerdict, StatusState, decide, key_matches
 from .storage import ObjectStore, PreconditionFailed, StorageError
 from .storage.retrying import shared_deadline
+from .submission_names import store_submission
 
 logger = logging.getLogger(__name__)
 
-MAX_SAME_SECOND_SUBMISSIONS = 1000
 MAX_STATUS_ATTEMPTS = 200
-# Names tried for one submission, plus tries of a name that a racing write (S3 409) left free.
-MAX_SUBMISSION_TRIES = 2 * MAX_SAME_SECOND_SUBMISSIONS
+NOT_FOUND_MESSAGE = "no status stored for this participant"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class UploadResult:
     timestamp: str
     files_uploaded: list[str]
     status_superseded: bool  # a newer status.json was already stored; this one was not written
+    key_verified: bool | None = None  # False: stored, but the participant key was missing or wrong
 
     def as_response(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -52,6 +56,8 @@ class UploadResult:
         }
         if self.status_superseded:
             body["statusSuperseded"] = True
+        if self.key_verified is False:
+            body["keyVerified"] = False
         return body
 
 
@@ -65,6 +71,8 @@ class UploadService:
         *,
         retry_after: int = 5,
         deadline_seconds: float | None = None,
+        participant_keys: bool = True,
+        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -72,91 +80,135 @@ class UploadService:
         self.retry_after = retry_after
         # One retry deadline for all the storage requests of an upload (see storage.retrying).
         self.deadline_seconds = deadline_seconds
+        self.participant_keys = participant_keys
+        self.clock_skew = clock_skew
         self._clock = clock
 
-    def store_upload(self, upload: Upload, *, received_at: datetime) -> UploadResult:
-        """Store one upload; raises ``StorageUnavailable`` when the store fails past its deadline."""
+    def store_upload(
+        self,
+        upload: Upload,
+        *,
+        received_at: datetime,
+        on_new_participant: Callable[[], None] | None = None,
+    ) -> UploadResult:
+        """Store one upload.
+
+        Raises ``ParticipantErased`` (410), ``ParticipantKeyMismatch`` (403, status uploads only),
+        whatever ``on_new_participant`` raises when the status read found nothing (the per-address
+        cap), and ``StorageUnavailable`` when the store fails past its deadline.
+        """
+        pid = upload.participant_id
         stamped = {**upload.document, "serverReceivedAt": format_timestamp(received_at)}
-        files: list[str] = []
+        status_key = self.layout.status_key(pid)
         deadline = (
             shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
         )
-        try:
-            with deadline:
-                # The submission goes first: if the status write then fails, the client's retry
-                # is recognised as the same submission and only the status is written again.
-                submission_key = None
-                if upload.upload_type == "submission":
-                    submission_key = self._store_submission(upload, stamped)
-                status_key = self.layout.status_key(upload.participant_id)
-                status_written = self._store_status(status_key, upload, stamped)
-        except StorageError as exc:
-            logger.warning(
-                "⚠️ Storage failed for %s (%s upload): %s",
-                upload.participant_id,
-                upload.upload_type,
-                exc,
-            )
-            raise StorageUnavailable(
-                "storage is unavailable right now; the upload was not stored, please retry",
-                retry_after=self.retry_after,
-            ) from exc
-        if status_written:
-            files.append(status_key)
-        if submission_key:
-            files.append(submission_key)
-        logger.info("✅ Uploaded user data for %s: %s", upload.participant_id, files)
-        return UploadResult(upload.participant_id, upload.timestamp_text, files, not status_written)
+        submission_key = None
+        unavailable = storage_unavailable(
+            "storage is unavailable right now; the upload was not stored, please retry",
+            retry_after=self.retry_after,
+            log_context=f"{pid}, {upload.upload_type} upload",
+        )
+        with unavailable, deadline:
+            state = StatusState.of(self.store.get_or_none(status_key))
+            verdict = self._decide(upload, state)
+            if not state.exists and on_new_participant is not None:
+                on_new_participant()
+            if verdict.verified is not None:
+                stamped["keyVerified"] = verdict.verified
+            if upload.upload_type == "submission":
+                submission_key = store_submission(self.store, self.layout, upload, stamped)
+            status_written = False
+            if verdict.may_change_status:
+                status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+        files = ([status_key] if status_written else []) + ([submission_key] if submission_key else [])
+        if verdict.verified is False:
+            logger.warning("⚠️ Stored %s for %s without a valid participant key: %s", "submission", pid, files)
+        else:
+            logger.info("✅ Uploaded user data for %s: %s", pid, files)
+        superseded = verdict.may_change_status and not status_written
+        return UploadResult(pid, upload.timestamp_text, files, superseded, verdict.verified)
 
-    def _store_submission(self, upload: Upload, stamped: dict[str, Any]) -> str:
-        body = _encode(stamped)
-        attempt = 1
-        for _ in range(MAX_SUBMISSION_TRIES):
-            key = self.layout.submission_key(upload.participant_id, upload.moment, attempt)
-            try:
-                self.store.put(key, body, if_absent=True)
-                return key
-            except PreconditionFailed:  # the name is taken, or S3 saw a racing write to it
-                existing = self.store.get_or_none(key)
-                if existing is None:
-                    continue  # the racing write did not land: this name is still free
-                if _same_upload(existing.body, upload):
-                    logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
-                    return key
-                attempt += 1
-                if attempt > MAX_SAME_SECOND_SUBMISSIONS:
-                    break
-        raise StorageError(f"could not find a free name for a submission of {upload.participant_id}")
+    def _decide(self, upload: Upload, state: StatusState) -> KeyVerdict:
+        if state.erased:
+            raise ParticipantErased(_erased_message(upload.participant_id))
+        verdict = decide(self.participant_keys, upload.participant_id, state.key_hash, upload.participant_key)
+        if upload.upload_type == "status" and not verdict.may_change_status:
+            raise ParticipantKeyMismatch("participant key does not match; status not changed")
+        return verdict
 
-    def _store_status(self, key: str, upload: Upload, stamped: dict[str, Any]) -> bool:
-        """Compare-and-swap ``status.json``; False when a newer status is already stored."""
-        body = _encode({k: v for k, v in stamped.items() if k != "submissionData"})
+    def _store_status(
+        self, key: str, upload: Upload, stamped: dict[str, Any], state: StatusState, verdict: KeyVerdict
+    ) -> tuple[bool, KeyVerdict]:
+        """Compare-and-swap ``status.json`` from the state read first; (written?, final verdict).
+
+        Not written when a newer status is stored, or when a racing upload claimed the participant
+        with another key in the meantime (the verdict then says so).
+        """
         for _ in range(MAX_STATUS_ATTEMPTS):
-            current = self.store.get_or_none(key)
+            document = {k: v for k, v in stamped.items() if k not in ("submissionData", "keyVerified")}
+            document.pop(HASH_FIELD, None)
+            if verdict.hash_to_store is not None:
+                document[HASH_FIELD] = verdict.hash_to_store
+            body = _encode(document)
             try:
-                if current is None:
+                if state.stored is None:
                     self.store.put(key, body, if_absent=True)
-                    return True
-                if _stored_moment(current.body) > upload.moment:
-                    return False
-                self.store.put(key, body, if_match=current.etag)
-                return True
+                    return True, verdict
+                if _stored_moment(state.stored.body, self.clock_skew) > upload.moment:
+                    return False, verdict
+                self.store.put(key, body, if_match=state.stored.etag)
+                return True, verdict
             except PreconditionFailed:
-                continue  # another writer got there first: look again
+                # Another writer got there first: look again, and decide again (it may have
+                # claimed the participant, or the research team may have erased it).
+                state = StatusState.of(self.store.get_or_none(key))
+                if state.erased:
+                    return False, KeyVerdict(False, verdict.verified, None)
+                again = decide(
+                    self.participant_keys, upload.participant_id, state.key_hash, upload.participant_key
+                )
+                if not again.may_change_status:
+                    return False, again
+                verdict = again
         raise StorageError(f"status.json for {upload.participant_id} is too contended")
 
-    def read_status(self, participant_id: str) -> dict[str, Any] | None:
-        """The participant's stored status without private fields, or None if there is none."""
-        try:
-            current = self.store.get_or_none(self.layout.status_key(participant_id))
-        except StorageError as exc:
-            raise StorageUnavailable(
-                "storage is unavailable right now, please retry", retry_after=self.retry_after
-            ) from exc
-        if current is None:
+    def trial_verdict(self, participant_id: str, key: str | None) -> bool | None:
+        """Whether a trial's key is verified (None: keys not in play); ``ParticipantErased`` if erased.
+
+        One read of ``status.json``. A trial never claims a participant nor changes its status:
+        an experiment sends trials before any status, and a forged trial must not lock anyone out.
+        """
+        state = self._read_state(participant_id)
+        if state.erased:
+            raise ParticipantErased(_erased_message(participant_id))
+        if not self.participant_keys or state.key_hash is None:
             return None
-        document = json.loads(current.body)
-        return {k: v for k, v in document.items() if k not in PRIVATE_STATUS_FIELDS}
+        return key_matches(state.key_hash, participant_id, key)
+
+    def _read_state(self, participant_id: str) -> StatusState:
+        with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
+            return StatusState.of(self.store.get_or_none(self.layout.status_key(participant_id)))
+
+    def read_status(self, participant_id: str, key: str | None) -> dict[str, Any]:
+        """The participant's stored status without private fields, for restore.
+
+        Raises ``NotFound`` with one message for an unknown, erased, or differently keyed
+        participant, so the answer tells a guesser nothing.
+        """
+        state = self._read_state(participant_id)
+        if self.participant_keys:
+            # Hash even when nothing is stored, so an unknown ID takes as long as a wrong key.
+            allowed = key_matches(state.key_hash or "0" * 64, participant_id, key) and state.key_hash
+        else:
+            allowed = True
+        if not allowed or state.document is None or state.erased:
+            raise NotFound(NOT_FOUND_MESSAGE)
+        return {k: v for k, v in state.document.items() if k not in PRIVATE_STATUS_FIELDS}
+
+
+def _erased_message(participant_id: str) -> str:
+    return f"participant {participant_id} was erased at the research team's request; nothing was stored"
 
 
 def _encode(document: dict[str, Any]) -> bytes:
@@ -166,27 +218,19 @@ def _encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _same_upload(stored_body: bytes, upload: Upload) -> bool:
-    """Is the stored submission this very upload (a retry)? By uploadId, else by content."""
-    try:
-        stored = json.loads(stored_body)
-    except ValueError:
-        return False
-    if not isinstance(stored, dict):
-        return False
-    if upload.upload_id is not None:
-        return stored.get("uploadId") == upload.upload_id
-    return without_server_fields(stored) == without_server_fields(upload.document)
+def _stored_moment(body: bytes, clock_skew: timedelta) -> datetime:
+    """When the stored status was made; an unreadable one counts as oldest, so it gets replaced.
 
-
-def _stored_moment(body: bytes) -> datetime:
-    """When the stored status was made; an unreadable one counts as oldest, so it gets replaced."""
+    A stored timestamp further than ``clock_skew`` ahead of its own receipt time (a status from
+    before this rule, e.g. one dated 2099) counts by its receipt time, so it cannot freeze the status.
+    """
+    oldest = datetime.min.replace(tzinfo=UTC)
     try:
         stored = json.loads(body)
-        return (
-            parse_timestamp(stored.get("timestamp"))
-            or parse_timestamp(stored.get("serverReceivedAt"))
-            or datetime.min.replace(tzinfo=UTC)
-        )
+        claimed = parse_timestamp(stored.get("timestamp"))
+        received = parse_timestamp(stored.get("serverReceivedAt"))
     except (ValueError, AttributeError):
-        return datetime.min.replace(tzinfo=UTC)
+        return oldest
+    if claimed is not None and received is not None and claimed > received + clock_skew:
+        return received
+    return claimed or received or oldest

@@ -9,9 +9,13 @@ from datetime import UTC, datetime
 PARTICIPANT_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 _PARTICIPANT_ID = re.compile(PARTICIPANT_ID_PATTERN)
 _NAME_TIME_FORMAT = "%Y-%m-%d_%H-%M-%S"
+_SUFFIX = re.compile(r"[0-9a-f]{8}")
 
 STATUS_FILE = "user-status/status.json"
 SUBMISSIONS_DIR = "submissions"
+TRIALS_DIR = "trials"
+# A trial's index in its session; the key writes it with 6 digits, so key order is index order.
+MAX_TRIAL_INDEX = 100_000
 
 
 def is_valid_participant_id(value: object) -> bool:
@@ -40,6 +44,15 @@ def format_timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def name_stamp(moment: datetime) -> str:
+    """``YYYY-MM-DD_HH-MM-SS`` in UTC with a 4-digit year always.
+
+    Not ``strftime("%Y")``: glibc writes year 1 as ``1``, a key the layout would not recognise.
+    """
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}_{m.hour:02d}-{m.minute:02d}-{m.second:02d}"
+
+
 @dataclass(frozen=True)
 class KeyLayout:
     """Builds and recognises keys under one prefix, e.g. ``volcano-audio-anonymized-data``."""
@@ -66,14 +79,44 @@ class KeyLayout:
     def submissions_dir(self, participant_id: str) -> str:
         return self.participant_dir(participant_id) + SUBMISSIONS_DIR + "/"
 
-    def submission_key(self, participant_id: str, moment: datetime, attempt: int = 1) -> str:
-        """The submission's key; ``attempt`` > 1 adds the suffix that keeps same-second uploads apart."""
-        stamp = moment.astimezone(UTC).strftime(_NAME_TIME_FORMAT)
-        suffix = "" if attempt == 1 else f"_{attempt}"
-        return f"{self.submissions_dir(participant_id)}{participant_id}_Complete_{stamp}{suffix}.json"
+    def submission_key(self, participant_id: str, moment: datetime, suffix: str = "") -> str:
+        """The submission's key; ``suffix`` (8 lowercase hex) keeps same-second uploads apart."""
+        if suffix and not _SUFFIX.fullmatch(suffix):
+            raise ValueError(f"not a submission name suffix: {suffix!r}")
+        tail = f"_{suffix}" if suffix else ""
+        name = f"{participant_id}_Complete_{name_stamp(moment)}{tail}.json"
+        return self.submissions_dir(participant_id) + name
+
+    @property
+    def audit_root(self) -> str:
+        """Research-team records (key releases, erasures): never participant data."""
+        return f"{self.prefix}/audit/"
+
+    def audit_key(self, kind: str, participant_id: str, moment: datetime, token: str) -> str:
+        """``{prefix}/audit/{kind}/{YYYY-MM-DD_HH-MM-SS}_{participantId}_{8 hex}.json``."""
+        if not is_valid_participant_id(participant_id) or not _SUFFIX.fullmatch(token):
+            raise ValueError("not a valid audit record name")
+        return f"{self.audit_root}{kind}/{name_stamp(moment)}_{participant_id}_{token}.json"
+
+    def trials_dir(self, participant_id: str, session_id: str | None = None) -> str:
+        """The participant's trials folder, or one session's folder in it."""
+        base = self.participant_dir(participant_id) + TRIALS_DIR + "/"
+        if session_id is None:
+            return base
+        if not is_valid_participant_id(session_id):  # same alphabet and length as participant IDs
+            raise ValueError(f"not a valid session id: {session_id!r}")
+        return f"{base}{session_id}/"
+
+    def trial_key(self, participant_id: str, session_id: str, trial_index: int) -> str:
+        """``.../trials/{sessionId}/{trialIndex:06d}.json``: one object per (session, index)."""
+        if isinstance(trial_index, bool) or not isinstance(trial_index, int):
+            raise ValueError(f"not a valid trial index: {trial_index!r}")
+        if not 0 <= trial_index <= MAX_TRIAL_INDEX:
+            raise ValueError(f"trial index out of range: {trial_index}")
+        return f"{self.trials_dir(participant_id, session_id)}{trial_index:06d}.json"
 
     def parse(self, key: str) -> ParsedKey | None:
-        """What a key is (status or submission, whose), or None when it does not fit the layout."""
+        """What a key is (status, submission or trial, whose), or None when it does not fit the layout."""
         if not key.startswith(self.participants_root):
             return None
         parts = key[len(self.participants_root) :].split("/")
@@ -84,19 +127,32 @@ class KeyLayout:
             return ParsedKey(participant_id, "status", None)
         match = _SUBMISSION_NAME.fullmatch(rest)
         if match and match["pid"] == participant_id:
-            moment = datetime.strptime(match["stamp"], _NAME_TIME_FORMAT).replace(tzinfo=UTC)
+            try:
+                moment = datetime.strptime(match["stamp"], _NAME_TIME_FORMAT).replace(tzinfo=UTC)
+            except ValueError:  # e.g. year 0000 or month 13: not a name the collector makes
+                return None
             return ParsedKey(participant_id, "submission", moment)
+        trial = _TRIAL_NAME.fullmatch(rest)
+        if trial and int(trial["index"]) <= MAX_TRIAL_INDEX:
+            return ParsedKey(participant_id, "trial", None, trial["session"], int(trial["index"]))
         return None
 
 
 _SUBMISSION_NAME = re.compile(
     rf"{SUBMISSIONS_DIR}/(?P<pid>[A-Za-z0-9_-]{{1,64}})_Complete_"
-    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<n>[2-9]|[1-9]\d+))?\.json"
+    # Suffixes: the old counters (_2, _3, ...) and the new 8-hex hashes.
+    r"(?P<stamp>\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2})(?:_(?P<n>[2-9]|[1-9]\d+|[0-9a-f]{8}))?\.json"
 )
+
+
+# Exactly 6 digits: the one spelling trial_key makes, so a key parses only if it would be built.
+_TRIAL_NAME = re.compile(rf"{TRIALS_DIR}/(?P<session>[A-Za-z0-9_-]{{1,64}})/(?P<index>\d{{6}})\.json")
 
 
 @dataclass(frozen=True)
 class ParsedKey:
     participant_id: str
-    kind: str  # "status" or "submission"
+    kind: str  # "status", "submission" or "trial"
     submitted_at: datetime | None
+    session_id: str | None = None  # trials only
+    trial_index: int | None = None  # trials only

@@ -11,24 +11,27 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidUpload, UnprocessableUpload
 from .keys import (
-    PARTICIPANT_ID_PATTERN,
     format_timestamp,
     is_valid_participant_id,
     parse_timestamp,
 )
+from .participant_keys import HASH_FIELD, KEY_FIELD, is_valid_participant_key
 
 UPLOAD_TYPES = ("submission", "status")
 # Fields the server adds to what it stores; they are ignored when comparing two uploads.
-SERVER_FIELDS = ("serverReceivedAt",)
+SERVER_FIELDS = ("serverReceivedAt", "keyVerified")
 # Status fields the restore endpoint never returns: survey answers stay in the bucket.
-PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData")
+PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData", HASH_FIELD)
+# Fields only the server may write: a client's own values for them are dropped, not stored.
+_SERVER_ONLY_FIELDS = ("keyVerified", HASH_FIELD)
+DEFAULT_CLOCK_SKEW = timedelta(seconds=300)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class Upload:
     upload_type: Literal["submission", "status"]
     moment: datetime  # the upload's timestamp in UTC, or server time when absent/unparseable
     upload_id: str | None
+    # Taken out of ``document`` at parse time, so it can never be stored or logged in clear.
+    participant_key: str | None = None
 
     @property
     def timestamp_text(self) -> str:
@@ -79,8 +84,12 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     return value
 
 
-def parse_upload(value: Any, *, received_at: datetime) -> Upload:
-    """Check one upload against the contract (DESIGN §3)."""
+def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> Upload:
+    """Check one upload against the contract (docs/api.md).
+
+    A ``timestamp`` more than ``clock_skew`` ahead of ``received_at`` is kept in the document
+    but not used: the upload is ordered and named by ``received_at`` instead.
+    """
     if not isinstance(value, dict):
         raise InvalidUpload("the body must be a JSON object")
     participant_id = value.get("participantId")
@@ -105,12 +114,20 @@ def parse_upload(value: Any, *, received_at: datetime) -> Upload:
     upload_id = value.get("uploadId")
     if upload_id is not None and (not isinstance(upload_id, str) or not 0 < len(upload_id) <= 128):
         raise UnprocessableUpload("uploadId must be a string of 1 to 128 characters")
+    key = value.get(KEY_FIELD)
+    if key is not None and not is_valid_participant_key(key):
+        raise UnprocessableUpload("participantKey must be 16 to 256 letters, digits, '_' or '-'")
+    document = {k: v for k, v in value.items() if k != KEY_FIELD and k not in _SERVER_ONLY_FIELDS}
+    moment = parse_timestamp(timestamp)
+    if moment is None or moment > received_at + clock_skew:
+        moment = received_at  # a clock years ahead must not freeze the status or name files
     return Upload(
-        document=value,
+        document=document,
         participant_id=participant_id,
         upload_type=upload_type,
-        moment=parse_timestamp(timestamp) or received_at,
+        moment=moment,
         upload_id=upload_id,
+        participant_key=key,
     )
 
 
@@ -199,31 +216,107 @@ def _preview(value: Any) -> str:
 
 
 # --- OpenAPI description of the same contract -------------------------------------------------
+#
+# These models only describe (parsing above is by hand); their JSON schemas must say exactly what
+# ``parse_upload`` accepts, because clients are generated from them and fuzzers test against them.
+
+_ID_PATTERN = "^[A-Za-z0-9_-]+$"  # with the lengths below, PARTICIPANT_ID_PATTERN
+_KEY_PATTERN = "^[A-Za-z0-9_-]+$"
 
 
 class UploadRequest(BaseModel):
-    """One participant upload (DESIGN §3). Unknown fields are accepted and stored as sent."""
+    """One participant upload (docs/api.md §3). Unknown fields are accepted and stored as sent."""
 
-    model_config = ConfigDict(extra="allow")
-
-    participantId: str = Field(pattern=PARTICIPANT_ID_PATTERN, examples=["P001ABC"])
-    uploadType: Literal["submission", "status"] | None = Field(
-        default=None, description="Defaults to 'submission' when submissionData is present."
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra=lambda schema: schema.update(_UPLOAD_RULES),
     )
-    timestamp: str | None = Field(default=None, examples=["2025-11-19T14:30:45.123Z"])
+
+    participantId: str = Field(min_length=1, max_length=64, pattern=_ID_PATTERN, examples=["P001ABC"])
+    uploadType: Literal["submission", "status", "trial"] | None = Field(
+        default=None,
+        description="When absent or null: 'submission' if submissionData is present, else 'status'.",
+    )
+    timestamp: str | None = Field(
+        default=None,
+        examples=["2025-11-19T14:30:45.123Z"],
+        description="ISO-8601; orders status.json and names submission files (docs/trust-model.md §3).",
+    )
     uploadId: str | None = Field(
         default=None,
         min_length=1,
         max_length=128,
         description="Client-generated id; a retry with the same id stores nothing new.",
     )
-    submissionData: dict[str, Any] | None = Field(
-        default=None, description="The study's full jsonDump; required for submissions."
+    participantKey: str | None = Field(
+        default=None,
+        min_length=16,
+        max_length=256,
+        pattern=_KEY_PATTERN,
+        description="The participant's key (docs/trust-model.md §2); never stored in clear.",
     )
+    submissionData: Any = Field(
+        default=None,
+        description="The study's full data dump: a JSON object, required for submissions.",
+    )
+    sessionId: Any = Field(
+        default=None,
+        description="Trials: one run of the experiment, 1 to 64 of [A-Za-z0-9_-].",
+    )
+    trialIndex: Any = Field(default=None, description="Trials: the trial's index, 0 to 100000.")
+    trialData: Any = Field(default=None, description="Trials: the trial's data, a JSON object.")
+
+
+_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+# What parse_upload checks beyond each field on its own: which fields each upload type needs.
+_UPLOAD_RULES: dict[str, Any] = {
+    "allOf": [
+        {  # a submission, named or inferred from submissionData being present, needs an object
+            "if": {
+                "anyOf": [
+                    {"properties": {"uploadType": {"const": "submission"}}, "required": ["uploadType"]},
+                    {
+                        "properties": {"uploadType": {"type": "null"}},
+                        "required": ["submissionData"],
+                    },
+                    {"not": {"required": ["uploadType"]}, "required": ["submissionData"]},
+                ]
+            },
+            "then": {"required": ["submissionData"], "properties": {"submissionData": _OBJECT}},
+        },
+        {
+            "if": {"properties": {"uploadType": {"const": "trial"}}, "required": ["uploadType"]},
+            "then": {
+                "required": ["sessionId", "trialIndex", "trialData"],
+                "properties": {
+                    "sessionId": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _ID_PATTERN},
+                    "trialIndex": {"type": "integer", "minimum": 0, "maximum": 100000},
+                    "trialData": _OBJECT,
+                },
+            },
+        },
+    ]
+}
+
+
+class RestoreRequest(BaseModel):
+    """Read back one participant's status: only with their key (docs/api.md)."""
+
+    participantId: str = Field(min_length=1, max_length=64, pattern=_ID_PATTERN, examples=["P001ABC"])
+    participantKey: str | None = Field(default=None, min_length=16, max_length=256, pattern=_KEY_PATTERN)
 
 
 class BatchRequest(BaseModel):
-    uploads: list[UploadRequest] = Field(min_length=1)
+    """Several uploads, each stored and answered on its own (docs/api.md §4)."""
+
+    # Items are any JSON on purpose: each is validated on its own and an invalid one is answered
+    # in its result (httpStatus 400/422), so it does not make the batch itself invalid.
+    uploads: list[Any] = Field(
+        min_length=1,
+        max_length=50,
+        description="Each item is a body of POST /api/upload-user-data (UploadRequest), answered "
+        "on its own. At most MAX_BATCH_ITEMS (default 50).",
+    )
 
 
 class UploadResponse(BaseModel):
@@ -231,8 +324,17 @@ class UploadResponse(BaseModel):
     participantId: str
     timestamp: str
     filesUploaded: list[str]
+    statusSuperseded: bool | None = Field(
+        default=None, description="true: a newer status.json was already stored; this one was not written."
+    )
+    keyVerified: bool | None = Field(
+        default=None, description="false: stored, but the participant key was missing or wrong."
+    )
 
 
 class ErrorResponse(BaseModel):
     status: Literal["error"]
     error: str
+    reason: Literal["participant-key", "erased"] | None = Field(
+        default=None, description="Present on 403 (participant-key) and 410 (erased): docs/api.md §3.4."
+    )

@@ -1,4 +1,4 @@
-"""All configuration, read once from the environment (docs/configuration.md) and passed in explicitly."""
+"""All configuration, read once from the environment and passed in explicitly (docs/configuration.md)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,16 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_json_depth: int = Field(default=64, ge=4)
     max_batch_items: int = Field(default=50, ge=1)
+    # JSON values per body, counted cheaply (structural bytes) before the parse: a 4 MB body of
+    # a million empty objects would otherwise cost a second of CPU. Refused with 413 beyond it.
+    max_json_values: int = Field(default=500_000, ge=100)
+
+    # Participant keys, trust on first use (docs/trust-model.md). Off: anyone who knows an ID can
+    # change and read that participant's status (for studies whose IDs are unguessable secrets).
+    participant_keys: bool = True
+    # A client timestamp further ahead of server time than this is not used to order status.json
+    # or to name files (server receipt time is); the client's text stays in the document.
+    clock_skew_seconds: int = Field(default=300, ge=0)
 
     # How long one upload may spend retrying a failing store before answering 503.
     storage_deadline_seconds: float = Field(default=5.0, gt=0)
@@ -57,6 +67,8 @@ class Settings(BaseSettings):
     # comes from X-Forwarded-For, which uvicorn trusts from FORWARDED_ALLOW_IPS (default 127.0.0.1).
     rate_limit_per_minute: int = Field(default=1200, ge=0)
     rate_limit_burst: int = Field(default=300, ge=1)
+    # New participants (no status.json yet) per address and hour; also off when the rate limit is.
+    new_participants_per_hour: int = Field(default=1000, ge=1)
     # Uploads handled at once by one process: bounds memory (each may hold a body of up to
     # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
     max_concurrent_uploads: int = Field(default=64, ge=1)

@@ -1,8 +1,12 @@
 """Integrity check: does everything under the prefix fit the layout and the contract?
 
 Reports objects whose key the layout does not make, objects that are not a JSON object,
-submission (or status) files whose ``participantId`` is not their folder's, and participants
-with submissions but no status.json.
+status, submission or trial files whose ``participantId`` is not their folder's, trials whose
+``sessionId``/``trialIndex`` are not the ones in their key, and participants with submissions
+but no status.json (trials alone need none: a trial never writes status.json). An erased
+participant (a tombstone at status.json) is not a defect; anything else left in their folder,
+or an erasure's intent that was never removed, is an incomplete erasure. Audit records under
+``{prefix}/audit/`` are counted, not defects.
 """
 
 from __future__ import annotations
@@ -10,15 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .audit import is_audit_key
+from .erasure import INTENT_DIR
 from .keys import KeyLayout
 from .reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from .storage import ObjectNotFound, ObjectStore, StorageError
+from .tombstone import is_tombstone
 
 STRAY_KEY = "key does not fit the layout"
 NOT_JSON = "not a valid JSON object"
 WRONG_PARTICIPANT = "participantId does not match its folder"
 NO_STATUS = "submissions but no status.json"
-DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, NO_STATUS)
+INCOMPLETE_ERASURE = "incomplete erasure"
+WRONG_TRIAL = "sessionId/trialIndex do not match the trial's key"
+DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, WRONG_TRIAL, NO_STATUS, INCOMPLETE_ERASURE)
 
 
 class VerifyFailed(Exception):
@@ -38,6 +47,9 @@ class VerifyReport:
     participants: int = 0
     statuses: int = 0
     submissions: int = 0
+    trials: int = 0
+    erased: int = 0  # participants whose status.json is an erasure tombstone
+    audit_records: int = 0
     defects: list[Defect] = field(default_factory=list)
 
     @property
@@ -61,22 +73,36 @@ def verify_bucket(
     except StorageError as exc:
         raise VerifyFailed(f"cannot list the bucket: {exc}") from exc
     report = VerifyReport(participants=len(listing.participants))
-    report.objects = len(listing.stray) + sum(len(e.keys) for e in listing.participants.values())
+    report.objects = len(listing.stray) + sum(
+        len(e.keys) + len(e.trials) for e in listing.participants.values()
+    )
+    intents = f"{layout.prefix}/{INTENT_DIR}/"
+    strays_by_participant: dict[str, list[str]] = {}
     for info in listing.stray:
         if info.key == layout.admin_session_key:  # the dashboard's own object, not participant data
             continue
-        report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
+        if info.key.startswith(intents):
+            report.defects.append(Defect(INCOMPLETE_ERASURE, info.key, "erasure started, not finished"))
+        elif is_audit_key(layout, info.key):
+            report.audit_records += 1
+        else:
+            report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
+            folder = info.key[len(layout.participants_root) :].split("/", 1)[0]
+            if info.key.startswith(layout.participants_root):
+                strays_by_participant.setdefault(folder, []).append(info.key)
     owners: dict[str, str] = {}
     for entry in listing.participants.values():
-        if entry.status is None:
+        if entry.status is None and entry.submissions:
             first = entry.submissions[0].key
             report.defects.append(
                 Defect(NO_STATUS, first, f"participant {entry.participant_id}: {len(entry.submissions)}")
             )
-        else:
+        elif entry.status is not None:
             report.statuses += 1
         report.submissions += len(entry.submissions)
+        report.trials += len(entry.trials)
         owners.update(dict.fromkeys(entry.keys, entry.participant_id))
+        owners.update({info.key: entry.participant_id for info in entry.trials})
 
     for key, body in read_many(store, owners, workers=workers):
         if on_object:
@@ -93,5 +119,23 @@ def verify_bucket(
         claimed = document.get("participantId")
         if claimed != owners[key]:
             report.defects.append(Defect(WRONG_PARTICIPANT, key, f"participantId is {claimed!r}"))
+        elif is_tombstone(document) and key == layout.status_key(owners[key]):
+            report.erased += 1
+            report.statuses -= 1
+            entry = listing.participants[owners[key]]
+            left = [other for other in entry.keys if other != key] + [info.key for info in entry.trials]
+            left += strays_by_participant.get(owners[key], [])
+            for leftover in left:
+                report.defects.append(
+                    Defect(INCOMPLETE_ERASURE, leftover, f"participant {owners[key]} was erased")
+                )
+        parsed = layout.parse(key)
+        if parsed is not None and parsed.kind == "trial":
+            session, index = document.get("sessionId"), document.get("trialIndex")
+            # type() and not ==: JSON true or 3.0 must not pass for the index 1 or 3.
+            if session != parsed.session_id or type(index) is not int or index != parsed.trial_index:
+                report.defects.append(
+                    Defect(WRONG_TRIAL, key, f"sessionId is {session!r}, trialIndex is {index!r}")
+                )
     report.defects.sort(key=lambda d: (DEFECT_KINDS.index(d.kind), d.key))
     return report

@@ -1,8 +1,9 @@
-// Key gathering and type restoration: every row of DESIGN §4's table, and restore.
+// Key gathering and type restoration: every row of the study-key table (docs/api.md), and restore.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { FakeStorage, freshUploader, jsonAnswer, setUp } from './fakes.mjs';
+import { parseStoredValue } from '../../js/data-uploader.js';
+import { FakeStorage, KEY_PREFIX, jsonAnswer, setUp } from './fakes.mjs';
 
 const PID = 'P001ABC';
 
@@ -22,13 +23,17 @@ const ROWS = [
   ['study_current_session_start', '1763562645123', 'currentSessionStart', 1763562645123],
   ['selectedVolcano', 'Okmok', 'selectedVolcano', 'Okmok'],
   ['selectedMode', 'study', 'selectedMode', 'study'],
-  [`participant_response_${PID}`, '{"q1":"yes","q2":[1,2]}', 'participantResponses', { q1: 'yes', q2: [1, 2] }],
+  [
+    `participant_response_${PID}`,
+    '{"q1":"yes","q2":[1,2]}',
+    'participantResponses',
+    { q1: 'yes', q2: [1, 2] },
+  ],
 ];
 
 for (const [key, raw, field, expected] of ROWS) {
   test(`gathers ${key} as ${field}`, async () => {
-    const uploader = await freshUploader();
-    const { collector } = setUp(uploader, { storage: new FakeStorage({ [key]: raw }) });
+    const { uploader, collector } = setUp({ storage: new FakeStorage({ [key]: raw }) });
     const answer = await uploader.uploadUserStatus(PID);
     assert.equal(answer.status, 'success');
     const sent = collector.calls[0].body;
@@ -39,11 +44,10 @@ for (const [key, raw, field, expected] of ROWS) {
 }
 
 test('the whole table at once, with totalSessionTimeHours derived and nothing else added', async () => {
-  const uploader = await freshUploader();
   const storage = new FakeStorage(Object.fromEntries(ROWS.map(([key, raw]) => [key, raw])));
   storage.setItem('unrelated_key', 'not sent');
   const before = storage.snapshot();
-  const { collector } = setUp(uploader, { storage });
+  const { uploader, collector } = setUp({ storage });
   await uploader.uploadSubmissionData(PID, { regions: [1], completed: true });
   const sent = collector.calls[0].body;
   for (const [, , field, expected] of ROWS) assert.deepEqual(sent[field], expected, field);
@@ -52,21 +56,31 @@ test('the whole table at once, with totalSessionTimeHours derived and nothing el
   assert.equal(sent.uploadType, 'submission');
   assert.match(sent.uploadId, /^[0-9a-f-]{36}$/);
   assert.equal(sent.timestamp, '2026-11-25T10:00:00.000Z');
-  const expectedFields = ['participantId', 'timestamp', 'uploadId', 'uploadType', 'submissionData',
-    'totalSessionTimeHours', ...ROWS.map((row) => row[2])];
+  const expectedFields = [
+    'participantId',
+    'participantKey',
+    'timestamp',
+    'uploadId',
+    'uploadType',
+    'submissionData',
+    'totalSessionTimeHours',
+    ...ROWS.map((row) => row[2]),
+  ];
   assert.deepEqual(Object.keys(sent).sort(), expectedFields.sort());
-  // The study's keys were only read; after a stored upload the module leaves nothing behind.
-  assert.deepEqual(storage.snapshot(), before);
+  // The study's keys were only read; after a stored upload the module keeps only the participant's key.
+  assert.deepEqual(storage.snapshot(), { ...before, [KEY_PREFIX + PID]: sent.participantKey });
 });
 
 test('a value that does not parse is sent as its string, never dropped', async () => {
-  const uploader = await freshUploader();
   const storage = new FakeStorage({
-    study_session_history: '[{"start":1,', study_weekly_session_count: 'two',
-    study_total_session_time: 'lots', [`participant_response_${PID}`]: '{not json',
-    study_tutorial_completed: 'True', selectedVolcano: '',
+    study_session_history: '[{"start":1,',
+    study_weekly_session_count: 'two',
+    study_total_session_time: 'lots',
+    [`participant_response_${PID}`]: '{not json',
+    study_tutorial_completed: 'True',
+    selectedVolcano: '',
   });
-  const { collector } = setUp(uploader, { storage });
+  const { uploader, collector } = setUp({ storage });
   await uploader.uploadUserStatus(PID);
   const sent = collector.calls[0].body;
   assert.equal(sent.sessionHistory, '[{"start":1,');
@@ -78,63 +92,90 @@ test('a value that does not parse is sent as its string, never dropped', async (
   assert.equal(sent.selectedVolcano, '');
 });
 
-test('absent keys are left out; parseStoredValue keeps non-finite numbers as strings', async () => {
-  const uploader = await freshUploader();
-  setUp(uploader, { storage: new FakeStorage({ selectedMode: 'study' }) });
+test('absent keys are left out; parseStoredValue keeps non-finite numbers as strings', () => {
+  const { uploader } = setUp({ storage: new FakeStorage({ selectedMode: 'study' }) });
   assert.deepEqual(uploader.collectStudyFields(PID), { selectedMode: 'study' });
-  assert.equal(uploader.parseStoredValue('1e999'), '1e999');
-  assert.equal(uploader.parseStoredValue('null'), null);
-  assert.equal(uploader.parseStoredValue('"quoted"'), 'quoted');
-  assert.equal(uploader.parseStoredValue('007'), '007');
+  assert.equal(parseStoredValue('1e999'), '1e999');
+  assert.equal(parseStoredValue('null'), null);
+  assert.equal(parseStoredValue('"quoted"'), 'quoted');
+  assert.equal(parseStoredValue('007'), '007');
 });
 
-test('restoreUserStatus fills in missing keys only and says what it restored', async () => {
-  const uploader = await freshUploader();
-  const storage = new FakeStorage({ study_weekly_session_count: '9', selectedVolcano: 'Etna' });
-  const userStatus = {
-    hasSeenWelcome: true, weeklySessionCount: 2, weekStartDate: '2025-11-17', sessionHistory: [{ a: 1 }],
-    selectedVolcano: 'Okmok', totalSessionTimeHours: 2, serverReceivedAt: 'x', uploadId: 'u',
-  };
+/** A collector whose restore endpoint answers `answer`; it records every call. */
+function restoringCollector(answer) {
   const collector = {
     calls: [],
     fetch: async (url, init) => {
-      collector.calls.push({ url, init });
-      return jsonAnswer(200, { status: 'success', participantId: PID, userStatus });
+      collector.calls.push({ url, init, body: init.body === undefined ? undefined : JSON.parse(init.body) });
+      return typeof answer === 'function' ? answer() : answer.clone();
     },
   };
-  setUp(uploader, { storage, collector });
+  return collector;
+}
+
+test('restoreUserStatus posts the key in a text/plain body and fills in missing keys only', async () => {
+  const storage = new FakeStorage({ study_weekly_session_count: '9', selectedVolcano: 'Etna' });
+  const userStatus = {
+    hasSeenWelcome: true,
+    weeklySessionCount: 2,
+    weekStartDate: '2025-11-17',
+    sessionHistory: [{ a: 1 }],
+    selectedVolcano: 'Okmok',
+    totalSessionTimeHours: 2,
+    serverReceivedAt: 'x',
+    uploadId: 'u',
+  };
+  const collector = restoringCollector(
+    jsonAnswer(200, { status: 'success', participantId: PID, userStatus }),
+  );
+  const { uploader } = setUp({ storage, collector });
   const result = await uploader.restoreUserStatus(PID);
   assert.equal(result.status, 'success');
   assert.deepEqual(result.restored, {
-    study_has_seen_welcome: 'true', study_week_start_date: '2025-11-17', study_session_history: '[{"a":1}]',
+    study_has_seen_welcome: 'true',
+    study_week_start_date: '2025-11-17',
+    study_session_history: '[{"a":1}]',
   });
   assert.equal(storage.getItem('study_weekly_session_count'), '9');
   assert.equal(storage.getItem('selectedVolcano'), 'Etna');
-  assert.equal(collector.calls[0].url, `http://collector.test/api/user-status/${PID}`);
-  assert.equal(collector.calls[0].init.method, 'GET');
+  const [call] = collector.calls;
+  assert.equal(call.url, 'http://collector.test/api/user-status'); // the ID is not in the URL
+  assert.equal(call.init.method, 'POST');
+  assert.equal(call.init.headers['Content-Type'], 'text/plain'); // no preflight
+  assert.deepEqual(call.body, { participantId: PID, participantKey: storage.getItem(KEY_PREFIX + PID) });
+  assert.match(call.body.participantKey, /^[A-Za-z0-9_-]{43}$/);
   // What it wrote gathers back to the same typed values.
   assert.deepEqual(uploader.collectStudyFields(PID).sessionHistory, [{ a: 1 }]);
 });
 
-test('restoreUserStatus: unknown participant, unreachable collector, unreadable storage', async () => {
-  let uploader = await freshUploader();
-  setUp(uploader, { collector: { fetch: async () => jsonAnswer(404, { status: 'error', error: 'no status' }) } });
-  assert.deepEqual(await uploader.restoreUserStatus(PID), { status: 'not-found', participantId: PID, restored: {} });
+test('restore: unknown participant (or wrong key), collector unreachable, storage unreadable', async () => {
+  const notFound = jsonAnswer(404, { status: 'error', error: 'no status stored for this participant' });
+  let { uploader } = setUp({ collector: restoringCollector(notFound) });
+  assert.deepEqual(await uploader.restoreUserStatus(PID), {
+    status: 'not-found',
+    participantId: PID,
+    restored: {},
+  });
 
-  uploader = await freshUploader();
-  setUp(uploader, { collector: { fetch: async () => { throw new TypeError('Failed to fetch'); } } });
+  ({ uploader } = setUp({
+    collector: restoringCollector(() => {
+      throw new TypeError('Failed to fetch');
+    }),
+  }));
   const offline = await uploader.restoreUserStatus(PID);
   assert.equal(offline.status, 'error');
   assert.deepEqual(offline.restored, {});
 
-  uploader = await freshUploader();
   const storage = new FakeStorage();
-  storage.getItem = () => { throw new Error('SecurityError'); };
-  setUp(uploader, {
-    storage,
-    collector: { fetch: async () => jsonAnswer(200, { status: 'success', userStatus: { hasSeenWelcome: true } }) },
-  });
+  storage.getItem = () => {
+    throw new Error('SecurityError');
+  };
+  const answer = jsonAnswer(200, { status: 'success', userStatus: { hasSeenWelcome: true } });
+  const collector = restoringCollector(answer);
+  ({ uploader } = setUp({ storage, collector }));
   // A key it cannot read might hold a value: it is never written over.
   assert.deepEqual((await uploader.restoreUserStatus(PID)).restored, {});
   assert.equal(storage.map.size, 0);
+  // Storage it cannot read keeps no key either: none is sent rather than one this browser would lose.
+  assert.deepEqual(collector.calls[0].body, { participantId: PID });
 });

@@ -3,15 +3,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { FakeClock, FakeStorage, fakeCollector, freshUploader, jsonAnswer, setUp } from './fakes.mjs';
+import { backoffDelay, splitBatches } from '../../js/data-uploader.js';
+import { FakeClock, FakeStorage, fakeCollector, jsonAnswer, offline, setUp } from './fakes.mjs';
 
 const PID = 'P001ABC';
-const offline = () => fakeCollector(() => { throw new TypeError('Failed to fetch'); });
 
-test('backoffDelay: full jitter under an exponential ceiling, capped, never sooner than Retry-After', async () => {
-  const { backoffDelay } = await freshUploader();
-  const top = (attempt, extra = {}) => backoffDelay(attempt, { baseMs: 1000, maxMs: 60000, random: () => 1, ...extra });
-  assert.deepEqual([0, 1, 2, 3, 4, 5, 6, 7, 50].map((a) => top(a)), [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
+test('backoffDelay: full jitter under an exponential ceiling, capped, never sooner than Retry-After', () => {
+  const top = (attempt, extra = {}) =>
+    backoffDelay(attempt, { baseMs: 1000, maxMs: 60000, random: () => 1, ...extra });
+  const ceilings = [0, 1, 2, 3, 4, 5, 6, 7, 50].map((a) => top(a));
+  assert.deepEqual(ceilings, [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
   assert.equal(backoffDelay(3, { baseMs: 1000, maxMs: 60000, random: () => 0 }), 0);
   assert.equal(backoffDelay(3, { baseMs: 1000, maxMs: 60000, random: () => 0.5 }), 4000);
   assert.equal(top(0, { random: () => 0, retryAfterMs: 5000 }), 5000);
@@ -21,32 +22,37 @@ test('backoffDelay: full jitter under an exponential ceiling, capped, never soon
 
 test('a network failure keeps the upload queued; the next page load sends it unchanged, once', async () => {
   const storage = new FakeStorage({ study_weekly_session_count: '3' });
-  let uploader = await freshUploader();
-  const first = setUp(uploader, { storage, collector: offline() });
-  const answer = await uploader.uploadSubmissionData(PID, { answers: [1, 2, 3] });
+  const first = setUp({ storage, collector: offline() });
+  const answer = await first.uploader.uploadSubmissionData(PID, { answers: [1, 2, 3] });
   assert.equal(answer.status, 'queued');
   assert.equal(answer.persisted, true);
   const sentFirst = first.collector.calls[0].body;
-  assert.equal(storage.ownKeys().filter((k) => k.startsWith('dataUploader.v1.item.')).length, 1);
+  assert.equal(storage.queueKeys().filter((k) => k.startsWith('dataUploader.v1.item.')).length, 1);
+  first.uploader.close();
 
-  // A reload: a new module instance over the same localStorage.
-  uploader = await freshUploader();
-  const second = setUp(uploader, { storage, clock: first.clock });
-  assert.equal(uploader.getQueueState().items.length, 1);
-  const summary = await uploader.flushQueue();
+  // A reload: a new instance over the same localStorage.
+  const second = setUp({ storage, clock: first.clock });
+  assert.equal(second.uploader.getQueueState().items.length, 1);
+  const summary = await second.uploader.flushQueue();
   assert.deepEqual(summary, { stored: 1, rejected: 0, remaining: 0 });
   const [call] = second.collector.calls;
   assert.ok(call.url.endsWith('/api/upload-user-data/batch'));
-  assert.deepEqual(call.body.uploads, [sentFirst]); // same uploadId and timestamp: the collector dedups
-  assert.deepEqual(storage.ownKeys(), []);
+  assert.deepEqual(call.body.uploads, [sentFirst]); // same uploadId, timestamp and key: the collector dedups
+  assert.deepEqual(storage.queueKeys(), []);
 });
 
-for (const [label, status, headers] of [['503', 503, { 'Retry-After': '30' }], ['429', 429, { 'Retry-After': '30' }], ['500', 500, {}]]) {
+const FAILURES = [
+  ['503', 503, { 'Retry-After': '30' }],
+  ['429', 429, { 'Retry-After': '30' }],
+  ['500', 500, {}],
+];
+for (const [label, status, headers] of FAILURES) {
   test(`a ${label} is retried later; Retry-After holds back new uploads too`, async () => {
-    const uploader = await freshUploader();
     let failing = true;
-    const collector = fakeCollector(() => (failing ? jsonAnswer(status, { status: 'error', error: 'later' }, headers) : null));
-    const { clock } = setUp(uploader, { collector, retryBaseMs: 1000, retryMaxMs: 60000 });
+    const collector = fakeCollector(() =>
+      failing ? jsonAnswer(status, { status: 'error', error: 'later' }, headers) : null,
+    );
+    const { uploader, clock } = setUp({ collector, retryBaseMs: 1000, retryMaxMs: 60000 });
     const answer = await uploader.uploadSubmissionData(PID, { n: 1 });
     assert.equal(answer.status, 'queued');
     assert.equal(answer.httpStatus, status);
@@ -62,24 +68,41 @@ for (const [label, status, headers] of [['503', 503, { 'Retry-After': '30' }], [
   });
 }
 
+test('an HTTP-date Retry-After is read against the injected clock', async () => {
+  const clock = new FakeClock();
+  const when = new Date(clock.t + 45000).toUTCString();
+  let failing = true;
+  const collector = fakeCollector(() =>
+    failing ? jsonAnswer(503, { status: 'error', error: 'later' }, { 'Retry-After': when }) : null,
+  );
+  const { uploader } = setUp({ collector, clock, retryBaseMs: 1000, retryMaxMs: 120000 });
+  await uploader.uploadSubmissionData(PID, { n: 1 });
+  assert.equal(uploader.getQueueState().nextAttemptAt - clock.t, 45000);
+  failing = false;
+  await clock.advance(45000);
+  assert.equal(collector.stored.size, 1);
+});
+
 test('a 4xx other than 429 is reported and not retried', async () => {
-  const uploader = await freshUploader();
-  const collector = fakeCollector(() => jsonAnswer(422, { status: 'error', error: 'a submission needs submissionData' }));
-  const { clock, storage, events } = setUp(uploader, { collector });
+  const collector = fakeCollector(() =>
+    jsonAnswer(422, { status: 'error', error: 'a submission needs submissionData' }),
+  );
+  const { uploader, clock, storage, events } = setUp({ collector });
   const answer = await uploader.uploadSubmissionData(PID, { n: 1 });
   assert.equal(answer.status, 'error');
   assert.equal(answer.httpStatus, 422);
   assert.equal(answer.error, 'a submission needs submissionData');
   await clock.advance(3600000);
   assert.equal(collector.calls.length, 1);
-  assert.deepEqual(storage.ownKeys(), []);
-  assert.ok(events.some((e) => e.type === 'rejected' && e.httpStatus === 422));
+  assert.deepEqual(storage.queueKeys(), []);
+  assert.ok(
+    events.some((e) => e.type === 'rejected' && e.httpStatus === 422 && e.uploadType === 'submission'),
+  );
 });
 
 test('a request without an answer times out into the queue', async () => {
-  const uploader = await freshUploader();
   const collector = fakeCollector(() => new Promise(() => {}));
-  const { clock } = setUp(uploader, { collector, timeoutMs: 5000 });
+  const { uploader, clock } = setUp({ collector, timeoutMs: 5000 });
   const pending = uploader.uploadUserStatus(PID);
   await clock.advance(5000);
   const answer = await pending;
@@ -89,16 +112,14 @@ test('a request without an answer times out into the queue', async () => {
 });
 
 test('a 200 that is not the collector (captive portal) is not taken for stored', async () => {
-  const uploader = await freshUploader();
   const collector = fakeCollector(() => new Response('<html>Log in to the Wi-Fi</html>', { status: 200 }));
-  setUp(uploader, { collector });
+  const { uploader } = setUp({ collector });
   assert.equal((await uploader.uploadSubmissionData(PID, { n: 1 })).status, 'queued');
   assert.equal(uploader.getQueueState().items.length, 1);
 });
 
 test('newer status uploads supersede older ones; submissions are all kept', async () => {
-  const uploader = await freshUploader();
-  const { clock, collector } = setUp(uploader, { collector: offline() });
+  const { uploader, clock, collector } = setUp({ collector: offline() });
   for (let i = 0; i < 3; i += 1) {
     await uploader.uploadUserStatus(PID);
     await uploader.uploadSubmissionData(PID, { i });
@@ -109,19 +130,24 @@ test('newer status uploads supersede older ones; submissions are all kept', asyn
   assert.equal(items.filter((i) => i.uploadType === 'submission').length, 3);
   const statuses = items.filter((i) => i.uploadType === 'status');
   assert.deepEqual(statuses.map((i) => i.participantId).sort(), ['OTHER1', PID]);
-  const lastStatus = collector.calls.filter((c) => c.body.uploadType === 'status' && c.body.participantId === PID).at(-1);
+  const lastStatus = collector.calls
+    .filter((c) => c.body.uploadType === 'status' && c.body.participantId === PID)
+    .at(-1);
   assert.ok(statuses.some((i) => i.uploadId === lastStatus.body.uploadId));
 });
 
-test('the bound: oldest status uploads give way; a submission over it is kept in memory, loudly', async () => {
-  const uploader = await freshUploader();
-  const { events, storage } = setUp(uploader, { collector: offline(), maxQueueItems: 3 });
+test('the bound: oldest statuses give way; a submission over it is kept in memory, loudly', async () => {
+  const { uploader, events, storage } = setUp({ collector: offline(), maxQueueItems: 3 });
   await uploader.uploadUserStatus('A1');
   await uploader.uploadUserStatus('B1');
   await uploader.uploadSubmissionData(PID, { i: 1 });
   await uploader.uploadSubmissionData(PID, { i: 2 }); // evicts A1's status
   let state = uploader.getQueueState().items;
-  assert.deepEqual(state.map((i) => i.participantId), ['B1', PID, PID]);
+  assert.deepEqual(
+    state.map((i) => i.participantId),
+    ['B1', PID, PID],
+  );
+  assert.ok(events.some((e) => e.type === 'superseded' && e.participantId === 'A1'));
   await uploader.uploadSubmissionData(PID, { i: 3 }); // evicts B1's status
   const over = await uploader.uploadSubmissionData(PID, { i: 4 }); // nothing left to evict
   assert.equal(over.status, 'queued');
@@ -129,73 +155,94 @@ test('the bound: oldest status uploads give way; a submission over it is kept in
   assert.ok(events.some((e) => e.type === 'not-persisted' && e.uploadId === over.uploadId));
   state = uploader.getQueueState().items;
   assert.equal(state.length, 4);
-  assert.deepEqual(state.map((i) => i.persisted), [true, true, true, false]);
-  assert.equal(storage.ownKeys().filter((k) => k.includes('.item.')).length, 3);
+  assert.deepEqual(
+    state.map((i) => i.persisted),
+    [true, true, true, false],
+  );
+  assert.equal(storage.queueKeys().filter((k) => k.includes('.item.')).length, 3);
 });
 
-test('splitBatches: by count (at most 50) and by bytes, order kept, an oversized item alone', async () => {
-  const { splitBatches } = await freshUploader();
+test('splitBatches: by count (at most 50) and by bytes, order kept, an oversized item alone', () => {
   const item = (n, size = 10) => ({ n, bodyText: 'x'.repeat(size) });
   const sizes = (batches) => batches.map((b) => b.map((i) => i.n));
-  assert.deepEqual(sizes(splitBatches([1, 2, 3, 4, 5].map((n) => item(n)), { maxItems: 2, maxBytes: 1e6 })), [[1, 2], [3, 4], [5]]);
+  const five = [1, 2, 3, 4, 5].map((n) => item(n));
+  assert.deepEqual(sizes(splitBatches(five, { maxItems: 2, maxBytes: 1e6 })), [[1, 2], [3, 4], [5]]);
   const many = Array.from({ length: 120 }, (_, n) => item(n));
-  assert.deepEqual(splitBatches(many, { maxItems: 500, maxBytes: 1e9 }).map((b) => b.length), [50, 50, 20]);
-  assert.deepEqual(sizes(splitBatches([item(1, 40), item(2, 40), item(3, 500), item(4, 10)], { maxItems: 50, maxBytes: 100 })),
-    [[1, 2], [3], [4]]);
+  assert.deepEqual(
+    splitBatches(many, { maxItems: 500, maxBytes: 1e9 }).map((b) => b.length),
+    [50, 50, 20],
+  );
+  const mixed = [item(1, 40), item(2, 40), item(3, 500), item(4, 10)];
+  assert.deepEqual(sizes(splitBatches(mixed, { maxItems: 50, maxBytes: 100 })), [[1, 2], [3], [4]]);
   assert.deepEqual(splitBatches([], { maxItems: 5, maxBytes: 5 }), []);
 });
 
 test('a flush sends 120 queued uploads in batches of 50, 50 and 20', async () => {
-  const uploader = await freshUploader();
-  const storage = new FakeStorage();
-  const { clock } = setUp(uploader, { storage, collector: offline(), maxQueueItems: 500 });
+  const { uploader, storage, clock } = setUp({ collector: offline(), maxQueueItems: 500 });
   for (let i = 0; i < 120; i += 1) await uploader.uploadSubmissionData(PID, { i });
   const collector = fakeCollector();
-  uploader.configureUploader({ fetch: collector.fetch });
+  uploader.configure({ fetch: collector.fetch });
   await clock.advance(10 * 60000); // the retry timer fires
-  assert.deepEqual(collector.calls.map((c) => c.body.uploads.length), [50, 50, 20]);
+  assert.deepEqual(
+    collector.calls.map((c) => c.body.uploads.length),
+    [50, 50, 20],
+  );
   assert.equal(collector.stored.size, 120);
-  assert.deepEqual(storage.ownKeys(), []);
+  assert.deepEqual(storage.queueKeys(), []);
 });
 
-test('each batch item is answered on its own: exactly the stored and the refused leave the queue', async () => {
-  const uploader = await freshUploader();
-  const { clock, events } = setUp(uploader, { collector: offline() });
+test('each batch item is answered on its own: the stored and the refused leave the queue', async () => {
+  const { uploader, clock, events } = setUp({ collector: offline() });
   const ids = [];
   for (let i = 0; i < 4; i += 1) ids.push((await uploader.uploadSubmissionData(PID, { i })).uploadId);
   const verdicts = [200, 422, 503, 429];
-  const collector = fakeCollector((url, init, body) => jsonAnswer(200, {
-    status: 'success',
-    results: body.uploads.map((u, index) => (verdicts[index] === 200
-      ? { index, uploadId: u.uploadId, httpStatus: 200, status: 'success', participantId: PID, timestamp: u.timestamp, filesUploaded: [] }
-      : { index, uploadId: u.uploadId, httpStatus: verdicts[index], status: 'error', error: 'no' })),
-  }));
-  uploader.configureUploader({ fetch: collector.fetch });
+  const collector = fakeCollector((url, init, body) =>
+    jsonAnswer(200, {
+      status: 'success',
+      results: body.uploads.map((u, index) =>
+        verdicts[index] === 200
+          ? { index, uploadId: u.uploadId, httpStatus: 200, status: 'success', participantId: PID }
+          : { index, uploadId: u.uploadId, httpStatus: verdicts[index], status: 'error', error: 'no' },
+      ),
+    }),
+  );
+  uploader.configure({ fetch: collector.fetch });
   const summary = await uploader.flushQueue();
   assert.equal(summary.stored, 1);
   assert.equal(summary.rejected, 1);
   assert.equal(summary.remaining, 2);
-  assert.deepEqual(uploader.getQueueState().items.map((i) => i.uploadId), [ids[2], ids[3]]);
+  assert.deepEqual(
+    uploader.getQueueState().items.map((i) => i.uploadId),
+    [ids[2], ids[3]],
+  );
   assert.ok(events.some((e) => e.type === 'rejected' && e.uploadId === ids[1]));
   assert.ok(uploader.getQueueState().nextAttemptAt > clock.t);
 });
 
-test('a batch refused as a whole (413, or an older collector) falls back to one request per upload', async () => {
-  const uploader = await freshUploader();
-  setUp(uploader, { collector: offline() });
+test('a batch refused as a whole (413, an older collector) falls back to one request each', async () => {
+  const { uploader } = setUp({ collector: offline() });
   for (let i = 0; i < 3; i += 1) await uploader.uploadSubmissionData(PID, { i });
-  const collector = fakeCollector((url) => (url.endsWith('/batch') ? jsonAnswer(413, { status: 'error', error: 'too big' }) : null));
-  uploader.configureUploader({ fetch: collector.fetch });
+  const collector = fakeCollector((url) =>
+    url.endsWith('/batch') ? jsonAnswer(413, { status: 'error', error: 'too big' }) : null,
+  );
+  uploader.configure({ fetch: collector.fetch });
   assert.deepEqual(await uploader.flushQueue(), { stored: 3, rejected: 0, remaining: 0 });
-  assert.deepEqual(collector.calls.map((c) => c.url.split('/').at(-1)), ['batch', 'upload-user-data', 'upload-user-data', 'upload-user-data']);
+  assert.deepEqual(
+    collector.calls.map((c) => c.url.split('/').at(-1)),
+    ['batch', 'upload-user-data', 'upload-user-data', 'upload-user-data'],
+  );
 });
 
 test('a successful contact flushes what was queued before', async () => {
-  const uploader = await freshUploader();
-  const { clock } = setUp(uploader, { collector: offline(), retryBaseMs: 3600000, retryMaxMs: 3600000, random: () => 0.5 });
+  const { uploader, clock } = setUp({
+    collector: offline(),
+    retryBaseMs: 3600000,
+    retryMaxMs: 3600000,
+    random: () => 0.5,
+  });
   await uploader.uploadSubmissionData(PID, { i: 1 });
   const collector = fakeCollector();
-  uploader.configureUploader({ fetch: collector.fetch, random: () => 1 });
+  uploader.configure({ fetch: collector.fetch, random: () => 1 });
   await clock.advance(1800000); // the backoff ends; the next status upload goes straight out
   assert.equal((await uploader.uploadUserStatus(PID)).status, 'success');
   await clock.advance(0);
@@ -203,19 +250,22 @@ test('a successful contact flushes what was queued before', async () => {
   assert.deepEqual(uploader.getQueueState().items, []);
 });
 
-test('two tabs without Web Locks: the lease lets one flush at a time, and nothing is sent twice', async () => {
+test('two tabs without Web Locks: the lease lets one flush at a time; nothing is sent twice', async () => {
   const storage = new FakeStorage();
   const clock = new FakeClock();
-  const tabA = await freshUploader();
-  setUp(tabA, { storage, clock, collector: offline() });
+  const tabA = setUp({ storage, clock, collector: offline() }).uploader;
   for (let i = 0; i < 3; i += 1) await tabA.uploadSubmissionData(PID, { i });
   let release;
-  const gate = new Promise((resolve) => { release = resolve; });
-  const slow = fakeCollector(async () => { await gate; return null; });
-  tabA.configureUploader({ fetch: slow.fetch });
-  const tabB = await freshUploader();
+  const gate = new Promise((resolve) => {
+    release = resolve;
+  });
+  const slow = fakeCollector(async () => {
+    await gate;
+    return null;
+  });
+  tabA.configure({ fetch: slow.fetch });
   const fast = fakeCollector();
-  setUp(tabB, { storage, clock, collector: fast });
+  const tabB = setUp({ storage, clock, collector: fast }).uploader;
   const flushA = tabA.flushQueue();
   await new Promise((resolve) => setImmediate(resolve));
   const flushB = await tabB.flushQueue(); // tab A holds the lease
@@ -232,14 +282,19 @@ test('Web Locks when present: flushes of two tabs run one after the other', asyn
   const storage = new FakeStorage();
   const held = [];
   let chain = Promise.resolve();
-  const locks = { request: (name, fn) => { held.push(name); const run = chain.then(fn); chain = run.catch(() => {}); return run; } };
-  const tabA = await freshUploader();
-  const { clock } = setUp(tabA, { storage, collector: offline(), locks, lockGraceMs: 0 });
+  const locks = {
+    request: (name, fn) => {
+      held.push(name);
+      const run = chain.then(fn);
+      chain = run.catch(() => {});
+      return run;
+    },
+  };
+  const { uploader: tabA, clock } = setUp({ storage, collector: offline(), locks, lockGraceMs: 0 });
   for (let i = 0; i < 2; i += 1) await tabA.uploadSubmissionData(PID, { i });
   const collector = fakeCollector();
-  tabA.configureUploader({ fetch: collector.fetch });
-  const tabB = await freshUploader();
-  setUp(tabB, { storage, clock, collector, locks, lockGraceMs: 0 });
+  tabA.configure({ fetch: collector.fetch });
+  const { uploader: tabB } = setUp({ storage, clock, collector, locks, lockGraceMs: 0 });
   const [a, b] = await Promise.all([tabA.flushQueue(), tabB.flushQueue()]);
   assert.equal(a.stored + b.stored, 2);
   assert.equal(collector.calls.length, 1);

@@ -2,7 +2,7 @@
 
 Every ID starts with ``SYNTH`` and every value is made up: nothing here came from a participant.
 Documents are written through the store with ``KeyLayout`` keys, shaped as the collector stores
-them (DESIGN §2: status.json without submissionData, a submission file with it).
+them (docs/bucket-layout.md §2-3: status.json without submissionData, a submission file with it).
 """
 
 from __future__ import annotations

@@ -9,11 +9,12 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..errors import LoginRequired
 from ..web.error_handlers import error_response
 from ..web.services import Services
-from . import participant_routes, routes
+from . import erase_routes, participant_routes, routes
 from .bounded import cell_text, utc_text
-from .context import STATIC_DIR, LoginRequired, build_context
+from .context import STATIC_DIR, build_context
 
 SECURITY_HEADERS = [
     (
@@ -36,6 +37,7 @@ def install(app: FastAPI, services: Services) -> None:
     app.state.admin = admin
     app.include_router(routes.router)
     app.include_router(participant_routes.router)
+    app.include_router(erase_routes.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC_DIR), name="admin-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_middleware(AdminHeaders)

@@ -210,6 +210,15 @@ class AdminAuth:
             return None
         return nonce, int(expiry)
 
+    def form_token(self, session: str) -> str:
+        """A CSRF token for forms that change data, bound to this session cookie."""
+        return self._sign(f"form:{session}", self.state.current())
+
+    def form_token_valid(self, session: str | None, token: str) -> bool:
+        # Bytes: compare_digest refuses str with non-ASCII characters, which a forged form may send.
+        expected = self.form_token(session or "").encode("ascii")
+        return bool(session) and hmac.compare_digest(token.encode("utf-8", "replace"), expected)
+
     def _sign(self, payload: str, state: SessionState) -> str:
         return hmac.new(
             self.signing_key(state), payload.encode("ascii", "replace"), hashlib.sha256

@@ -117,10 +117,12 @@ def session_columns(records: list[dict[str, Any]], preferred: tuple[str, ...]) -
     return columns, folded
 
 
-def status_fields(status: dict[str, Any]) -> tuple[list[tuple[str, str]], int]:
-    """Top-level status fields (without sessionHistory) as (name, text), at most ``MAX_FIELDS``;
+def status_fields(
+    status: dict[str, Any], hidden: tuple[str, ...] = ("sessionHistory",)
+) -> tuple[list[tuple[str, str]], int]:
+    """Top-level status fields (without the ``hidden`` ones) as (name, text), at most ``MAX_FIELDS``;
     and how many more there are."""
-    names = [name for name in status if name != "sessionHistory"]
+    names = [name for name in status if name not in hidden]
     fields = [
         (cell_text(name, MAX_CELL_CHARS), cell_text(status[name], MAX_FIELD_CHARS))
         for name in names[:MAX_FIELDS]

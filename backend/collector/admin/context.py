@@ -12,8 +12,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.templating import Jinja2Templates
 
-from ..errors import CollectorError, NotAuthenticated, StorageUnavailable
-from ..storage import StorageError
+from ..errors import Forbidden, LoginRequired, storage_unavailable
 from ..web.services import Services
 from .auth import COOKIE_NAME, AdminAuth, LoginThrottle, SessionStateStore
 from .index import ParticipantIndex
@@ -22,14 +21,6 @@ T = TypeVar("T")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
-
-
-class LoginRequired(NotAuthenticated):
-    """No valid session: pages redirect to the login form, everything else answers 401."""
-
-
-class Forbidden(CollectorError):
-    status = 403
 
 
 @dataclass(frozen=True)
@@ -71,13 +62,12 @@ def require_session(request: Request) -> AdminContext:
     state from the bucket (at most every few seconds) does not block the event loop.
     """
     admin = get_admin(request)
-    try:
+    with storage_unavailable(
+        "cannot check the session: storage unavailable",
+        retry_after=admin.services.settings.retry_after_seconds,
+        log_context="admin session state",
+    ):
         valid = admin.auth.valid(request.cookies.get(COOKIE_NAME))
-    except StorageError as exc:
-        raise StorageUnavailable(
-            "cannot check the session: storage unavailable",
-            retry_after=admin.services.settings.retry_after_seconds,
-        ) from exc
     if not valid:
         raise LoginRequired("log in to the admin dashboard first")
     return admin
@@ -85,12 +75,12 @@ def require_session(request: Request) -> AdminContext:
 
 async def off_loop(admin: AdminContext, function: Callable[..., T], *args: Any) -> T:
     """Run a blocking call (bucket reads, big renders) on the thread pool; storage trouble is a 503."""
-    try:
+    with storage_unavailable(
+        "storage unavailable; try again shortly",
+        retry_after=admin.services.settings.retry_after_seconds,
+        log_context="admin dashboard",
+    ):
         return await run_in_threadpool(function, *args)
-    except StorageError as exc:
-        raise StorageUnavailable(
-            "storage unavailable; try again shortly", retry_after=admin.services.settings.retry_after_seconds
-        ) from exc
 
 
 def cookie_secure(request: Request, admin: AdminContext) -> bool:

@@ -28,6 +28,7 @@ from ..reading.records import (
 )
 from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from ..storage import ObjectInfo, ObjectStore, StorageError
+from ..tombstone import is_tombstone
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class ParticipantSummary:
     submission_count: int
     submission_times: tuple[datetime, ...] = ()  # server receipt times, from the listing
     completed_session_times: tuple[datetime, ...] = ()  # the browser's own dates: may be anything
+    erased: bool = False  # status.json is an erasure tombstone
 
 
 @dataclass
@@ -170,6 +172,7 @@ def _summary(
         submission_count=len(submissions),
         submission_times=times,
         completed_session_times=completed,
+        erased=is_tombstone(status),
     )
 
 

@@ -70,10 +70,12 @@ class Overview:
     left_out: int = 0  # dates outside [window_start, window_end], not in the charts
     window_start: date | None = None
     window_end: date | None = None
+    erased: int = 0  # erased participants, not counted in ``participants``
 
 
 def build_overview(snapshot: Snapshot, now: datetime | None = None) -> Overview:
-    people = snapshot.participants
+    erased = sum(1 for p in snapshot.participants if p.erased)
+    people = [p for p in snapshot.participants if not p.erased]
     now = now or datetime.now(UTC)
     receipts = [moment for p in people for moment in (*p.submission_times, p.last_upload) if moment]
     end = now + timedelta(days=1)
@@ -103,7 +105,7 @@ def build_overview(snapshot: Snapshot, now: datetime | None = None) -> Overview:
     return Overview(
         participants=len(people),
         with_status=len(with_status),
-        submissions=snapshot.submission_count,
+        submissions=sum(p.submission_count for p in people),
         last_upload=max(last) if last else None,
         left_out=left_out,
         window_start=start.date() if start else None,
@@ -114,6 +116,7 @@ def build_overview(snapshot: Snapshot, now: datetime | None = None) -> Overview:
             "Sessions completed per week (weeks start Monday)",
             _series(weeks, timedelta(weeks=1), MAX_WEEKS),
         ),
+        erased=erased,
     )
 
 

@@ -1,4 +1,5 @@
-"""One participant: status, session history, submissions (viewed or downloaded), everything as a zip.
+"""One participant: status, session history, submissions (viewed or downloaded), trial sessions,
+everything as a zip.
 
 Read live from the bucket, not from the index, so what is shown here is what is stored now.
 Object names in URLs are checked with ``layout.parse``: a URL can only reach this participant's
@@ -12,16 +13,22 @@ import threading
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
 from typing import Any
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ..errors import NotFound
+from ..errors import Forbidden, InvalidUpload, NotFound
 from ..keys import is_valid_participant_id
+from ..participant_keys import HASH_FIELD, release_key
 from ..reading.records import SESSION_COMPLETED_NAMES, session_records
 from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError, StoredObject
+from ..trials import TrialSession, submission_session_ids, summarise_sessions
+from .auth import COOKIE_NAME
 from .bounded import (
     MAX_PARSE_BYTES,
     MAX_VIEW_CHARS,
@@ -31,7 +38,7 @@ from .bounded import (
     session_table,
     status_fields,
 )
-from .context import AdminContext, SessionDep, off_loop
+from .context import AdminContext, SessionDep, off_loop, same_origin
 from .rendering import render_html
 from .zipstream import stream_zip
 
@@ -91,17 +98,20 @@ async def participant_page(
     admin: SessionDep,
     sessions_page: int = Query(1, ge=1, le=1_000_000),
     submissions_page: int = Query(1, ge=1, le=1_000_000),
+    trials_page: int = Query(1, ge=1, le=1_000_000),
+    released: str | None = None,
 ) -> HTMLResponse:
     """Read, build and render on the thread pool: a big page never holds up the event loop."""
-    context = await off_loop(
-        admin, _participant_context, admin, participant_id, sessions_page, submissions_page
-    )
-    return await render_html(request, admin, "participant.html", context)
+    pages = (sessions_page, submissions_page, trials_page)
+    cookie = request.cookies.get(COOKIE_NAME, "")
+    context = await off_loop(admin, _participant_context, admin, participant_id, pages, cookie)
+    return await render_html(request, admin, "participant.html", {**context, "released": released})
 
 
 def _participant_context(
-    admin: AdminContext, participant_id: str, sessions_page: int, submissions_page: int
+    admin: AdminContext, participant_id: str, pages: tuple[int, int, int], cookie: str
 ) -> dict[str, Any]:
+    sessions_page, submissions_page, trials_page = pages
     objects = _objects(admin, participant_id)
     status_info = next((o for o in objects if _kind(admin, o) == "status"), None)
     status, problem, memo = None, None, {}
@@ -117,48 +127,65 @@ def _participant_context(
     records = session_records(status or {})
     if "columns" not in memo:
         memo["columns"] = session_columns(records, _SESSION_COLUMNS)
-    fields, more_fields = status_fields(status or {})
+    fields, more_fields = status_fields(status or {}, hidden=("sessionHistory", HASH_FIELD))
     submitted = [info for info in objects if _kind(admin, info) == "submission"]
     page = page_of(len(submitted), submissions_page)
+    shown = _read_submissions(admin, submitted[page.slice])
+    trial_sessions = _trial_sessions(admin, participant_id, objects, submitted, shown)
+    trials = page_of(len(trial_sessions), trials_page)
     return {
         "pid": participant_id,
         "status": status,
         "status_problem": problem,
         "fields": fields,
         "more_fields": more_fields,
+        "key_held": bool((status or {}).get(HASH_FIELD)),
+        "form_token": admin.auth.form_token(cookie),  # may re-read the session state: off the loop
         "sessions": session_table(records, _SESSION_COLUMNS, sessions_page, memo["columns"]),
-        "submissions": _submission_rows(admin, submitted[page.slice]),
+        "submissions": [
+            SubmissionRow(info, _name(info), shown[info.key].problem, shown[info.key].key_verified)
+            for info in submitted[page.slice]
+        ],
         "submissions_page": page,
+        "trial_sessions": trial_sessions[trials.slice],
+        "trials_page": trials,
         "page_rows": PAGE_ROWS,
         "status_info": status_info,
     }
 
 
-def _submission_rows(admin: AdminContext, infos: list[ObjectInfo]) -> list[SubmissionRow]:
-    """One page of submissions, each read to tell a readable file from a corrupt one."""
-    sizes = {info.key: info for info in infos}
-    checked = [info.key for info in infos if info.size <= MAX_PARSE_BYTES]
-    problems: dict[str, str | None] = {
-        info.key: f"too large to check ({info.size} bytes)" for info in infos if info.size > MAX_PARSE_BYTES
+@dataclass(frozen=True)
+class _Checked:
+    """What reading one submission told: why it cannot be read, its keyVerified, the sessions it names."""
+
+    problem: str | None
+    key_verified: bool | None = None
+    session_ids: frozenset[str] = frozenset()
+
+
+def _read_submissions(admin: AdminContext, infos: list[ObjectInfo]) -> dict[str, _Checked]:
+    """Each submission read once (in parallel) to tell a readable file from a corrupt one."""
+    checked = {
+        info.key: _Checked(f"too large to check ({info.size} bytes)")
+        for info in infos
+        if info.size > MAX_PARSE_BYTES
     }
-    verified: dict[str, bool | None] = {}
-    for key, body in read_many(admin.services.store, checked, workers=8):
+    small = [info.key for info in infos if info.size <= MAX_PARSE_BYTES]
+    for key, body in read_many(admin.services.store, small, workers=8):
         if isinstance(body, ObjectNotFound):
-            problems[key] = "deleted since it was listed"
+            checked[key] = _Checked("deleted since it was listed")
             continue
         if isinstance(body, StorageError):
             raise body
         try:
             document = decode_object(body)
         except ValueError as exc:
-            problems[key] = str(exc)
+            checked[key] = _Checked(str(exc))
             continue
-        problems[key] = None
         flag = document.get("keyVerified")
-        verified[key] = flag if isinstance(flag, bool) else None
-    return [
-        SubmissionRow(info, _name(info), problems.get(key), verified.get(key)) for key, info in sizes.items()
-    ]
+        verified = flag if isinstance(flag, bool) else None
+        checked[key] = _Checked(None, verified, frozenset(submission_session_ids(document)))
+    return checked
 
 
 @router.get("/{participant_id}/view/{name:path}")
@@ -232,6 +259,28 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
     )
 
 
+@router.post("/{participant_id}/release-key", dependencies=[Depends(same_origin)])
+async def release_participant_key(request: Request, participant_id: str, admin: SessionDep) -> Response:
+    """Release the participant's key (they changed device): their next keyed upload claims again."""
+    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
+    token = form.get("token", [""])[0]
+    # Off the loop: checking the token may re-read the shared session state from the bucket.
+    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
+        raise Forbidden("the form has expired; reload the page and try again")
+    if not is_valid_participant_id(participant_id):
+        raise NotFound("no such participant")
+    reason = form.get("reason", [""])[0].strip()
+    if not reason:
+        raise InvalidUpload("give a reason for releasing the key")
+    services = admin.services
+    result = await off_loop(
+        admin,
+        partial(release_key, services.store, services.layout, participant_id, reason=reason, by="dashboard"),
+    )
+    outcome = "1" if result.released else "none"
+    return RedirectResponse(f"/admin/participants/{participant_id}?released={outcome}", status_code=303)
+
+
 def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
@@ -256,6 +305,35 @@ def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, byt
         return key, admin.services.store.get(key).body
     except ObjectNotFound:
         raise NotFound("no such file") from None
+
+
+def _trial_sessions(
+    admin: AdminContext,
+    participant_id: str,
+    objects: list[ObjectInfo],
+    submitted: list[ObjectInfo],
+    already_read: dict[str, _Checked],
+) -> list[TrialSession]:
+    """Sessions of per-trial data, from the listing. Only when there are trials are the submissions
+    read, to see which sessions they complete (the rule is in collector.trials.sessions); the ones
+    the submissions table has just read are not read again."""
+    layout = admin.services.layout
+    trials: list[tuple[str, int, datetime | str | None]] = [
+        (parsed.session_id, parsed.trial_index, info.last_modified)
+        for info in objects
+        if (parsed := layout.parse(info.key))
+        and parsed.session_id is not None
+        and parsed.trial_index is not None
+    ]
+    if not trials:
+        return []
+    rest = [info for info in submitted if info.key not in already_read]
+    checked = {**already_read, **_read_submissions(admin, rest)}
+    completed_by: dict[str, str] = {}
+    for info in submitted:  # key order: the first submission naming a session completes it
+        for session_id in checked[info.key].session_ids:
+            completed_by.setdefault(session_id, info.key)
+    return summarise_sessions(participant_id, trials, completed_by)
 
 
 def _kind(admin: AdminContext, info: ObjectInfo) -> str | None:

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ..errors import InvalidUpload
+from ..errors import NotImplementedOnServer
 from ..export import ExportFailed, ZipSink, export_bucket
 from .auth import COOKIE_NAME, SESSION_SECONDS
 from .context import AdminDep, SessionDep, cookie_secure, off_loop, same_origin
@@ -150,7 +150,7 @@ async def export_zip(admin: SessionDep, format: Literal["csv", "jsonl", "parquet
     """The export tool's tables and README as one zip, streamed while the bucket is read."""
     services = admin.services
     if format == "parquet" and importlib.util.find_spec("pyarrow") is None:
-        raise InvalidUpload("Parquet export needs pyarrow on the server; choose CSV or JSON Lines")
+        raise NotImplementedOnServer("Parquet export needs pyarrow on the server; choose CSV or JSON Lines")
 
     def fill(archive: zipfile.ZipFile) -> None:
         try:

@@ -89,6 +89,13 @@ SUBMISSIONS = Table(
         Column("timestamp", "string", "The upload's own timestamp, as sent."),
         Column("server_received_at", "string", f"When the collector stored it ({_TIME})."),
         Column("upload_id", "string", "Client-generated uploadId, if sent."),
+        Column(
+            "key_verified",
+            "bool",
+            "keyVerified inside the file: true when sent with the participant's key, false when the "
+            "key was missing or wrong (stored, but not verified: anyone could have sent it), empty "
+            "when keys were not in use (keyless participant, or PARTICIPANT_KEYS=off).",
+        ),
         Column("submission_json", "string", "The whole file (upload fields and submissionData) as JSON."),
     ),
 )
@@ -121,3 +128,69 @@ RESPONSES = Table(
 )
 
 TABLES = (PARTICIPANTS, SUBMISSIONS, SESSIONS, RESPONSES)
+
+# Per-trial tables. ``trials`` has these leading columns, then one column per trialData field
+# (their names and types depend on the data: see export/trials.py), then TRIALS_TRAILING.
+TRIALS = Table(
+    "trials",
+    "One row per stored trial (uploadType trial), ordered by participant_id, session_id, trial_index. "
+    "After the columns below comes one column per field of trialData, in the order the fields are "
+    "first met, typed from their values (listed under 'Trial fields').",
+    (
+        Column("participant_id", "string", "Participant ID (from the object key)."),
+        Column("session_id", "string", "Session ID: one run of the experiment (from the object key)."),
+        Column("trial_index", "int64", "The trial's index in its session, from 0 (from the object key)."),
+        Column(
+            "server_received_at", "string", f"When the collector stored it ({_TIME}).", "serverReceivedAt"
+        ),
+        Column(
+            "key_verified",
+            "bool",
+            "false when the upload did not carry the participant's key (stored marked keyVerified: "
+            "false); true otherwise.",
+            "keyVerified",
+        ),
+        Column(
+            "upload_json",
+            "string",
+            "The upload's other top-level fields (timestamp, uploadId, fields the study adds to "
+            "every trial), as a JSON object with sorted keys; empty when there are none.",
+        ),
+    ),
+)
+TRIALS_TRAILING = (
+    Column(
+        "more_trial_fields_json",
+        "string",
+        "trialData fields past the column limit, as a JSON object with sorted keys; empty when none.",
+    ),
+)
+
+TRIAL_SESSIONS = Table(
+    "trial_sessions",
+    "One row per session that has stored trials (participant x sessionId), ordered by "
+    "participant_id, session_id. Not the sessions table (which is sessionHistory in status.json). "
+    "A session is complete when the participant has a submission naming it (sessionId at the "
+    "submission's top level or in its submissionData), partial otherwise (trials only: the tab was "
+    "closed or the final upload never arrived). With --since, only submissions in the export count.",
+    (
+        Column("participant_id", "string", "Participant ID."),
+        Column("session_id", "string", "Session ID."),
+        Column("completion", "string", "complete or partial (see above)."),
+        Column("trial_count", "int64", "Trials stored for the session."),
+        Column("first_trial_index", "int64", "Lowest trial index stored."),
+        Column("last_trial_index", "int64", "Highest trial index stored."),
+        Column(
+            "missing_trials",
+            "int64",
+            "Indices from 0 to last_trial_index with no stored trial (0 when none is missing).",
+        ),
+        Column("first_received_at", "string", f"serverReceivedAt of the earliest trial ({_TIME})."),
+        Column("last_received_at", "string", f"serverReceivedAt of the latest trial ({_TIME})."),
+        Column(
+            "submission_key", "string", "Key of the submission that completes it (the first in key order)."
+        ),
+    ),
+)
+
+TRIAL_TABLES = (TRIALS, TRIAL_SESSIONS)

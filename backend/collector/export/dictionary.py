@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from .columns import TABLES
+from collections.abc import Sequence
+
+from .columns import TABLES, TRIAL_TABLES, TRIALS, TRIALS_TRAILING, Column
 
 _TYPE_WORDS = {
     "string": "text",
@@ -17,7 +19,8 @@ Exported from the study's backup bucket by `collector export` (or the admin dash
 Files: {files}, and this README. Format: {fmt}.
 
 - Every file is read from the bucket layout `{{prefix}}/participants/{{participantId}}/...`:
-  `user-status/status.json` (latest state) and `submissions/*.json` (one file per submission).
+  `user-status/status.json` (latest state), `submissions/*.json` (one file per submission) and
+  `trials/{{sessionId}}/{{trialIndex}}.json` (one file per trial of an experiment run).
 - Order is fixed and values are typed by column, so exporting the same bucket twice gives
   byte-identical files. No export time is recorded in them for that reason.
 - A missing value is empty in CSV and `null` in JSON Lines and Parquet. CSV booleans are
@@ -27,8 +30,10 @@ Files: {files}, and this README. Format: {fmt}.
   browser's clock: it keeps submissions the collector received on or after DATE
   (`serverReceivedAt`, else the object's stored time), and participants whose status.json was
   received on or after it or who have such a submission (their sessions and responses follow
-  them). An upload that waited offline in a browser queue and arrived late is therefore in the
-  next incremental export, whatever its own `timestamp` says.
+  them), and trial sessions with a trial received on or after it (its `serverReceivedAt`, else
+  the object's stored time) or completed by a kept submission. An upload that waited offline in
+  a browser queue and arrived late is therefore in the next incremental export, whatever its own
+  `timestamp` says.
 {csv_note}"""
 
 _CSV_NOTE = """- **Spreadsheet safety (CSV only).** A text cell or column name that begins with `=`, `+`,
@@ -43,14 +48,42 @@ _CSV_NOTE = """- **Spreadsheet safety (CSV only).** A text cell or column name t
 """
 
 
-def data_dictionary(fmt: str) -> str:
-    """Markdown describing every table and column."""
-    files = ", ".join(f"`{table.name}.{fmt}`" for table in TABLES)
+_TRIAL_FIELDS = """
+### Trial fields
+
+The `{name}` columns that come from `trialData`, in file order, before `{trailing}`. Each is
+typed from all its values: booleans only -> boolean; whole numbers only -> integer; numbers only ->
+number; anything else -> text (text as is, other values as JSON). A field whose name is already a
+column gets `data_` in front (jsPsych's own `trial_index` becomes `data_trial_index`).
+
+"""
+
+
+def data_dictionary(fmt: str, *, trial_columns: Sequence[Column] = ()) -> str:
+    """Markdown describing every table and column, with this export's trialData columns."""
+    tables = (*TABLES, *TRIAL_TABLES)
+    files = ", ".join(f"`{table.name}.{fmt}`" for table in tables)
     parts = [_PREAMBLE.format(files=files, fmt=fmt, csv_note=_CSV_NOTE if fmt == "csv" else "")]
-    for table in TABLES:
+    for table in tables:
         parts.append(f"\n## {table.name}.{fmt}\n\n{table.description}\n\n")
-        parts.append("| column | type | meaning |\n| --- | --- | --- |\n")
-        for column in table.columns:
-            source = f" (`{column.source}`)" if column.source else ""
-            parts.append(f"| `{column.name}` | {_TYPE_WORDS[column.type]} | {column.description}{source} |\n")
+        _column_rows(parts, table.columns if table is not TRIALS else (*table.columns, *TRIALS_TRAILING))
+        if table is TRIALS:
+            parts.append(_TRIAL_FIELDS.format(name=TRIALS.name, trailing=TRIALS_TRAILING[0].name))
+            if trial_columns:
+                _column_rows(parts, trial_columns)
+            else:
+                parts.append("None: no trial was exported.\n")
     return "".join(parts)
+
+
+def _column_rows(parts: list[str], columns: Sequence[Column]) -> None:
+    parts.append("| column | type | meaning |\n| --- | --- | --- |\n")
+    for column in columns:
+        source = f" (`{column.source}`)" if column.source else ""
+        name, meaning = _cell(column.name), _cell(column.description + source)
+        parts.append(f"| `{name}` | {_TYPE_WORDS[column.type]} | {meaning} |\n")
+
+
+def _cell(text: str) -> str:
+    """Text that stays inside one Markdown table cell (trialData field names can be anything)."""
+    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")

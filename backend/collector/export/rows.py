@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from ..keys import format_timestamp
+from ..keys import format_timestamp, parse_timestamp
 from ..reading.records import (
     SESSION_DURATION_NAMES,
     SESSION_END_NAMES,
@@ -35,6 +35,18 @@ _CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
 }
 # Fields that have their own table instead of a place in extra_json.
 _OWN_TABLE = {"sessionHistory", "participantResponses", "participantId"}
+# Never exported: the hash of the participant's key stays in status.json only.
+_NOT_EXPORTED = {"participantKeyHash"}
+
+
+def received_at(document: dict[str, Any], stored_at: datetime) -> datetime:
+    """When the collector received a document: ``serverReceivedAt``, else when the object was stored.
+
+    Never the browser's ``timestamp``: an upload that waited in a queue keeps its old one, and
+    ``--since`` must still find it. The stored time is never earlier than ``serverReceivedAt``
+    (written after it; a bucket copy only makes it later), so it may pre-select what to read.
+    """
+    return parse_timestamp(document.get("serverReceivedAt")) or stored_at
 
 
 def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
@@ -44,7 +56,7 @@ def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
 
 def participant_row(participant_id: str, key: str, status: dict[str, Any], submission_count: int) -> Row:
     row: Row = {"participant_id": participant_id, "status_key": key}
-    extra = {k: v for k, v in status.items() if k not in _OWN_TABLE}
+    extra = {k: v for k, v in status.items() if k not in _OWN_TABLE and k not in _NOT_EXPORTED}
     for column in PARTICIPANTS.columns:
         if column.source is None:
             continue
@@ -110,6 +122,7 @@ def submission_row(
         "timestamp": as_text(document.get("timestamp")),
         "server_received_at": as_text(document.get("serverReceivedAt")),
         "upload_id": as_text(document.get("uploadId")),
+        "key_verified": as_bool(document.get("keyVerified")),
         "submission_json": canonical_json(document),
     }
 

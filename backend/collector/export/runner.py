@@ -1,8 +1,9 @@
-"""The export: list the bucket once, read status and submission files concurrently, write four tables.
+"""The export: list the bucket once, read status, submission and trial files concurrently, write the tables.
 
 Order is fixed (participants by ID, submissions by key) and every value is typed by its column,
 so two exports of the same bucket are byte-identical. A file that cannot be read or is not a
-JSON object is reported with its key and left out; ``strict`` makes it fatal instead.
+JSON object is reported with its key and left out; ``strict`` makes it fatal instead. Erased
+participants (an erasure tombstone at status.json) are left out, with anything left of theirs.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ from ..reading.scan import (
     read_many,
 )
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
-from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, Table
+from ..tombstone import is_tombstone
+from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
 from .dictionary import data_dictionary
-from .rows import participant_row, response_rows, session_rows, submission_row
+from .rows import participant_row, received_at, response_rows, session_rows, submission_row
+from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
 
 logger = logging.getLogger(__name__)
@@ -62,6 +65,7 @@ class ExportReport:
     rows: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
+    erased: list[str] = field(default_factory=list)  # participants left out because they were erased
 
 
 def table_file_name(table: Table, fmt: Format) -> str:
@@ -80,16 +84,16 @@ def export_bucket(
     workers: int = DEFAULT_READERS,
     progress: Progress | None = None,
 ) -> ExportReport:
-    """Write the four tables and the data dictionary into ``sink``; what happened in the report."""
+    """Write the tables and the data dictionary into ``sink``; what happened in the report."""
     progress = progress or _NoProgress()
-    report = ExportReport(rows={table.name: 0 for table in TABLES})
+    report = ExportReport(rows={table.name: 0 for table in (*TABLES, *TRIAL_TABLES)})
     try:
         listing = _selected(list_bucket(store, layout), participant_ids)
     except StorageError as exc:
         raise ExportFailed(f"cannot list the bucket: {exc}") from exc
     # --since is by server receipt time. The object's stored time is never earlier than the
     # collector's serverReceivedAt (it is written after; a bucket copy only makes it later), so
-    # it selects what to read, and the document's serverReceivedAt decides (see _received).
+    # it selects what to read, and the document's serverReceivedAt decides (see rows.received_at).
     submissions = [
         (entry, info)
         for entry in listing.participants.values()
@@ -97,11 +101,9 @@ def export_bucket(
         if since is None or info.last_modified >= since
     ]
     statuses = [entry for entry in listing.participants.values() if entry.status is not None]
-    progress.start(len(statuses) + len(submissions))
+    trials = TrialTables()
+    progress.start(len(statuses) + len(submissions) + trials.count(listing))
 
-    with sink.open(README_NAME) as out:
-        out.write(data_dictionary(fmt).encode("utf-8"))
-    report.files.append(README_NAME)
     with ExitStack() as stack:
         writers: dict[str, TableWriter] = {}
         for table in TABLES:
@@ -111,7 +113,37 @@ def export_bucket(
             report.files.append(table_file_name(table, fmt))
         recent = {entry.participant_id for entry, _ in submissions}
         _export_statuses(store, statuses, writers, report, progress, since, recent, strict, workers)
-        _export_submissions(store, layout, submissions, writers, report, progress, since, strict, workers)
+        erased = set(report.erased)
+        kept = [(entry, info) for entry, info in submissions if entry.participant_id not in erased]
+        progress.advance(len(submissions) - len(kept))  # counted at the start, never read
+        submissions = kept
+        _export_submissions(
+            store, layout, submissions, writers, report, progress, since, strict, workers, trials
+        )
+    # An erased participant's leftover trials (an erasure still running) are left out too.
+    for participant_id in erased:
+        entry = listing.participants.pop(participant_id, None)
+        if entry is not None:
+            progress.advance(len(entry.trials))
+    # After the submissions: they decide which trial sessions are complete.
+    report.rows.update(
+        trials.write(
+            store,
+            layout,
+            listing,
+            sink,
+            fmt=fmt,
+            decode=lambda key, body: _decoded(key, body, report, strict),
+            since=since,
+            workers=workers,
+            advance=progress.advance,
+        )
+    )
+    report.files.extend(table_file_name(table, fmt) for table in TRIAL_TABLES)
+    # Last, because the trials table's columns are known only once the trials are read.
+    with sink.open(README_NAME) as out:
+        out.write(data_dictionary(fmt, trial_columns=[c for _, c in trials.field_columns]).encode("utf-8"))
+    report.files.append(README_NAME)
     return report
 
 
@@ -133,9 +165,12 @@ def _export_statuses(
         if status is None:
             continue
         entry = by_key[key]
+        if is_tombstone(status):
+            report.erased.append(entry.participant_id)
+            continue
         if since is not None and entry.participant_id not in recent:
             assert entry.status is not None
-            if _received(status, entry.status) < since:
+            if received_at(status, entry.status.last_modified) < since:
                 continue
         pid = entry.participant_id
         rows = {
@@ -159,6 +194,7 @@ def _export_submissions(
     since: datetime | None,
     strict: bool,
     workers: int,
+    trials: TrialTables,
 ) -> None:
     infos = {info.key: (entry, info) for entry, info in submissions}
     for key, body in read_many(store, infos, workers=workers):
@@ -167,13 +203,14 @@ def _export_submissions(
         if document is None:
             continue
         entry, info = infos[key]
-        if since is not None and _received(document, info) < since:
+        if since is not None and received_at(document, info.last_modified) < since:
             continue
         parsed = layout.parse(key)
         writers[SUBMISSIONS.name].write(
             submission_row(entry.participant_id, info, parsed.submitted_at if parsed else None, document)
         )
         report.rows[SUBMISSIONS.name] += 1
+        trials.note_submission(entry.participant_id, key, document)
 
 
 def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict: bool) -> dict | None:
@@ -201,10 +238,3 @@ def _selected(listing: BucketListing, participant_ids: Collection[str]) -> Bucke
     wanted = set(participant_ids)
     return BucketListing({p: e for p, e in listing.participants.items() if p in wanted}, listing.stray)
 
-
-def _received(document: dict, info: ObjectInfo) -> datetime:
-    """When the collector received it: ``serverReceivedAt``, else when the object was stored.
-
-    Never the browser's ``timestamp``: an upload that waited in a queue keeps its old one.
-    """
-    return parse_timestamp(document.get("serverReceivedAt")) or info.last_modified

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..keys import parse_timestamp
 
-# The completion funnel (DESIGN §4 flags), in the order a participant meets them.
+# The completion funnel (status flags, docs/browser-module.md §2), in the order a participant meets them.
 FUNNEL_FLAGS = ("hasSeenParticipantSetup", "hasSeenWelcome", "hasSeenTutorial", "tutorialCompleted")
 
 SESSION_START_NAMES = ("startTime", "start", "startedAt", "sessionStart", "startDate")

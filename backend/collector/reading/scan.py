@@ -32,6 +32,9 @@ class ParticipantObjects:
     participant_id: str
     status: ObjectInfo | None = None
     submissions: list[ObjectInfo] = field(default_factory=list)  # in key order
+    # Per-trial objects (session, then index order); not in ``keys``, which readers of
+    # status and submissions use.
+    trials: list[ObjectInfo] = field(default_factory=list)
 
     @property
     def keys(self) -> list[str]:
@@ -41,7 +44,9 @@ class ParticipantObjects:
 @dataclass
 class BucketListing:
     participants: dict[str, ParticipantObjects]  # in participant-ID order
-    stray: list[ObjectInfo]  # under the prefix, but not a key the layout makes
+    # Under the prefix, but not a participant's key: audit records, the dashboard's session
+    # state, and anything unexpected (verify tells them apart).
+    stray: list[ObjectInfo]
 
     @property
     def submission_count(self) -> int:
@@ -60,12 +65,15 @@ def list_bucket(store: ObjectStore, layout: KeyLayout) -> BucketListing:
         entry = participants.setdefault(parsed.participant_id, ParticipantObjects(parsed.participant_id))
         if parsed.kind == "status":
             entry.status = info
+        elif parsed.kind == "trial":
+            entry.trials.append(info)
         else:
             entry.submissions.append(info)
     # Listings come in key order, which already sorts participants; sort anyway, stores may differ.
     ordered = {pid: participants[pid] for pid in sorted(participants)}
     for entry in ordered.values():
         entry.submissions.sort(key=lambda info: info.key)
+        entry.trials.sort(key=lambda info: info.key)
     return BucketListing(ordered, stray)
 
 

@@ -1,32 +1,34 @@
-"""Operational routes: health check and Prometheus metrics."""
+"""Operational routes: health check and Prometheus metrics (docs/api.md §6)."""
 
 from __future__ import annotations
-
-import logging
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..errors import StorageUnavailable
-from ..storage import StorageError
-from .uploads import ServicesDep
+from ..errors import storage_unavailable
+from ..models import ErrorResponse
+from ..web.services import ServicesDep
 
-logger = logging.getLogger(__name__)
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", summary="Is storage reachable?")
+@router.get(
+    "/healthz",
+    summary="Is storage reachable?",
+    responses={503: {"model": ErrorResponse, "description": "Storage unreachable; retry after Retry-After."}},
+)
 async def healthz(services: ServicesDep) -> JSONResponse:
     """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503."""
-    try:
+    # The storage error names the endpoint and bucket (for R2, the account): the operator's
+    # log gets it, not whoever asks this public route.
+    with storage_unavailable(
+        "storage is not reachable",
+        retry_after=services.settings.retry_after_seconds,
+        log_context="health check",
+    ):
         await run_in_threadpool(services.store.check)
-    except StorageError as exc:
-        # The detail names the endpoint and bucket (for R2, the account): the operator's log
-        # gets it, not whoever asks this public route.
-        logger.warning("⚠️ Health check failed: %s", exc)
-        raise StorageUnavailable("storage is not reachable") from exc
     return JSONResponse({"status": "ok", "storage": services.settings.storage_kind})
 
 

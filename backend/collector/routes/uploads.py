@@ -1,52 +1,85 @@
-"""Participant-facing API: single upload, batch upload, and status restore (DESIGN §3)."""
+"""Participant-facing API: single upload, batch upload, and status restore (docs/api.md)."""
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
-from ..errors import CollectorError, InvalidUpload, NotFound, StorageUnavailable
+from ..errors import CollectorError, InvalidUpload, RateLimited, StorageUnavailable, log_refusal
 from ..keys import PARTICIPANT_ID_PATTERN, is_valid_participant_id
 from ..models import (
     BatchRequest,
     ErrorResponse,
+    RestoreRequest,
     UploadRequest,
     UploadResponse,
     parse_batch,
     parse_upload,
 )
+from ..participant_keys import KEY_FIELD
+from ..trials import is_trial
+from ..web.rate_limit import client_address, too_many_uploads
 from ..web.request_body import read_json_body
-from ..web.services import Services, get_services
+from ..web.services import Services, ServicesDep
+from .trial_uploads import store_trial_upload
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["uploads"])
 
 
-ServicesDep = Annotated[Services, Depends(get_services)]
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text}
     for code, text in {
         400: "Malformed upload; retrying will not help.",
+        403: "Status upload with a missing or wrong participant key; status not changed.",
         408: "The body arrived too slowly.",
         413: "Body over MAX_UPLOAD_BYTES.",
         415: "Not sent as JSON.",
         422: "Valid JSON that breaks the contract.",
+        410: "The participant was erased at the research team's request; nothing stored.",
         429: "Rate-limited; retry after Retry-After.",
         503: "Storage unavailable; nothing stored; retry after Retry-After.",
     }.items()
 }
 
 
-def _json_body_doc(model: type) -> dict[str, Any]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+# A batch answers 403 and 410 per item (in its result), never for the request itself.
+_BATCH_ERRORS = {code: doc for code, doc in _ERRORS.items() if code not in (403, 410)}
+
+
+def _json_body_doc(model: type[BaseModel]) -> dict[str, Any]:
+    """The request body's OpenAPI entry: the model's schema, self-contained.
+
+    The routes read their bodies by hand (to store them exactly as sent), so FastAPI does not
+    document them; nested models stay inline, as ``$defs`` of a hand-made entry would otherwise
+    be referenced but never registered among the components. ``text/plain`` carries the same JSON
+    (what a page-hide beacon sends).
+    """
+    schema = _inline_refs(model.model_json_schema())
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(definitions[ref.removeprefix("#/$defs/")])
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    return resolve(schema)
 
 
 async def _body(request: Request, services: Services) -> Any:
@@ -55,19 +88,29 @@ async def _body(request: Request, services: Services) -> Any:
         request,
         max_depth=s.max_json_depth,
         timeout_seconds=s.body_timeout_seconds,
+        max_values=s.max_json_values,
     )
 
 
-async def _store(services: Services, value: Any) -> dict[str, Any]:
+async def _store(services: Services, value: Any, client: str) -> dict[str, Any]:
     """Validate and store one upload; the answer body of a 200."""
+    if is_trial(value):  # uploadType "trial": stored once per (session, index), see trial_uploads
+        return await store_trial_upload(services, value)
     received_at = datetime.now(UTC)
-    upload = parse_upload(value, received_at=received_at)
+    upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
+    limits = services.limits
+    admit = (lambda: limits.admit_new_participant(client)) if limits is not None else None
     try:
-        result = await run_in_threadpool(services.uploads.store_upload, upload, received_at=received_at)
-    except CollectorError:
-        services.metrics.uploads.labels(upload.upload_type, "storage_error").inc()
+        result = await run_in_threadpool(
+            services.uploads.store_upload, upload, received_at=received_at, on_new_participant=admit
+        )
+    except CollectorError as exc:
+        # Erased, wrong key, new-participant cap: refusals, not storage trouble.
+        outcome = "storage_error" if isinstance(exc, StorageUnavailable) else "refused"
+        services.metrics.uploads.labels(upload.upload_type, outcome).inc()
         raise
-    services.metrics.uploads.labels(upload.upload_type, "stored").inc()
+    stored = "stored_unverified" if result.key_verified is False else "stored"
+    services.metrics.uploads.labels(upload.upload_type, stored).inc()
     return result.as_response()
 
 
@@ -82,7 +125,7 @@ async def upload_user_data(request: Request, services: ServicesDep) -> JSONRespo
     """Store a status or submission upload; 200 only once it is durably stored."""
     try:
         value = await _body(request, services)
-        return JSONResponse(await _store(services, value))
+        return JSONResponse(await _store(services, value, client_address(request)))
     except InvalidUpload:
         services.metrics.uploads.labels("unknown", "refused").inc()
         raise
@@ -90,7 +133,7 @@ async def upload_user_data(request: Request, services: ServicesDep) -> JSONRespo
 
 @router.post(
     "/api/upload-user-data/batch",
-    responses=_ERRORS,
+    responses=_BATCH_ERRORS,
     openapi_extra=_json_body_doc(BatchRequest),
     summary="Store several queued uploads, each answered on its own",
 )
@@ -100,13 +143,26 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
     Each result carries ``httpStatus`` (what the single endpoint would have answered), the
     item's ``uploadId``, and either the success fields or ``error``; the client drops exactly
     the items whose ``httpStatus`` is 200 (stored) or a 4xx other than 429 (never storable).
+
+    Every item costs one rate-limit token (the request's own token pays for the first): items
+    beyond the address's budget are answered 429 on their own, with ``retryAfter``, and the
+    client keeps them for later.
     """
     value = await _body(request, services)
     items = parse_batch(value, max_items=services.settings.max_batch_items)
+    client = client_address(request)
     results: list[dict[str, Any]] = []
     storage_down: StorageUnavailable | None = None
+    retry_after: int | None = None
     for index, item in enumerate(items):
         upload_id = item.get("uploadId") if isinstance(item, dict) else None
+        limited = _charge(services, client, index)
+        if limited is not None:
+            retry_after = max(retry_after or 0, limited.retry_after or 1)
+            answer = {"status": "error", "error": limited.message, "httpStatus": 429}
+            answer["retryAfter"] = limited.retry_after
+            results.append({"index": index, "uploadId": upload_id, **answer})
+            continue
         if storage_down is not None:
             # Storage already failed past its deadline for this batch: trying each remaining
             # item would make the answer take a deadline per item, far past the client's timeout.
@@ -114,29 +170,53 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
             results.append({"index": index, "uploadId": upload_id, **answer})
             continue
         try:
-            answer = {**await _store(services, item), "httpStatus": 200}
+            answer = {**await _store(services, item, client), "httpStatus": 200}
         except CollectorError as exc:
-            logger.warning("⚠️ Refused batch item %d (%d): %r", index, exc.status, exc.message)
+            log_refusal(request.method, f"{request.url.path} item {index}", exc.status, exc.message)
             if isinstance(exc, InvalidUpload):
                 services.metrics.uploads.labels("unknown", "refused").inc()
             if isinstance(exc, StorageUnavailable):
                 storage_down = exc
             answer = {"status": "error", "error": exc.message, "httpStatus": exc.status}
+            if exc.reason is not None:
+                answer["reason"] = exc.reason
+            if exc.retry_after is not None:
+                answer["retryAfter"] = exc.retry_after
         results.append({"index": index, "uploadId": upload_id, **answer})
-    headers = {"Retry-After": str(storage_down.retry_after)} if storage_down is not None else None
+    if storage_down is not None:
+        retry_after = max(retry_after or 0, storage_down.retry_after or 1)
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse({"status": "success", "results": results}, headers=headers)
 
 
-@router.get(
-    "/api/user-status/{participant_id}",
+def _charge(services: Services, client: str, index: int) -> RateLimited | None:
+    """Take the item's rate-limit token (the first item's was taken with the request)."""
+    if index == 0 or services.limits is None:
+        return None
+    wait = services.limits.uploads.wait_seconds(client)
+    return too_many_uploads(wait) if wait > 0 else None
+
+
+@router.post(
+    "/api/user-status",
     responses={404: {"model": ErrorResponse}, 400: {"model": ErrorResponse}},
-    summary="Read back one participant's status (no submissions, no survey answers)",
+    openapi_extra=_json_body_doc(RestoreRequest),
+    summary="Read back one participant's status with its key (no submissions, no survey answers)",
 )
-async def restore_user_status(participant_id: str, services: ServicesDep) -> JSONResponse:
-    """The stored status fields, so the study app can rebuild progress flags and counters."""
+async def restore_user_status(request: Request, services: ServicesDep) -> JSONResponse:
+    """The stored status fields, so the study app can rebuild progress flags and counters.
+
+    POST, so the key travels in the body, never in a URL. An unknown participant, an erased one,
+    and a missing or wrong key all get the same 404, byte for byte.
+    """
+    value = await _body(request, services)
+    if not isinstance(value, dict):
+        raise InvalidUpload("the body must be a JSON object")
+    participant_id = value.get("participantId")
     if not is_valid_participant_id(participant_id):
         raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")
-    status = await run_in_threadpool(services.uploads.read_status, participant_id)
-    if status is None:
-        raise NotFound(f"no status stored for participant {participant_id}")
+    key = value.get(KEY_FIELD)
+    status = await run_in_threadpool(
+        services.uploads.read_status, participant_id, key if isinstance(key, str) else None
+    )
     return JSONResponse({"status": "success", "participantId": participant_id, "userStatus": status})

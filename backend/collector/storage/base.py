@@ -6,6 +6,7 @@ Usage::
     etag = store.put(key, body, if_absent=True)  # raises AlreadyExists if the key exists
     current = store.get(key)                     # StoredObject(body, etag) or raises ObjectNotFound
     store.put(key, new_body, if_match=current.etag)  # raises PreconditionFailed if it changed
+    store.delete(key)                            # idempotent: a missing key is fine
 
 Two conditional writes are all the collector needs for exactly-once semantics across processes:
 *create if absent* for append-only submissions and *compare-and-swap on the ETag* for
@@ -75,6 +76,13 @@ class ObjectStore(ABC):
     @abstractmethod
     def get(self, key: str) -> StoredObject:
         """The object's body and ETag; ``ObjectNotFound`` if absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` durably. Idempotent: deleting a missing key is not an error.
+
+        Only an erasure the research team asked for deletes anything (docs/bucket-layout.md).
+        """
 
     @abstractmethod
     def list(self, prefix: str) -> Iterator[ObjectInfo]:

@@ -84,6 +84,24 @@ class LocalStore(ObjectStore):
             raise StorageError(f"local store cannot read {key}: {exc.strerror or exc}") from exc
         return StoredObject(body, content_etag(body))
 
+    def delete(self, key: str) -> None:
+        """Unlink the file and fsync its directory, so the removal survives a power cut.
+
+        Empty directories are left in place: removing one could race a concurrent ``put`` that
+        has just created it, and an empty directory is not an object (listing never shows it).
+        """
+        path = self._path(key)
+        try:
+            path.unlink()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(f"local store cannot delete {key}: {exc.strerror or exc}") from exc
+        try:
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise StorageError(f"local store cannot delete {key}: {exc.strerror or exc}") from exc
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Start from the deepest directory the prefix names, so listing one participant is cheap.
         directory_part = prefix.rsplit("/", 1)[0] if "/" in prefix else ""

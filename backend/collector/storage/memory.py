@@ -40,6 +40,10 @@ class MemoryStore(ObjectStore):
             raise ObjectNotFound(key)
         return StoredObject(current[0], current[1])
 
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._objects.pop(key, None)
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._lock:
             items = sorted((k, v) for k, v in self._objects.items() if k.startswith(prefix))

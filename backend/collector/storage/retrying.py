@@ -104,6 +104,10 @@ class RetryingStore(ObjectStore):
     def get(self, key: str) -> StoredObject:
         return self._call("get", lambda: self.inner.get(key))
 
+    def delete(self, key: str) -> None:
+        # Safe to retry: deleting is idempotent.
+        self._call("delete", lambda: self.inner.delete(key))
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Listing is for the research tools; a failure mid-way surfaces to them as is.
         return self.inner.list(prefix)

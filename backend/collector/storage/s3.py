@@ -110,6 +110,17 @@ class S3Store(ObjectStore):
             raise TransientStorageError(f"S3 get {key}: {exc}") from None
         return StoredObject(body, _unquoted(answer["ETag"]))
 
+    def delete(self, key: str) -> None:
+        # S3 and R2 answer 204 for a missing key too, so deleting is idempotent as the contract asks.
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                return
+            raise _storage_error("delete", key, exc) from None
+        except BotoCoreError as exc:
+            raise TransientStorageError(f"S3 delete {key}: {exc}") from None
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         paginator = self._client.get_paginator("list_objects_v2")
         try:

@@ -1,21 +1,18 @@
-"""One cap on every request body, whatever the route (ASGI middleware).
+"""The one cap on every request body, whatever the route (ASGI middleware).
 
-The upload routes check their own bodies as they read them (``request_body``); other routes
-that read a body (the dashboard's login form) would otherwise read any size into memory. A
-body declared larger than the cap is refused before it is read; one that grows past it while
-streaming is cut off there. Both answer 413 in the one error shape, with ``Connection: close``.
+This is the only size check: ``request_body`` (the upload routes) and the dashboard's forms
+read bodies that have already passed through here. A body declared larger than
+``MAX_UPLOAD_BYTES`` is refused before it is read; one that grows past it while streaming is
+cut off there. Both answer 413 in the one error shape, with ``Connection: close``
+(docs/api.md §2).
 """
 
 from __future__ import annotations
 
-import logging
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import PayloadTooLarge
+from ..errors import PayloadTooLarge, log_refusal
 from .error_handlers import collector_error_response
-
-logger = logging.getLogger(__name__)
 
 
 class BodyLimitMiddleware:
@@ -31,7 +28,7 @@ class BodyLimitMiddleware:
         if declared.isdigit() and int(declared) > self.max_bytes:
             # Outside the app's exception handlers, so answered here, in the same shape.
             refusal = PayloadTooLarge(f"the body is {int(declared)} bytes; the limit is {self.max_bytes}")
-            logger.warning("⚠️ Refused %s %r (413): %s", scope["method"], scope["path"], refusal.message)
+            log_refusal(scope["method"], scope["path"], refusal.status, refusal.message)
             await collector_error_response(refusal)(scope, receive, send)
             return
         received = 0

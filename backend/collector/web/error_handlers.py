@@ -1,28 +1,45 @@
-"""The one place errors become HTTP answers: ``{"status": "error", "error": "<for a person>"}``."""
+"""The one place errors become HTTP answers: ``{"status": "error", "error": "<for a person>"}``.
+
+The shape, the statuses and the headers (``Retry-After``, ``Allow``, ``Connection: close``) are
+described in docs/api.md §2.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CollectorError
+from ..errors import CollectorError, log_refusal
 
 logger = logging.getLogger(__name__)
 
 
-def error_response(status: int, message: str, *, retry_after: int | None = None) -> JSONResponse:
-    """The JSON error every route answers with."""
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"status": "error", "error": message}, status_code=status, headers=headers)
+def error_response(
+    status: int,
+    message: str,
+    *,
+    retry_after: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The JSON error every route answers with; ``headers`` adds e.g. a 405's ``Allow``."""
+    all_headers = dict(headers or {})
+    if retry_after is not None:
+        all_headers["Retry-After"] = str(retry_after)
+    return JSONResponse({"status": "error", "error": message}, status_code=status, headers=all_headers)
 
 
 def collector_error_response(exc: CollectorError) -> JSONResponse:
     """The answer to one of the collector's own errors, with the headers its class asks for."""
     response = error_response(exc.status, exc.message, retry_after=exc.retry_after)
+    if exc.reason is not None:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        body = {"status": "error", "error": exc.message, "reason": exc.reason}
+        response = JSONResponse(body, status_code=exc.status, headers=headers)
     if exc.closes_connection:
         # The rest of the body was never read: close, or a trickling client keeps the
         # connection (and the server keeps reading and discarding) for as long as it likes.
@@ -35,21 +52,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CollectorError)
     async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
-        # %r: the path and the message may carry a client's text (control characters, ESC).
-        logger.warning("⚠️ Refused %s %r (%d): %r", request.method, request.url.path, exc.status, exc.message)
+        log_refusal(request.method, request.url.path, exc.status, exc.message)
         return collector_error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else "request refused"
-        return error_response(exc.status_code, message)
+        # Keep the framework's headers: a 405 must say which methods are allowed (RFC 9110 §15.5.6).
+        return error_response(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-        logger.warning("⚠️ Refused %s %r (422): %r", request.method, request.url.path, message)
+        log_refusal(request.method, request.url.path, 422, message)
         return error_response(422, message)
 
     @app.exception_handler(Exception)

@@ -1,16 +1,19 @@
-"""What one app instance holds: its settings, store, key layout, metrics and upload service."""
+"""What one app instance holds (settings, store, key layout, metrics, upload service), and the
+dependency aliases route handlers declare to receive it (``services: ServicesDep``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from ..ingest import UploadService
 from ..keys import KeyLayout
 from ..metrics import Metrics
 from ..settings import Settings
 from ..storage import ObjectStore
+from .rate_limit import ParticipantLimits
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,7 @@ class Services:
     layout: KeyLayout
     metrics: Metrics
     uploads: UploadService
+    limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
 
 
 async def get_services(request: Request) -> Services:
@@ -27,3 +31,6 @@ async def get_services(request: Request) -> Services:
     # Async on purpose: FastAPI runs a plain ``def`` dependency in the thread pool, which would
     # cost every request a thread round trip (and one of the storage calls' thread tokens).
     return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

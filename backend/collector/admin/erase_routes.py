@@ -1,0 +1,88 @@
+"""Erasing a participant from the dashboard: a confirmation page, then a POST that erases.
+
+The POST is guarded like every dashboard form: a valid session cookie (SameSite=Strict) and
+an Origin, when sent, naming this host. The confirmation step asks for the reason and for the
+participant ID typed again, so neither a stray click nor a forged form erases anyone.
+The audit record names ``dashboard`` as who asked.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+
+from ..erasure import ErasureRefused, erase_participant, preview_erasure
+from ..errors import NotFound
+from ..keys import is_valid_participant_id
+from ..storage import StorageError
+from .context import AdminContext, SessionDep, same_origin
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/admin/participants", include_in_schema=False)
+
+WHO = "dashboard"
+_MAX_FORM_BYTES = 8192
+
+
+@router.get("/{participant_id}/erase")
+async def erase_form(request: Request, participant_id: str, admin: SessionDep) -> HTMLResponse:
+    return await _confirm_page(request, admin, participant_id, error=None, reason="")
+
+
+@router.post("/{participant_id}/erase", dependencies=[Depends(same_origin)])
+async def erase(request: Request, participant_id: str, admin: SessionDep) -> HTMLResponse:
+    if not is_valid_participant_id(participant_id):
+        raise NotFound("no such participant")
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        return await _confirm_page(request, admin, participant_id, error="The form is too large.", status=413)
+    form = parse_qs(body.decode("utf-8", "replace"))
+    reason = form.get("reason", [""])[0].strip()
+    typed = form.get("confirm", [""])[0].strip()
+    if typed != participant_id:
+        error = "Type the participant ID exactly to confirm."
+        return await _confirm_page(request, admin, participant_id, error=error, reason=reason, status=400)
+    if not reason:
+        error = "Give the reason (it goes into the audit record)."
+        return await _confirm_page(request, admin, participant_id, error=error, reason=reason, status=400)
+    services = admin.services
+    try:
+        result = await run_in_threadpool(
+            erase_participant, services.store, services.layout, participant_id, who=WHO, reason=reason
+        )
+    except ErasureRefused as exc:
+        return await _confirm_page(request, admin, participant_id, error=str(exc), reason=reason, status=400)
+    except StorageError as exc:
+        logger.warning("Dashboard erasure of %s not finished: %s", participant_id, exc)
+        error = f"The erasure is not finished ({exc}). Submit again to finish it."
+        return await _confirm_page(request, admin, participant_id, error=error, reason=reason, status=503)
+    logger.info("Dashboard erased participant %s: %d object(s)", participant_id, len(result.objects))
+    await run_in_threadpool(admin.index.refresh, full=False)
+    return admin.templates.TemplateResponse(
+        request, "erase.html", {"pid": participant_id, "result": result, "preview": None}
+    )
+
+
+async def _confirm_page(
+    request: Request,
+    admin: AdminContext,
+    participant_id: str,
+    *,
+    error: str | None,
+    reason: str,
+    status: int = 200,
+) -> HTMLResponse:
+    if not is_valid_participant_id(participant_id):
+        raise NotFound("no such participant")
+    services = admin.services
+    preview = await run_in_threadpool(preview_erasure, services.store, services.layout, participant_id)
+    return admin.templates.TemplateResponse(
+        request,
+        "erase.html",
+        {"pid": participant_id, "preview": preview, "result": None, "error": error, "reason": reason},
+        status_code=status,
+    )

@@ -1,0 +1,256 @@
+"""The per-trial tables: ``trials`` (one row per stored trial) and ``trial_sessions`` (one per run).
+
+The ``trials`` table's columns depend on the data: after the fixed ones comes one column per
+field of ``trialData``, in the order fields are first met (trials in key order, so the same
+bucket gives the same columns), each typed from every value it holds:
+
+* only booleans -> bool; only whole numbers within 64 bits -> int64; only numbers -> float64;
+* anything else (text, a mix, lists, objects) -> string: text as is, other values as JSON.
+
+A column therefore never loses a value. So the columns can be known before the first row is
+written, trials are read once and their rows spooled to a temporary file (on disk past a few
+MiB), then written out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import IO, Any
+
+from ..keys import KeyLayout, parse_timestamp
+from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
+from ..storage import ObjectStore, StorageError
+from ..trials.sessions import submission_session_ids, summarise_sessions
+from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
+from .rows import canonical_json, received_at
+from .writers import Format, Sink, open_writer
+
+# More distinct trialData fields than this (hostile or generated data) go to one JSON column.
+MAX_TRIAL_FIELD_COLUMNS = 500
+# Top-level fields that have their own column (or none: uploadType is always "trial").
+_OWN_COLUMN = {"participantId", "sessionId", "trialIndex", "trialData", "serverReceivedAt", "keyVerified"}
+_SKIPPED = {"uploadType"}
+_INT64 = (-(2**63), 2**63 - 1)
+
+Decode = Callable[[str, "bytes | StorageError"], "dict[str, Any] | None"]
+
+
+@dataclass
+class _FieldKind:
+    """What the values of one trialData field have been so far (nulls aside)."""
+
+    seen: bool = False
+    only_bool: bool = True
+    only_int: bool = True
+    only_number: bool = True
+
+    def observe(self, value: Any) -> None:
+        if value is None:
+            return
+        self.seen = True
+        is_bool = isinstance(value, bool)
+        number = isinstance(value, int | float) and not is_bool
+        self.only_bool &= is_bool
+        int64 = number and isinstance(value, int) and _INT64[0] <= value <= _INT64[1]
+        self.only_int &= int64
+        # Whole numbers past 64 bits would lose digits as floats, and NaN/Infinity (not JSON the
+        # collector stores; only a hand-placed file has them) have no portable form: kept as text.
+        self.only_number &= int64 or (isinstance(value, float) and math.isfinite(value))
+
+    @property
+    def type(self) -> ColumnType:
+        if not self.seen:
+            return "string"  # null every time
+        if self.only_bool:
+            return "bool"
+        if self.only_int:
+            return "int64"
+        if self.only_number:
+            return "float64"
+        return "string"
+
+
+@dataclass
+class TrialTables:
+    """Submissions that complete sessions are noted during the submission pass; then ``write``."""
+
+    completed_by: dict[tuple[str, str], str] = field(default_factory=dict)
+    field_columns: list[tuple[str, Column]] = field(default_factory=list)  # (trialData name, column)
+
+    def note_submission(self, participant_id: str, key: str, document: dict[str, Any]) -> None:
+        """Remember which sessions this submission completes (the first one in key order wins)."""
+        for session_id in submission_session_ids(document):
+            current = self.completed_by.get((participant_id, session_id))
+            if current is None or key < current:
+                self.completed_by[(participant_id, session_id)] = key
+
+    @staticmethod
+    def count(listing: BucketListing) -> int:
+        return sum(len(entry.trials) for entry in listing.participants.values())
+
+    def write(
+        self,
+        store: ObjectStore,
+        layout: KeyLayout,
+        listing: BucketListing,
+        sink: Sink,
+        *,
+        fmt: Format,
+        decode: Decode,
+        since: datetime | None = None,
+        workers: int = DEFAULT_READERS,
+        advance: Callable[[], None] = lambda: None,
+    ) -> dict[str, int]:
+        """Write both tables into ``sink``; the row count of each."""
+        stored_at = {info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials}
+        kinds: dict[str, _FieldKind] = {}
+        sessions: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
+        recent: set[tuple[str, str]] = set()  # sessions with a trial received on or after ``since``
+        with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+b") as spool:
+            for key, body in read_many(store, list(stored_at), workers=workers):
+                advance()
+                document = decode(key, body)
+                parsed = layout.parse(key)
+                if document is None or parsed is None:
+                    continue
+                row = _trial_record(
+                    parsed.participant_id, parsed.session_id or "", parsed.trial_index, document
+                )
+                for name, value in row["data"].items():
+                    kinds.setdefault(name, _FieldKind()).observe(value)
+                session = (row["participant_id"], row["session_id"])
+                sessions.setdefault(session, []).append((row["trial_index"], row["server_received_at"]))
+                if since is not None and received_at(document, stored_at[key]) >= since:
+                    recent.add(session)
+                spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
+            kept = {
+                session
+                for session in sessions
+                if since is None or session in self.completed_by or session in recent
+            }
+            self.field_columns = _field_columns(kinds)
+            spool.seek(0)
+            trial_rows = self._write_trials(spool, sink, fmt, kept)
+        session_rows = self._write_sessions(sessions, kept, sink, fmt)
+        return {TRIALS.name: trial_rows, TRIAL_SESSIONS.name: session_rows}
+
+    @property
+    def table(self) -> Table:
+        """The ``trials`` table with this export's trialData columns."""
+        return Table(
+            TRIALS.name,
+            TRIALS.description,
+            (*TRIALS.columns, *(column for _, column in self.field_columns), *TRIALS_TRAILING),
+        )
+
+    def _write_trials(self, spool: IO[bytes], sink: Sink, fmt: Format, kept: set[tuple[str, str]]) -> int:
+        table = self.table
+        written = 0
+        with sink.open(f"{table.name}.{fmt}") as out:
+            writer = open_writer(fmt, table, out)
+            try:
+                for line in spool:
+                    record = json.loads(line)
+                    if (record["participant_id"], record["session_id"]) not in kept:
+                        continue
+                    writer.write(self._row(record))
+                    written += 1
+            finally:
+                writer.close()  # before the sink closes the file
+        return written
+
+    def _row(self, record: dict[str, Any]) -> dict[str, Any]:
+        data = record.pop("data")
+        row = dict(record)
+        for name, column in self.field_columns:
+            row[column.name] = _typed(data.pop(name, None), column.type)
+        row[TRIALS_TRAILING[0].name] = canonical_json(data, sort_keys=True) if data else None
+        return row
+
+    def _write_sessions(
+        self,
+        sessions: dict[tuple[str, str], list[tuple[int, str | None]]],
+        kept: set[tuple[str, str]],
+        sink: Sink,
+        fmt: Format,
+    ) -> int:
+        by_participant: dict[str, list[tuple[str, int, str | None]]] = {}
+        for (pid, sid), trials in sorted(sessions.items()):
+            if (pid, sid) in kept:
+                by_participant.setdefault(pid, []).extend((sid, index, at) for index, at in trials)
+        completed: dict[str, dict[str, str]] = {}
+        for (pid, sid), key in self.completed_by.items():
+            completed.setdefault(pid, {})[sid] = key
+        written = 0
+        with sink.open(f"{TRIAL_SESSIONS.name}.{fmt}") as out:
+            writer = open_writer(fmt, TRIAL_SESSIONS, out)
+            try:
+                for pid, trials in by_participant.items():
+                    for summary in summarise_sessions(pid, trials, completed.get(pid, {})):
+                        writer.write(
+                            {
+                                "participant_id": pid,
+                                "session_id": summary.session_id,
+                                "completion": summary.completion,
+                                "trial_count": summary.trial_count,
+                                "first_trial_index": summary.first_trial_index,
+                                "last_trial_index": summary.last_trial_index,
+                                "missing_trials": summary.missing_trials,
+                                "first_received_at": summary.first_received_at,
+                                "last_received_at": summary.last_received_at,
+                                "submission_key": summary.submission_key,
+                            }
+                        )
+                        written += 1
+            finally:
+                writer.close()
+        return written
+
+
+def _trial_record(participant_id: str, session_id: str, index: int | None, document: dict[str, Any]) -> dict:
+    """What the spool keeps of one trial: the fixed columns and its trialData."""
+    data = document.get("trialData")
+    upload = {k: v for k, v in document.items() if k not in _OWN_COLUMN and k not in _SKIPPED}
+    if not isinstance(data, dict):  # not what the collector stores; kept, not lost
+        upload["trialData"] = data
+        data = {}
+    received = document.get("serverReceivedAt")
+    return {
+        "participant_id": participant_id,
+        "session_id": session_id,
+        "trial_index": index,
+        "server_received_at": received if isinstance(received, str) else None,
+        "key_verified": document.get("keyVerified") is not False,
+        "upload_json": canonical_json(upload, sort_keys=True) if upload else None,
+        "data": data,
+    }
+
+
+def _field_columns(kinds: dict[str, _FieldKind]) -> list[tuple[str, Column]]:
+    """Column per trialData field; a name already taken (e.g. jsPsych's own ``trial_index``) gets
+    ``data_`` in front until it is free."""
+    taken = {*TRIALS.column_names, *(c.name for c in TRIALS_TRAILING), ""}
+    columns = []
+    for name, kind in list(kinds.items())[:MAX_TRIAL_FIELD_COLUMNS]:
+        column_name = name
+        while column_name in taken:
+            column_name = "data_" + column_name
+        taken.add(column_name)
+        columns.append((name, Column(column_name, kind.type, f"trialData field {json.dumps(name)}.")))
+    return columns
+
+
+def _typed(value: Any, column_type: ColumnType) -> Any:
+    if value is None:
+        return None
+    if column_type == "float64":
+        return float(value)
+    if column_type == "string":
+        return value if isinstance(value, str) else canonical_json(value)
+    return value  # bool and int64 columns hold only such values
+

@@ -1,0 +1,75 @@
+"""Naming a submission file: the plain name, else one of two names derived from the upload itself.
+
+Two different submissions of one participant in the same second must both survive, and a retry
+of the same submission must find its first file rather than make a second. Counting up
+(``_2``, ``_3``, ...) made the n-th submission of a second read every earlier one (cost growing
+with the square of their number, and a cap that froze the second). Instead the suffix is a short
+hash of the upload (its ``uploadId``, else its content), so at most three names are ever tried:
+
+    {id}_Complete_{stamp}.json  ->  {id}_Complete_{stamp}_{h1}.json  ->  {id}_Complete_{stamp}_{h2}.json
+
+Readers still accept the old counter suffixes (``keys.KeyLayout.parse``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from typing import Any
+
+from .keys import KeyLayout
+from .models import Upload, without_server_fields
+from .storage import ObjectStore, PreconditionFailed, StorageError
+
+logger = logging.getLogger(__name__)
+
+# Each name may be tried twice: once more when a racing write (S3 409) left it free after all.
+TRIES_PER_NAME = 2
+_SECOND_SALT = b"same-second-name-2\0"
+
+
+def name_suffixes(upload: Upload) -> list[str]:
+    """The suffixes tried in order: none, then two 8-hex hashes of the upload's identity."""
+    if upload.upload_id is not None:
+        identity = upload.upload_id.encode()
+    else:
+        content = without_server_fields(upload.document)
+        identity = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+    first = hashlib.sha256(identity).hexdigest()[:8]
+    second = hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
+    return ["", first, second]
+
+
+def store_submission(store: ObjectStore, layout: KeyLayout, upload: Upload, stamped: dict[str, Any]) -> str:
+    """Create the submission file under the first free name; its key (the earlier one on a retry)."""
+    body = json.dumps(stamped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    for suffix in name_suffixes(upload):
+        key = layout.submission_key(upload.participant_id, upload.moment, suffix)
+        for _ in range(TRIES_PER_NAME):
+            try:
+                store.put(key, body, if_absent=True)
+                return key
+            except PreconditionFailed:  # the name is taken, or S3 saw a racing write to it
+                existing = store.get_or_none(key)
+                if existing is None:
+                    continue  # the racing write did not land: this name is still free
+                if same_upload(existing.body, upload):
+                    logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
+                    return key
+                break  # taken by another upload: next name
+    # Only reachable if two 32-bit hashes of this upload both collide with other uploads'.
+    raise StorageError(f"could not find a free name for a submission of {upload.participant_id}")
+
+
+def same_upload(stored_body: bytes, upload: Upload) -> bool:
+    """Is the stored submission this very upload (a retry)? By uploadId, else by content."""
+    try:
+        stored = json.loads(stored_body)
+    except ValueError:
+        return False
+    if not isinstance(stored, dict):
+        return False
+    if upload.upload_id is not None:
+        return stored.get("uploadId") == upload.upload_id
+    return without_server_fields(stored) == without_server_fields(upload.document)

@@ -1,0 +1,96 @@
+"""A trial upload (``uploadType: "trial"``): one trial of one run of an experiment, checked by hand.
+
+Like the other uploads, the stored document is the client's JSON as sent (types, unknown fields,
+order), so validation does not go through a pydantic model; every refusal says what to fix.
+Body size and nesting depth are already capped by the body reader before this runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..errors import InvalidUpload, UnprocessableUpload
+from ..keys import MAX_TRIAL_INDEX, format_timestamp, is_valid_participant_id
+
+TRIAL_UPLOAD_TYPE = "trial"
+# Never stored: the participant key is a secret (docs/trust-model.md); only its hash is kept.
+SECRET_FIELDS = ("participantKey",)
+# Fields of the upload's envelope: they may differ between two sends of the same trial (a new
+# uploadId from another tab, a later timestamp) without the trial being a different one.
+ENVELOPE_FIELDS = ("uploadId", "timestamp", "participantKey", "serverReceivedAt", "keyVerified")
+
+
+@dataclass(frozen=True)
+class TrialUpload:
+    """One validated trial upload."""
+
+    document: dict[str, Any]  # as sent, participantKey included (stripped when stored)
+    participant_id: str
+    session_id: str
+    trial_index: int
+    upload_id: str | None
+    participant_key: str | None  # for the key check; never stored
+
+    def timestamp_text(self, received_at: datetime) -> str:
+        """The timestamp to answer with: the client's own text, else the server's receipt time."""
+        return self.document.get("timestamp") or format_timestamp(received_at)
+
+
+def is_trial(value: Any) -> bool:
+    """Is this request body (or batch item) a trial upload? Decides which parser checks it."""
+    return isinstance(value, dict) and value.get("uploadType") == TRIAL_UPLOAD_TYPE
+
+
+def parse_trial(value: Any) -> TrialUpload:
+    """Check one trial upload against the contract (docs/api.md); raises ``InvalidUpload``."""
+    if not isinstance(value, dict):
+        raise InvalidUpload("the body must be a JSON object")
+    participant_id = value.get("participantId")
+    if participant_id is None:
+        raise InvalidUpload("participantId is required")
+    if not is_valid_participant_id(participant_id):
+        raise InvalidUpload(
+            f"participantId must be 1 to 64 letters, digits, '_' or '-' (got {_preview(participant_id)})"
+        )
+    session_id = value.get("sessionId")
+    if session_id is None:
+        raise UnprocessableUpload("a trial needs sessionId (one run of the experiment)")
+    if not is_valid_participant_id(session_id):  # same alphabet and length as participant IDs
+        raise UnprocessableUpload(
+            f"sessionId must be 1 to 64 letters, digits, '_' or '-' (got {_preview(session_id)})"
+        )
+    trial_index = value.get("trialIndex")
+    if trial_index is None:
+        raise UnprocessableUpload("a trial needs trialIndex, its position in the session from 0")
+    # bool is an int in Python and 3.0 is a float in JSON: neither is an index.
+    if isinstance(trial_index, bool) or not isinstance(trial_index, int):
+        raise UnprocessableUpload(f"trialIndex must be a whole number (got {_preview(trial_index)})")
+    if not 0 <= trial_index <= MAX_TRIAL_INDEX:
+        raise UnprocessableUpload(
+            f"trialIndex must be from 0 to {MAX_TRIAL_INDEX} (got {_preview(trial_index)})"
+        )
+    if not isinstance(value.get("trialData"), dict):
+        raise UnprocessableUpload("a trial needs trialData, a JSON object")
+    timestamp = value.get("timestamp")
+    if timestamp is not None and not isinstance(timestamp, str):
+        raise UnprocessableUpload("timestamp must be an ISO-8601 string")
+    upload_id = value.get("uploadId")
+    if upload_id is not None and (not isinstance(upload_id, str) or not 0 < len(upload_id) <= 128):
+        raise UnprocessableUpload("uploadId must be a string of 1 to 128 characters")
+    key = value.get("participantKey")
+    return TrialUpload(
+        document=value,
+        participant_id=participant_id,
+        session_id=session_id,
+        trial_index=trial_index,
+        upload_id=upload_id,
+        participant_key=key if isinstance(key, str) else None,
+    )
+
+
+def _preview(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 40 else text[:37] + "..."

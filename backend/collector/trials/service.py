@@ -1,0 +1,151 @@
+"""Stores trials exactly once per (participant, session, trial index), with one write per trial.
+
+The key is derived from the trial itself (``trials/{sessionId}/{trialIndex:06d}.json``), so the
+store's create-if-absent is the whole of exactly-once: the first write of a (session, index)
+creates the object, and every later send of it (a retry, a second tab, another collector
+process) finds the key taken and is answered with that same key. Nothing here is remembered in
+memory, so any number of collector processes may share a bucket.
+
+Requests per trial: one PUT when new; a PUT and a GET when the key is already taken.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..errors import StorageUnavailable
+from ..keys import KeyLayout, format_timestamp
+from ..storage import ObjectStore, PreconditionFailed, StorageError
+from ..storage.retrying import shared_deadline
+from .model import ENVELOPE_FIELDS, SECRET_FIELDS, TrialUpload
+
+logger = logging.getLogger(__name__)
+
+# An S3 409 (a racing conditional write in flight) leaves the key free if that write fails;
+# the PUT is tried again, a bounded number of times.
+MAX_TRIAL_PUTS = 5
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    participant_id: str
+    timestamp: str
+    key: str
+    duplicate: bool  # the key held a different trial: the first one is kept, this one is not stored
+    key_verified: bool
+
+    def as_response(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "status": "success",
+            "participantId": self.participant_id,
+            "timestamp": self.timestamp,
+            "filesUploaded": [self.key],
+        }
+        if not self.key_verified:
+            body["keyVerified"] = False
+        if self.duplicate:
+            body["duplicate"] = True
+            body["message"] = (
+                "a different trial with this sessionId and trialIndex was stored first; "
+                "it is kept and this one was not stored"
+            )
+        return body
+
+
+class TrialService:
+    """Writes validated trial uploads into a store under a key layout."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        layout: KeyLayout,
+        *,
+        retry_after: int = 5,
+        deadline_seconds: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.layout = layout
+        self.retry_after = retry_after
+        self.deadline_seconds = deadline_seconds
+        self._clock = clock
+
+    def store_trial(self, trial: TrialUpload, *, received_at: datetime, verified: bool = True) -> TrialResult:
+        """Store one trial unless its (session, index) is already stored; never touches status.json.
+
+        ``verified`` is the participant-key check's outcome, made by the caller from the
+        status.json it read first (that read also finds an erased participant, who gets a 410
+        before this is called). False stores the trial marked ``"keyVerified": false``.
+        Raises ``StorageUnavailable`` when the store fails past its deadline.
+        """
+        key = self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
+        document = stored_document(trial, received_at=received_at, verified=verified)
+        deadline = (
+            shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
+        )
+        try:
+            with deadline:
+                duplicate = self._create_once(key, document, trial)
+        except StorageError as exc:
+            logger.warning("⚠️ Storage failed for %s (trial %s): %s", trial.participant_id, key, exc)
+            raise StorageUnavailable(
+                "storage is unavailable right now; the trial was not stored, please retry",
+                retry_after=self.retry_after,
+            ) from exc
+        if duplicate:
+            logger.warning("Trial %s already holds a different trial; the first one is kept", key)
+        return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
+
+    def _create_once(self, key: str, document: dict[str, Any], trial: TrialUpload) -> bool:
+        """Create the object if absent; whether the key already held a *different* trial."""
+        body = _encode(document)
+        for _ in range(MAX_TRIAL_PUTS):
+            try:
+                self.store.put(key, body, if_absent=True)
+                return False
+            except PreconditionFailed:  # taken, or S3 saw a racing write to it
+                existing = self.store.get_or_none(key)
+                if existing is None:
+                    continue  # the racing write did not land: the key is still free
+                return not same_trial(existing.body, trial)
+        raise StorageError(f"could not store trial {key}: its key stayed contended")
+
+
+def stored_document(trial: TrialUpload, *, received_at: datetime, verified: bool) -> dict[str, Any]:
+    """The upload as sent, without the participant key, plus what the server adds."""
+    document = {k: v for k, v in trial.document.items() if k not in SECRET_FIELDS}
+    document["serverReceivedAt"] = format_timestamp(received_at)
+    if not verified:
+        document["keyVerified"] = False
+    return document
+
+
+def same_trial(stored_body: bytes, trial: TrialUpload) -> bool:
+    """Is the stored object this trial (a retry or another tab's send)? By content, envelope aside.
+
+    The uploadId and timestamp are left out on purpose: two tabs of one run send the same trial
+    with different ones, and it is still the same trial.
+    """
+    try:
+        stored = json.loads(stored_body)
+    except ValueError:
+        return False
+    if not isinstance(stored, dict):
+        return False
+    return _content(stored) == _content(trial.document)
+
+
+def _content(document: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in document.items() if k not in ENVELOPE_FIELDS}
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    # Compact, like submissions: the C encoder only does the compact form, and it is smaller.
+    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
