@@ -14,9 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from collector.admin.bounded import MAX_COLUMNS, MAX_VIEW_CHARS, PAGE_ROWS
+from collector.app import create_app
 from collector.keys import KeyLayout
+from collector.settings import Settings
 from collector.storage import ObjectStore
 from tests.support.factories import encode, make_status, make_submission, put_status, put_submission
+from tests.test_trials import CountingStore
 
 PASSWORD = "test-admin-password-1"
 
@@ -227,3 +230,43 @@ def test_objects_past_the_parse_limit_are_offered_for_download_only(
     view = client.get(f"/admin/participants/SYNTH1/view/submissions/{key.rsplit('/', 1)[1]}")
     assert view.status_code == 200 and "too large to show here" in view.text and "y" * 100 not in view.text
     assert 'id="truncated"' in view.text
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+def test_trial_sessions_are_paged_and_each_submission_is_read_once(
+    settings: Settings, store: ObjectStore, layout: KeyLayout
+) -> None:
+    pid = "SYNTHTRIALS"
+    put_status(store, layout, make_status(pid, sessions=1))
+    for number in range(PAGE_ROWS + 1):  # one session more than a page
+        trial = {"participantId": pid, "sessionId": f"s{number:03d}", "trialIndex": 0, "trialData": {}}
+        store.put(layout.trial_key(pid, f"s{number:03d}", 0), encode(trial))
+    put_submission(store, layout, make_submission(pid, sessionId="s000", keyVerified=False))
+    counting = CountingStore(store)
+    with TestClient(create_app(settings, store=counting)) as client:
+        log_in(client)
+        counting.requests.clear()
+        first = client.get(f"/admin/participants/{pid}")
+        assert first.status_code == 200
+        submission_reads = [key for op, key in counting.requests if op == "get" and "/submissions/" in key]
+        assert len(submission_reads) == 1  # the table's read also tells which sessions it completes
+        section = first.text[first.text.index('id="trial-sessions"') :]
+        assert section.count("<tr class=") == PAGE_ROWS and "?trials_page=2" in section
+        assert '<tr class="complete">\n    <td><code>s000</code>' in section
+        assert "badge unverified" in first.text
+        second = client.get(f"/admin/participants/{pid}?trials_page=2").text
+        rows = second[second.index('id="trial-sessions"') :]
+        assert rows.count("<tr class=") == 1 and f"s{PAGE_ROWS:03d}" in rows
+
+
+def test_a_forged_non_ascii_form_token_is_refused_not_a_crash(
+    client: TestClient, store: ObjectStore, layout: KeyLayout
+) -> None:
+    put_status(store, layout, make_status("SYNTH1", sessions=1))
+    log_in(client)
+    answer = client.post(
+        "/admin/participants/SYNTH1/release-key",
+        data={"reason": "x", "token": "é" * 64},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 403

@@ -149,3 +149,56 @@ def test_since_keeps_a_late_arrival_by_server_receipt_time(
     )
     assert later.exit_code == 0
     assert csv_rows((tmp_path / "later" / "submissions.csv").read_bytes().decode("utf-8")) == []
+
+
+TRIAL = {
+    "participantId": "SYNTHTRIAL",
+    "uploadType": "trial",
+    "sessionId": "-run",  # a legal session id that Excel would read as "minus cell run"
+    "trialIndex": 0,
+    "trialData": {
+        "=evilkey": '=HYPERLINK("https://evil.example","x")',
+        "rt": "+cmd|' /C calc'!A0",
+        "ok": "calm",
+    },
+}
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+def test_trial_tables_are_neutralised_in_csv_and_exact_in_jsonl(
+    store: ObjectStore, layout: KeyLayout, client: TestClient, tmp_path: Path
+) -> None:
+    assert client.post("/api/upload-user-data", json=TRIAL).status_code == 200
+    for fmt in ("csv", "jsonl"):
+        export_bucket(store, layout, DirectorySink(tmp_path / fmt), fmt=fmt)  # type: ignore[arg-type]
+    text = (tmp_path / "csv" / "trials.csv").read_bytes().decode("utf-8")
+    assert "'=evilkey" in text.splitlines()[0].split(",")  # the column name from a trialData key
+    [row] = csv_rows(text)
+    assert row["'=evilkey"] == "'" + TRIAL["trialData"]["=evilkey"]
+    assert row["rt"] == "'" + TRIAL["trialData"]["rt"] and row["ok"] == "calm"
+    assert row["session_id"] == "'-run"
+    [session] = csv_rows((tmp_path / "csv" / "trial_sessions.csv").read_bytes().decode("utf-8"))
+    assert session["session_id"] == "'-run"
+    [line] = (tmp_path / "jsonl" / "trials.jsonl").read_text("utf-8").splitlines()
+    exact = json.loads(line)
+    assert exact["session_id"] == "-run"
+    assert {name: exact[name] for name in TRIAL["trialData"]} == TRIAL["trialData"]
+
+
+@pytest.mark.parametrize("backend", ["local"], indirect=True)
+def test_since_keeps_late_trials_by_server_receipt_time(
+    store: ObjectStore, layout: KeyLayout, client: TestClient, tmp_path: Path
+) -> None:
+    # Queued offline for a month: an old client timestamp, received now.
+    queued = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    late = {**TRIAL, "sessionId": "late", "timestamp": queued, "trialData": {"rt": 1}}
+    assert client.post("/api/upload-user-data", json=late).status_code == 200
+    # A trial file with no serverReceivedAt (placed by hand): its stored time decides.
+    bare = {"participantId": "SYNTHTRIAL", "sessionId": "bare", "trialIndex": 0, "trialData": {"rt": 2}}
+    store.put(layout.trial_key("SYNTHTRIAL", "bare", 0), json.dumps(bare).encode("utf-8"))
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    kept = export_bucket(store, layout, DirectorySink(tmp_path / "today"), since=today)
+    assert (kept.rows["trials"], kept.rows["trial_sessions"]) == (2, 2)
+    tomorrow = today + timedelta(days=1)
+    none = export_bucket(store, layout, DirectorySink(tmp_path / "tomorrow"), since=tomorrow)
+    assert (none.rows["trials"], none.rows["trial_sessions"]) == (0, 0)
