@@ -24,7 +24,7 @@
  * Trials are queued synchronously and sent `batchDelayMs` (100 ms) later, together with the trials
  * that followed, in one batch request (each item answered on its own); `flush`, `flushQueue` and the
  * page being hidden (keepalive, text/plain) send them at once. A trial call thus costs the page a
- * serialisation and three localStorage writes, not a request.
+ * serialisation and two localStorage writes, not a request.
  *
  * Participant key: the first upload for a participant makes a random key (crypto.getRandomValues, 32
  * bytes, base64url), keeps it under `dataUploader.v1.key.{participantId}` and sends it in the body of
