@@ -1074,8 +1074,12 @@ class Uploader {
     this.#queue.enqueue(item, host.config.maxQueueItems); // trials are never refused (FULL)
     return new Promise((resolve) => {
       this.#pending.push({ item, resolve });
-      if (this.#pending.length >= host.config.maxBatchItems) this.#sendPending();
-      else if (!this.#pendingTimer) this.#pendingTimer = host.later(() => this.#sendPending(), delay);
+      // A full batch goes at once, but from a timer too: this call stays cheap.
+      const full = this.#pending.length >= host.config.maxBatchItems;
+      if (full || !this.#pendingTimer) {
+        if (this.#pendingTimer) host.cancel(this.#pendingTimer);
+        this.#pendingTimer = host.later(() => this.#sendPending(), full ? 0 : delay);
+      }
     });
   }
 
@@ -1096,7 +1100,7 @@ class Uploader {
     const entries = this.#takePending();
     if (!entries.length) return null;
     const counts = newCounts();
-    const failure = await this.#sendEntries(entries, counts);
+    const failure = await this.#sendEntries(entries, counts).catch((err) => ({ error: errorText(err) }));
     if (failure) {
       counts.error = failure.error;
       this.#scheduleFlush(this.#retry.fail(failure.retryAfterMs));
@@ -1112,11 +1116,18 @@ class Uploader {
     const host = this.#host;
     const sendable = [];
     for (const entry of entries) {
+      let bodyText;
+      try {
+        bodyText = this.#bodyOf(entry.item);
+      } catch (err) {
+        entry.resolve({ status: 'error', ...describe(entry.item), error: errorText(err) }); // kept queued
+        continue;
+      }
       if (this.#participants.isErased(entry.item.participantId)) {
         // Erased while it waited: already dropped from the queue with the participant's other uploads.
         this.#queue.drop(entry.item.uploadId);
         entry.resolve(erasedAnswer(entry.item.participantId, { ...describe(entry.item) }));
-      } else sendable.push({ ...entry, bodyText: this.#bodyOf(entry.item) });
+      } else sendable.push({ ...entry, bodyText });
     }
     const limits = { maxItems: host.config.maxBatchItems, maxBytes: host.config.maxBatchBytes };
     let failure = null;
@@ -1134,8 +1145,15 @@ class Uploader {
       error: (failure && failure.error) || 'not answered',
     };
     for (const entry of sendable) {
-      const answer = entry.answer || this.#handleAnswer(entry.item, retry, counts);
-      entry.resolve(answer);
+      try {
+        entry.resolve(entry.answer || this.#handleAnswer(entry.item, retry, counts));
+      } catch (err) {
+        entry.resolve({
+          status: 'error',
+          ...describe(entry.item),
+          error: `uploader failure: ${errorText(err)}`,
+        });
+      }
     }
     return failure;
   }
@@ -1604,10 +1622,12 @@ class Uploader {
     // text/plain needs no CORS preflight, which a page being unloaded may not live to finish.
     const options = { keepalive: true, contentType: 'text/plain' };
     if (sent.length) {
-      this.#sendEntries(sent, newCounts(), options).then((failure) => {
-        if (failure) this.#scheduleFlush(this.#retry.fail(failure.retryAfterMs));
-        else this.#noteContact();
-      });
+      this.#sendEntries(sent, newCounts(), options)
+        .then((failure) => {
+          if (failure) this.#scheduleFlush(this.#retry.fail(failure.retryAfterMs));
+          else this.#noteContact();
+        })
+        .catch(() => {}); // each caller is answered inside; nothing may reject into the page
     }
     for (const entry of left) {
       entry.item.inflightUntil = 0; // no longer claimed: the next flush (here or on the next load) sends it

@@ -78,8 +78,8 @@ test('the next window is a new batch; maxBatchItems trials go at once without wa
   const first = startTrials(uploader, 3);
   await clock.advance(BATCH_DELAY_MS);
   await Promise.all(first);
-  const second = startTrials(uploader, 4, 3); // a full batch: sent now
-  await settle();
+  const second = startTrials(uploader, 4, 3); // a full batch: sent now (from a 0 ms timer)
+  await clock.advance(0);
   assert.deepEqual(
     collector.calls.map((c) => c.body.uploads.map((u) => u.trialIndex)),
     [
