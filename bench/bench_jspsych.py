@@ -7,7 +7,8 @@ examples/jspsych/ in headless Chromium: ``--trials`` keyboard trials that end on
 
 * storage writes per trial: PUTs that reached the S3 server, over the trials stored (the end's
   submission and status writes are shown apart);
-* HTTP requests per trial from the page to the collector (batching lowers it when trials queue up);
+* HTTP requests per trial from the page to the collector (the uploader sends the trials of each
+  ``batchDelayMs`` window, 100 ms by default, in one batch request);
 * main-thread ms per ``on_data_update`` (the synchronous part jsPsych waits for between trials,
   performance.now() around the hook): median, p95 and max. The target is a median under 1 ms.
 """

@@ -21,6 +21,11 @@
  * Instances over the same localStorage share one queue (one per origin, as tabs do) and must therefore
  * point at the same collector.
  *
+ * Trials are queued synchronously and sent `batchDelayMs` (100 ms) later, together with the trials
+ * that followed, in one batch request (each item answered on its own); `flush`, `flushQueue` and the
+ * page being hidden (keepalive, text/plain) send them at once. A trial call thus costs the page a
+ * serialisation and two localStorage writes, not a request.
+ *
  * Participant key: the first upload for a participant makes a random key (crypto.getRandomValues, 32
  * bytes, base64url), keeps it under `dataUploader.v1.key.{participantId}` and sends it in the body of
  * every upload and restore (never in a URL, an event or a returned object), so only this browser can
@@ -136,6 +141,8 @@ const DEFAULTS = Object.freeze({
   retryMaxMs: 5 * MINUTE_MS,
   maxBatchItems: COLLECTOR_BATCH_LIMIT,
   maxBatchBytes: 1024 * 1024, // well under the collector's MAX_UPLOAD_BYTES (4 MiB)
+  // A trial waits this long for the next ones, so they share one batch request; 0 sends each at once.
+  batchDelayMs: 100,
   maxQueueItems: 1000, // room for a long experiment's trials while offline (about 1 KB each)
   leaseMs: 30 * SECOND_MS,
   crossTabLock: true,
@@ -163,9 +170,15 @@ function errorText(err) {
   }
 }
 
+const NON_ASCII = /[^\x00-\x7f]/; // eslint-disable-line no-control-regex
+let encoder = null; // made once: a TextEncoder per call cost more than the rest of a trial's queueing
+
+/** UTF-8 length of `text`: its length when it is ASCII (JSON of ASCII data is), else encoded. */
 function byteLength(text) {
+  if (!NON_ASCII.test(text)) return text.length;
   try {
-    return new TextEncoder().encode(text).length;
+    encoder = encoder || new TextEncoder();
+    return encoder.encode(text).length;
   } catch {
     return text.length * UTF8_MAX_BYTES_PER_UNIT;
   }
@@ -520,6 +533,10 @@ class Queue {
   constructor(host) {
     this.host = host;
     this.memory = new Map(); // uploadId -> item localStorage could not hold (kept for this page's life)
+    // An upper bound on this tab's view of the queue length: the last count plus what was enqueued
+    // since. Listing localStorage per trial cost more than the rest of queueing it; the bound is looked
+    // at exactly (and other tabs' uploads seen) when this estimate comes near it.
+    this.estimate = null;
   }
 
   /**
@@ -570,7 +587,8 @@ class Queue {
     const stored = new Set(metas.map((key) => key.slice(ITEM_PREFIX.length)));
     let extra = 0;
     for (const id of this.memory.keys()) if (!stored.has(id)) extra += 1;
-    return stored.size + extra;
+    this.estimate = stored.size + extra;
+    return this.estimate;
   }
 
   has(uploadId) {
@@ -632,6 +650,7 @@ class Queue {
   enqueue(item, maxItems) {
     const isStatus = item.uploadType === 'status';
     // The common case (a trial or a submission under the bound) needs only a count, not a parse.
+    if (!isStatus && (this.estimate ?? this.count()) + 1 <= maxItems) return this.#persist(item);
     if (!isStatus && this.count() + 1 <= maxItems) return this.#persist(item);
     const kept = [];
     for (const old of this.read().items) {
@@ -660,6 +679,7 @@ class Queue {
   }
 
   #persist(item) {
+    if (this.estimate !== null) this.estimate += 1;
     if (this.save(item)) return QUEUED.STORED;
     this.host.emit('not-persisted', { ...describe(item), reason: 'localStorage refused the write' });
     return QUEUED.MEMORY;
@@ -821,6 +841,9 @@ class Uploader {
     listeners: [], // [target, type, handler], removed by close()
   };
   #storedCount = 0; // uploads this instance saw stored: what flush(timeoutMs) counts
+  // Trials queued (persisted) by this page and waiting for the batch timer: [{item, resolve}].
+  #pending = [];
+  #pendingTimer = null;
   #changeWaiters = [];
 
   constructor(options = {}) {
@@ -987,7 +1010,8 @@ class Uploader {
           error: `the upload cannot be serialised: ${errorText(err)}`,
         };
       }
-      return await this.#deliver(item);
+      const later = uploadType === 'trial' && Number(this.#host.config.batchDelayMs) > 0;
+      return await (later ? this.#deliverLater(item) : this.#deliver(item));
     } catch (err) {
       return { status: 'error', participantId, error: `uploader failure: ${errorText(err)}` };
     }
@@ -1034,6 +1058,104 @@ class Uploader {
     const answer = this.#handleAnswer(item, outcome, newCounts());
     this.#afterContact(outcome);
     return answer;
+  }
+
+  /**
+   * Queue the item now (persisted before this returns: a tab closed a moment later loses nothing),
+   * and send it with the trials that follow within `batchDelayMs`, in one batch request. Resolves to
+   * the collector's answer for this item, like `#deliver`.
+   */
+  #deliverLater(item) {
+    const host = this.#host;
+    if (this.#retry.wait() > 0) return this.#deliver(item); // backing off: queued, answered at once
+    const delay = Number(host.config.batchDelayMs) || 0;
+    // Claimed for this page's coming send, so other tabs' flushes leave it alone meanwhile.
+    item.inflightUntil = host.now() + delay + host.config.timeoutMs + INFLIGHT_MARGIN_MS;
+    this.#queue.enqueue(item, host.config.maxQueueItems); // trials are never refused (FULL)
+    return new Promise((resolve) => {
+      this.#pending.push({ item, resolve });
+      // A full batch goes at once, but from a timer too: this call stays cheap.
+      const full = this.#pending.length >= host.config.maxBatchItems;
+      if (full || !this.#pendingTimer) {
+        if (this.#pendingTimer) host.cancel(this.#pendingTimer);
+        this.#pendingTimer = host.later(() => this.#sendPending(), full ? 0 : delay);
+      }
+    });
+  }
+
+  /** Take the trials waiting for the batch timer (and stop the timer). */
+  #takePending() {
+    if (this.#pendingTimer) this.#host.cancel(this.#pendingTimer);
+    this.#pendingTimer = null;
+    const entries = this.#pending;
+    this.#pending = [];
+    return entries;
+  }
+
+  /**
+   * Send the trials waiting for the batch timer now, in batch requests; resolves each caller's promise
+   * with its own answer. Resolves to the counts, or null when nothing was waiting.
+   */
+  async #sendPending() {
+    const entries = this.#takePending();
+    if (!entries.length) return null;
+    const counts = newCounts();
+    const failure = await this.#sendEntries(entries, counts).catch((err) => ({ error: errorText(err) }));
+    if (failure) {
+      counts.error = failure.error;
+      this.#scheduleFlush(this.#retry.fail(failure.retryAfterMs));
+    } else if (counts.stored) this.#noteContact();
+    return counts;
+  }
+
+  /**
+   * Send `entries` ({item, resolve}) in batches, answer each entry (an unanswered one is kept for a
+   * retry) and resolve it. Returns the failure that should delay what follows, or null.
+   */
+  async #sendEntries(entries, counts, options = {}) {
+    const host = this.#host;
+    const sendable = [];
+    for (const entry of entries) {
+      let bodyText;
+      try {
+        bodyText = this.#bodyOf(entry.item);
+      } catch (err) {
+        entry.resolve({ status: 'error', ...describe(entry.item), error: errorText(err) }); // kept queued
+        continue;
+      }
+      if (this.#participants.isErased(entry.item.participantId)) {
+        // Erased while it waited: already dropped from the queue with the participant's other uploads.
+        this.#queue.drop(entry.item.uploadId);
+        entry.resolve(erasedAnswer(entry.item.participantId, { ...describe(entry.item) }));
+      } else sendable.push({ ...entry, bodyText });
+    }
+    const limits = { maxItems: host.config.maxBatchItems, maxBytes: host.config.maxBatchBytes };
+    let failure = null;
+    try {
+      for (const batch of splitBatches(sendable, limits)) {
+        failure = await this.#sendBatch(batch, counts, options);
+        if (failure) break;
+      }
+    } catch (err) {
+      failure = { error: errorText(err) };
+    }
+    const retry = {
+      kind: 'retry',
+      httpStatus: (failure && failure.httpStatus) || 0,
+      error: (failure && failure.error) || 'not answered',
+    };
+    for (const entry of sendable) {
+      try {
+        entry.resolve(entry.answer || this.#handleAnswer(entry.item, retry, counts));
+      } catch (err) {
+        entry.resolve({
+          status: 'error',
+          ...describe(entry.item),
+          error: `uploader failure: ${errorText(err)}`,
+        });
+      }
+    }
+    return failure;
   }
 
   /**
@@ -1106,7 +1228,8 @@ class Uploader {
 
   #noteContact() {
     if (this.#retry.state().attempt) this.#retry.reset();
-    if (this.#queue.count()) this.#scheduleFlush(0);
+    // What waited for the contact goes now; trials waiting for the batch timer go with their timer.
+    if (this.#queue.count() > this.#pending.length) this.#scheduleFlush(0);
   }
 
   #scheduleFlush(delayMs) {
@@ -1125,7 +1248,8 @@ class Uploader {
   // --- flushing the queue, one tab at a time
 
   /**
-   * Send the queue now (batched), unless another tab is sending it. Normally not needed: the queue is
+   * Send the queue now (batched, with the trials waiting for the batch timer), unless another tab is
+   * sending it. Normally not needed: the queue is
    * flushed on `online`, after any successful contact and on a timer.
    * @returns {Promise<{stored: number, rejected: number, remaining: number, error?: string,
    *   skipped?: boolean}>}
@@ -1151,11 +1275,21 @@ class Uploader {
 
   async #flushRounds() {
     const run = this.#run;
+    // Trials waiting for the batch timer go now (a flush is asked for: no more waiting).
+    const early = await this.#sendPending();
+    if (early && early.error) return { ...early, remaining: this.#queue.count() };
     let summary;
     do {
       run.flushAgain = false;
       summary = await this.#underCrossTabLock(() => this.#flushLocked());
     } while (run.flushAgain && !summary.error);
+    if (early) {
+      summary = {
+        ...summary,
+        stored: summary.stored + early.stored,
+        rejected: summary.rejected + early.rejected,
+      };
+    }
     return summary;
   }
 
@@ -1296,11 +1430,10 @@ class Uploader {
   }
 
   /** Send one batch; returns the failure that should delay the rest, or null. */
-  async #sendBatch(batch, counts) {
-    const text = `{"uploads":[${batch.map((entry) => entry.bodyText).join(',')}]}`;
-    const outcome = await this.#host.request('POST', BATCH_PATH, text);
+  async #sendBatch(batch, counts, options = {}) {
+    const outcome = await this.#host.request('POST', BATCH_PATH, batchText(batch), options);
     if (outcome.kind === 'reject' || outcome.kind === 'erased') {
-      return this.#sendOneByOne(batch, counts); // too large, or an older collector
+      return this.#sendOneByOne(batch, counts, options); // too large, or an older collector
     }
     if (outcome.kind !== 'ok') return outcome;
     if (!Array.isArray(outcome.json.results)) return { error: 'bad batch answer' };
@@ -1311,16 +1444,16 @@ class Uploader {
       if (!entry || result.uploadId !== entry.item.uploadId || answered.has(entry)) continue;
       answered.add(entry);
       const itemOutcome = classify(Number(result.httpStatus) || 0, result, 0);
-      this.#handleAnswer(entry.item, itemOutcome, counts);
+      entry.answer = this.#handleAnswer(entry.item, itemOutcome, counts);
       if (itemOutcome.kind === 'retry') failure = failure || itemOutcome;
     }
     return failure || (answered.size < batch.length ? { error: 'some uploads were not answered' } : null);
   }
 
-  async #sendOneByOne(batch, counts) {
-    for (const { item, bodyText } of batch) {
-      const outcome = await this.#host.request('POST', UPLOAD_PATH, bodyText);
-      this.#handleAnswer(item, outcome, counts);
+  async #sendOneByOne(batch, counts, options = {}) {
+    for (const entry of batch) {
+      const outcome = await this.#host.request('POST', UPLOAD_PATH, entry.bodyText, options);
+      entry.answer = this.#handleAnswer(entry.item, outcome, counts);
       if (outcome.kind === 'retry') return outcome;
     }
     return null;
@@ -1433,10 +1566,15 @@ class Uploader {
     }, every);
   }
 
-  /** The page is going away or out of sight: queue a last status upload and send it with keepalive. */
+  /**
+   * The page is going away or out of sight: send the trials waiting for the batch timer, and a last
+   * status upload, with keepalive (they are queued already: what does not fit, or dies with the page,
+   * the next page load sends).
+   */
   #onHidden() {
     const run = this.#run;
     const host = this.#host;
+    const budget = KEEPALIVE_MAX_BYTES - this.#sendPendingWithKeepalive(KEEPALIVE_MAX_BYTES);
     if (run.hidden) return;
     run.hidden = true;
     const pid = run.participantId;
@@ -1449,12 +1587,57 @@ class Uploader {
     }
     // Queued first: if the page dies before the answer, the next page load sends it (same uploadId).
     const body = this.#bodyOf(item);
-    const fits = byteLength(body) <= KEEPALIVE_MAX_BYTES; // else the next page load sends it
+    const fits = byteLength(body) <= budget; // else the next page load sends it
     item.inflightUntil = fits ? host.now() + host.config.timeoutMs + INFLIGHT_MARGIN_MS : 0;
     if (this.#queue.enqueue(item, host.config.maxQueueItems) === QUEUED.FULL || !fits) return;
     // text/plain needs no CORS preflight, which a page being unloaded may not live to finish.
     const sending = host.request('POST', UPLOAD_PATH, body, { keepalive: true, contentType: 'text/plain' });
     sending.then((outcome) => this.#handleAnswer(item, outcome, newCounts()));
+  }
+
+  /**
+   * Send the trials waiting for the batch timer in keepalive batch requests of at most `budget` bytes
+   * in all (browsers refuse keepalive bodies past 64 KiB in flight); those that do not fit are
+   * released for the next flush. Returns the bytes sent.
+   */
+  #sendPendingWithKeepalive(budget) {
+    const entries = this.#takePending();
+    if (!entries.length) return 0;
+    const host = this.#host;
+    const limits = { maxItems: host.config.maxBatchItems, maxBytes: budget };
+    const batches = splitBatches(
+      entries.map((entry) => ({ ...entry, bodyText: this.#bodyOf(entry.item) })),
+      limits,
+    );
+    let used = 0;
+    const sent = [];
+    const left = [];
+    for (const batch of batches) {
+      const size = byteLength(batchText(batch));
+      if (used + size <= budget) {
+        used += size;
+        sent.push(...batch);
+      } else left.push(...batch);
+    }
+    // text/plain needs no CORS preflight, which a page being unloaded may not live to finish.
+    const options = { keepalive: true, contentType: 'text/plain' };
+    if (sent.length) {
+      this.#sendEntries(sent, newCounts(), options)
+        .then((failure) => {
+          if (failure) this.#scheduleFlush(this.#retry.fail(failure.retryAfterMs));
+          else this.#noteContact();
+        })
+        .catch(() => {}); // each caller is answered inside; nothing may reject into the page
+    }
+    for (const entry of left) {
+      entry.item.inflightUntil = 0; // no longer claimed: the next flush (here or on the next load) sends it
+      this.#queue.update(entry.item);
+      this.#pending.push({ item: entry.item, resolve: entry.resolve });
+    }
+    if (this.#pending.length && !this.#pendingTimer) {
+      this.#pendingTimer = host.later(() => this.#sendPending(), Number(host.config.batchDelayMs) || 0);
+    }
+    return used;
   }
 
   #onVisible() {
@@ -1495,6 +1678,11 @@ class Uploader {
   }
 }
 
+/** The batch request body of entries ({bodyText}): each body is already serialised. */
+function batchText(entries) {
+  return `{"uploads":[${entries.map((entry) => entry.bodyText).join(',')}]}`;
+}
+
 function trialBody(body, trial, trialData, extraFields) {
   const extras = {};
   if (isPlainObject(extraFields)) {
@@ -1524,6 +1712,8 @@ function trialBody(body, trial, trialData, extraFields) {
  * @param {number} [options.retryMaxMs=300000] backoff cap, also the cap on `Retry-After`
  * @param {number} [options.maxBatchItems=50] uploads per batch request (at most 50)
  * @param {number} [options.maxBatchBytes=1048576] body bytes per batch request
+ * @param {number} [options.batchDelayMs=100] how long a trial waits for the next ones to share its
+ *   batch request (it is queued at once); 0 sends each trial on its own at once
  * @param {number} [options.maxQueueItems=1000] queue bound (older status uploads give way first)
  * @param {boolean} [options.crossTabLock=true] one tab flushes at a time (Web Locks, else a lease)
  * @param {number} [options.lockGraceMs=50] how long the flush lock is kept after the queue changed

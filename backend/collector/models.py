@@ -84,12 +84,18 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     return value
 
 
-def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> Upload:
-    """Check one upload against the contract (docs/api.md).
+@dataclass(frozen=True)
+class Envelope:
+    """The fields every upload type shares (status, submission, trial), checked one way."""
 
-    A ``timestamp`` more than ``clock_skew`` ahead of ``received_at`` is kept in the document
-    but not used: the upload is ordered and named by ``received_at`` instead.
-    """
+    participant_id: str
+    timestamp: str | None
+    upload_id: str | None
+    participant_key: str | None
+
+
+def parse_envelope(value: Any) -> Envelope:
+    """Check an upload's shared fields; raises ``InvalidUpload`` (400) or ``UnprocessableUpload`` (422)."""
     if not isinstance(value, dict):
         raise InvalidUpload("the body must be a JSON object")
     participant_id = value.get("participantId")
@@ -97,17 +103,8 @@ def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = D
         raise InvalidUpload("participantId is required")
     if not is_valid_participant_id(participant_id):
         raise InvalidUpload(
-            f"participantId must be 1 to 64 letters, digits, '_' or '-' (got {_preview(participant_id)})"
+            f"participantId must be 1 to 64 letters, digits, '_' or '-' (got {preview(participant_id)})"
         )
-    upload_type = value.get("uploadType")
-    if upload_type is None:
-        upload_type = "submission" if "submissionData" in value else "status"
-    if upload_type not in UPLOAD_TYPES:
-        raise UnprocessableUpload(
-            f"uploadType must be 'submission' or 'status' (got {_preview(upload_type)})"
-        )
-    if upload_type == "submission" and not isinstance(value.get("submissionData"), dict):
-        raise UnprocessableUpload("a submission needs submissionData, a JSON object")
     timestamp = value.get("timestamp")
     if timestamp is not None and not isinstance(timestamp, str):
         raise UnprocessableUpload("timestamp must be an ISO-8601 string")
@@ -117,17 +114,34 @@ def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = D
     key = value.get(KEY_FIELD)
     if key is not None and not is_valid_participant_key(key):
         raise UnprocessableUpload("participantKey must be 16 to 256 letters, digits, '_' or '-'")
+    return Envelope(participant_id, timestamp, upload_id, key)
+
+
+def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> Upload:
+    """Check one upload against the contract (docs/api.md).
+
+    A ``timestamp`` more than ``clock_skew`` ahead of ``received_at`` is kept in the document
+    but not used: the upload is ordered and named by ``received_at`` instead.
+    """
+    envelope = parse_envelope(value)
+    upload_type = value.get("uploadType")
+    if upload_type is None:
+        upload_type = "submission" if "submissionData" in value else "status"
+    if upload_type not in UPLOAD_TYPES:
+        raise UnprocessableUpload(f"uploadType must be 'submission' or 'status' (got {preview(upload_type)})")
+    if upload_type == "submission" and not isinstance(value.get("submissionData"), dict):
+        raise UnprocessableUpload("a submission needs submissionData, a JSON object")
     document = {k: v for k, v in value.items() if k != KEY_FIELD and k not in _SERVER_ONLY_FIELDS}
-    moment = parse_timestamp(timestamp)
+    moment = parse_timestamp(envelope.timestamp)
     if moment is None or moment > received_at + clock_skew:
         moment = received_at  # a clock years ahead must not freeze the status or name files
     return Upload(
         document=document,
-        participant_id=participant_id,
+        participant_id=envelope.participant_id,
         upload_type=upload_type,
         moment=moment,
-        upload_id=upload_id,
-        participant_key=key,
+        upload_id=envelope.upload_id,
+        participant_key=envelope.participant_key,
     )
 
 
@@ -210,7 +224,8 @@ def _utf8_encodable(text: str) -> bool:
     return True
 
 
-def _preview(value: Any) -> str:
+def preview(value: Any) -> str:
+    """A short JSON rendering of a refused value, for an error message."""
     text = json.dumps(value, ensure_ascii=True)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import {
   ERASED_PREFIX,
   FakeStorage,
+  answerOf,
   batchAnswer,
   fakeCollector,
   jsonAnswer,
@@ -129,8 +130,8 @@ test("410: the participant's queue is dropped, remembered, and nothing more is s
 });
 
 test('410 inside a batch answer: the erased participant is dropped once, counted once', async () => {
-  const { uploader, events } = setUp({ collector: offline() });
-  for (let i = 0; i < 3; i += 1) await uploader.uploadTrialData(PID, 'S1', i, { i });
+  const { uploader, clock, events } = setUp({ collector: offline() });
+  for (let i = 0; i < 3; i += 1) await answerOf(uploader.uploadTrialData(PID, 'S1', i, { i }), clock);
   await uploader.uploadTrialData('OTHER1', 'S9', 0, { i: 0 });
   const collector = fakeCollector((url, init, body) =>
     batchAnswer(body.uploads, (upload) =>

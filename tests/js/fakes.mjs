@@ -110,6 +110,15 @@ export class FakeClock {
   }
 }
 
+/** The uploader's default `batchDelayMs`: how long a trial waits for others to share its request. */
+export const BATCH_DELAY_MS = 100;
+
+/** The answer to an upload call made with a fake clock, once the batch timer it may wait for ran. */
+export async function answerOf(promise, clock, ms = BATCH_DELAY_MS) {
+  await clock.advance(ms);
+  return promise;
+}
+
 /** Let pending promise callbacks run. */
 export async function settle() {
   for (let i = 0; i < 20; i += 1) await new Promise((resolve) => setImmediate(resolve));

@@ -2,7 +2,15 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { FakeStorage, FullStorage, ThrowingStorage, fakeCollector, jsonAnswer, setUp } from './fakes.mjs';
+import {
+  FakeStorage,
+  FullStorage,
+  ThrowingStorage,
+  answerOf,
+  fakeCollector,
+  jsonAnswer,
+  setUp,
+} from './fakes.mjs';
 
 const PID = 'P001ABC';
 
@@ -12,7 +20,7 @@ async function callEverything(uploader, clock) {
   results.push(await uploader.uploadUserStatus(PID));
   results.push(await uploader.uploadSubmissionData(PID, { answers: [1] }));
   results.push(await uploader.flushQueue());
-  results.push(await uploader.uploadTrialData(PID, 'S1', 0, { rt: 5 }));
+  results.push(await answerOf(uploader.uploadTrialData(PID, 'S1', 0, { rt: 5 }), clock));
   const flushing = uploader.flush(1000);
   await clock.advance(1000);
   results.push(await flushing);

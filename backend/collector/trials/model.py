@@ -7,13 +7,13 @@ Body size and nesting depth are already capped by the body reader before this ru
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import InvalidUpload, UnprocessableUpload
+from ..errors import UnprocessableUpload
 from ..keys import MAX_TRIAL_INDEX, format_timestamp, is_valid_participant_id
+from ..models import parse_envelope, preview
 
 TRIAL_UPLOAD_TYPE = "trial"
 # Never stored: the participant key is a secret (docs/trust-model.md); only its hash is kept.
@@ -46,51 +46,31 @@ def is_trial(value: Any) -> bool:
 
 def parse_trial(value: Any) -> TrialUpload:
     """Check one trial upload against the contract (docs/api.md); raises ``InvalidUpload``."""
-    if not isinstance(value, dict):
-        raise InvalidUpload("the body must be a JSON object")
-    participant_id = value.get("participantId")
-    if participant_id is None:
-        raise InvalidUpload("participantId is required")
-    if not is_valid_participant_id(participant_id):
-        raise InvalidUpload(
-            f"participantId must be 1 to 64 letters, digits, '_' or '-' (got {_preview(participant_id)})"
-        )
+    envelope = parse_envelope(value)
     session_id = value.get("sessionId")
     if session_id is None:
         raise UnprocessableUpload("a trial needs sessionId (one run of the experiment)")
     if not is_valid_participant_id(session_id):  # same alphabet and length as participant IDs
         raise UnprocessableUpload(
-            f"sessionId must be 1 to 64 letters, digits, '_' or '-' (got {_preview(session_id)})"
+            f"sessionId must be 1 to 64 letters, digits, '_' or '-' (got {preview(session_id)})"
         )
     trial_index = value.get("trialIndex")
     if trial_index is None:
         raise UnprocessableUpload("a trial needs trialIndex, its position in the session from 0")
     # bool is an int in Python and 3.0 is a float in JSON: neither is an index.
     if isinstance(trial_index, bool) or not isinstance(trial_index, int):
-        raise UnprocessableUpload(f"trialIndex must be a whole number (got {_preview(trial_index)})")
+        raise UnprocessableUpload(f"trialIndex must be a whole number (got {preview(trial_index)})")
     if not 0 <= trial_index <= MAX_TRIAL_INDEX:
         raise UnprocessableUpload(
-            f"trialIndex must be from 0 to {MAX_TRIAL_INDEX} (got {_preview(trial_index)})"
+            f"trialIndex must be from 0 to {MAX_TRIAL_INDEX} (got {preview(trial_index)})"
         )
     if not isinstance(value.get("trialData"), dict):
         raise UnprocessableUpload("a trial needs trialData, a JSON object")
-    timestamp = value.get("timestamp")
-    if timestamp is not None and not isinstance(timestamp, str):
-        raise UnprocessableUpload("timestamp must be an ISO-8601 string")
-    upload_id = value.get("uploadId")
-    if upload_id is not None and (not isinstance(upload_id, str) or not 0 < len(upload_id) <= 128):
-        raise UnprocessableUpload("uploadId must be a string of 1 to 128 characters")
-    key = value.get("participantKey")
     return TrialUpload(
         document=value,
-        participant_id=participant_id,
+        participant_id=envelope.participant_id,
         session_id=session_id,
         trial_index=trial_index,
-        upload_id=upload_id,
-        participant_key=key if isinstance(key, str) else None,
+        upload_id=envelope.upload_id,
+        participant_key=envelope.participant_key,
     )
-
-
-def _preview(value: Any) -> str:
-    text = json.dumps(value, ensure_ascii=True)
-    return text if len(text) <= 40 else text[:37] + "..."
