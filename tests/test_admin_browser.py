@@ -12,6 +12,7 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
+from tests.support.chromium import dashboard_page
 from tests.support.collector_process import CollectorProcess
 from tests.support.factories import make_status, make_submission, put_status, put_submission
 
@@ -123,13 +124,7 @@ def hostile_dashboard(
 
 
 def test_dashboard_stays_readable_whatever_participants_upload(browser, hostile_dashboard: str) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    try:
-        page.goto(f"{hostile_dashboard}/admin/login")
-        page.fill("input[name=password]", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{hostile_dashboard}/admin")
+    with dashboard_page(browser, f"{hostile_dashboard}/admin", PASSWORD) as page:
         # The overview is up, "Last upload" is when the server received it (now), and the
         # session dated 9999 is counted, not charted.
         this_year = str(datetime.now(UTC).year)
@@ -154,5 +149,3 @@ def test_dashboard_stays_readable_whatever_participants_upload(browser, hostile_
         page.wait_for_url("**/admin/login")
         page.goto(f"{hostile_dashboard}/admin")
         assert "/admin/login" in page.url
-    finally:
-        context.close()
