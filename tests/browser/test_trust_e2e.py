@@ -412,11 +412,6 @@ def test_erasure_drops_the_erased_participants_queue_only(
         ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="data-uploader.js: a flush computes its batches up front and still sends an erased "
-    "participant's items that the 410 already dropped from the queue (answered 410 again, nothing stored)",
-)
 def test_an_erased_participants_dropped_items_are_not_sent_in_the_same_flush(
     browser: Any, example_site: str, live: Live
 ) -> None:
