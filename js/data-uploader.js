@@ -1430,7 +1430,15 @@ class Uploader {
   }
 
   /** Send one batch; returns the failure that should delay the rest, or null. */
-  async #sendBatch(batch, counts, options = {}) {
+  async #sendBatch(whole, counts, options = {}) {
+    // A 410 earlier in this flush dropped its participant's other uploads: those are not sent.
+    for (const entry of whole) {
+      if (this.#participants.isErased(entry.item.participantId)) {
+        entry.answer = erasedAnswer(entry.item.participantId, { ...describe(entry.item) });
+      }
+    }
+    const batch = whole.filter((entry) => !this.#participants.isErased(entry.item.participantId));
+    if (!batch.length) return null;
     const outcome = await this.#host.request('POST', BATCH_PATH, batchText(batch), options);
     if (outcome.kind === 'reject' || outcome.kind === 'erased') {
       return this.#sendOneByOne(batch, counts, options); // too large, or an older collector
