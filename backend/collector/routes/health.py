@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import StorageUnavailable
-from ..storage import StorageError
+from ..storage import LowOnSpace, StorageError
 from .uploads import ServicesDep
 
 logger = logging.getLogger(__name__)
@@ -19,9 +19,16 @@ router = APIRouter(tags=["operations"])
 
 @router.get("/healthz", summary="Is storage reachable?")
 async def healthz(services: ServicesDep) -> JSONResponse:
-    """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503."""
+    """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503.
+
+    503 "storage is low on space" when a local folder is under its free-space thresholds.
+    """
     try:
         await run_in_threadpool(services.store.check)
+    except LowOnSpace as exc:
+        # Reachable but refusing uploads until space is freed; the message names no path.
+        logger.warning("⚠️ Health check: %s", exc)
+        raise StorageUnavailable("storage is low on space") from exc
     except StorageError as exc:
         # The detail names the endpoint and bucket (for R2, the account): the operator's log
         # gets it, not whoever asks this public route.
