@@ -2,7 +2,8 @@
 
 Reports objects whose key the layout does not make, objects that are not a JSON object,
 submission (or status) files whose ``participantId`` is not their folder's, and participants
-with submissions but no status.json.
+with submissions but no status.json, and (local folder only) temporary files that interrupted
+writes left behind: each holds disk space, and a full disk of them refuses uploads.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ STRAY_KEY = "key does not fit the layout"
 NOT_JSON = "not a valid JSON object"
 WRONG_PARTICIPANT = "participantId does not match its folder"
 NO_STATUS = "submissions but no status.json"
-DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, NO_STATUS)
+LEFTOVER_TEMPORARY = "temporary file left by an interrupted write"
+DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, NO_STATUS, LEFTOVER_TEMPORARY)
 
 
 class VerifyFailed(Exception):
@@ -91,5 +93,10 @@ def verify_bucket(
         claimed = document.get("participantId")
         if claimed != owners[key]:
             report.defects.append(Defect(WRONG_PARTICIPANT, key, f"participantId is {claimed!r}"))
+    try:
+        for info in store.temporaries():
+            report.defects.append(Defect(LEFTOVER_TEMPORARY, info.key, f"{info.size} bytes"))
+    except OSError as exc:
+        raise VerifyFailed(f"cannot look for temporary files: {exc}") from exc
     report.defects.sort(key=lambda d: (DEFECT_KINDS.index(d.kind), d.key))
     return report

@@ -178,10 +178,13 @@ class LocalStore(ObjectStore):
             raise LowOnSpace(self._space_problem)
 
     def _space_shortage(self) -> str | None:
+        where = self.root
+        while not where.exists() and where.parent != where:
+            where = where.parent  # the root is made at the first write: ask its filesystem
         try:
-            stats = os.statvfs(self.root)
+            stats = os.statvfs(where)
         except OSError:
-            return None  # a missing root is check()'s and put()'s to report, with its own error
+            return None  # an unusable root is check()'s and put()'s to report, with its own error
         # f_bavail/f_favail: what an unprivileged writer may still use.
         if stats.f_bavail * stats.f_frsize < self.min_free_bytes:
             return "storage is low on space"
