@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import fcntl
+import itertools
 import logging
 import os
 import secrets
@@ -85,7 +86,7 @@ class LocalStore(ObjectStore):
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         path = self._path(key)
         self._refuse_when_low_on_space()
-        temp = path.with_name(f".{path.name}{_TEMP_MARK}{secrets.token_hex(6)}")
+        temp = path.with_name(f".{path.name}{_TEMP_MARK}{_temp_suffix()}")
         try:
             _make_dirs(path.parent)
             try:
@@ -314,6 +315,15 @@ def _write(path: Path, body: bytes) -> None:
             view = view[written:]
     finally:
         os.close(fd)
+
+
+# Unique per process (pid) and per write (counter); the random start keeps a restarted process
+# that reuses a pid clear of its predecessor's leftovers. No syscall per write, unlike a token.
+_temp_counter = itertools.count(secrets.randbits(32))
+
+
+def _temp_suffix() -> str:
+    return f"{os.getpid():x}-{next(_temp_counter):x}"
 
 
 def _unlink_quietly(path: Path) -> None:
