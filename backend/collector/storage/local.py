@@ -10,8 +10,9 @@ before it started. Each write passes two barriers, so the order holds that crash
 2. the name is linked (or renamed) into place, then a barrier: the directory entry is on disk
    before ``put`` returns, so a 200 means stored.
 
-Conditional writes hold an exclusive ``flock`` on the object's directory, so several collector
-processes sharing one folder stay exactly-once, like writers sharing one bucket.
+Create-if-absent is ``link()``, atomic by itself; compare-and-swap and overwrites hold an
+exclusive ``flock`` on the object's directory, so several collector processes sharing one folder
+stay exactly-once, like writers sharing one bucket.
 
 The store refuses writes (``LowOnSpace``) when the filesystem has less than ``min_free_bytes``
 or ``min_free_inodes`` left, so a full disk answers "retry later" instead of half-writing; a
@@ -92,8 +93,14 @@ class LocalStore(ObjectStore):
             try:
                 _write(temp, body)
                 self._barrier.wait()  # the data is on disk before a name points at it
-                with _locked(path.parent):
-                    self._replace(temp, path, if_absent=if_absent, if_match=if_match)
+                if if_absent:
+                    # link() is atomic create-if-absent on its own, across processes: no lock.
+                    # (A compare-and-swap holding the lock replaces atomically, so the name never
+                    # looks absent while it exists.)
+                    self._replace(temp, path, if_absent=True, if_match=None)
+                else:
+                    with _locked(path.parent):
+                        self._replace(temp, path, if_absent=False, if_match=if_match)
             finally:
                 # Inside the try: a write that fails half-way (no space) leaves nothing behind.
                 _unlink_quietly(temp)
