@@ -119,6 +119,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
                 if line:
                     name, _, value = line.partition(":")
                     headers[name.strip().lower()] = value.strip()
+            if headers.get("expect", "").lower() == "100-continue":
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # boto3 waits for it before the body
             body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
             if target.startswith("/__counts"):
                 status, reason, extra, payload = 200, "OK", {}, json.dumps(counts).encode()
