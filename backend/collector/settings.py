@@ -1,4 +1,4 @@
-"""All configuration, read once from the environment (DESIGN §5) and passed in explicitly."""
+"""All configuration, read once from the environment (docs/configuration.md) and passed in explicitly."""
 
 from __future__ import annotations
 
