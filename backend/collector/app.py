@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -50,6 +51,9 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Storage calls run in anyio's worker threads, each holding its thread while it waits:
+        # the default 40 would cap uploads/s against a distant bucket (40 / request latency).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.storage_threads
         yield
         retrying.close()
 
