@@ -17,6 +17,7 @@ from .keys import KeyLayout
 from .metrics import Metrics
 from .routes import health, static, uploads
 from .settings import Settings
+from .status_cache import StatusCache
 from .storage import ObjectStore, RetryingStore, open_store
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
             deadline_seconds=settings.storage_deadline_seconds,
             participant_keys=settings.participant_keys,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+            status_cache=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
         ),
         limits=limits,
     )

@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
     max_concurrent_uploads: int = Field(default=64, ge=1)
     upload_queue_seconds: float = Field(default=10.0, ge=0)
+    # Participants whose last status.json this process remembers, so their next upload skips the
+    # status read (collector.status_cache; about 200 bytes each). 0: read before every upload.
+    status_cache_size: int = Field(default=10_000, ge=0)
 
     # A local folder with less free space or fewer free inodes than this refuses uploads (503 +
     # Retry-After) and /healthz says so, rather than filling the disk to the last byte.

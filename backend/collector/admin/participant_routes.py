@@ -136,6 +136,7 @@ async def release_participant_key(request: Request, participant_id: str, admin: 
     result = await run_in_threadpool(
         release_key, services.store, services.layout, participant_id, reason=reason, by="dashboard"
     )
+    services.uploads.forget(participant_id)  # the released hash no longer decides a trial here
     outcome = "1" if result.released else "none"
     return RedirectResponse(f"/admin/participants/{participant_id}?released={outcome}", status_code=303)
 
