@@ -225,8 +225,9 @@ def test_key_checks_cost_no_extra_storage_request(counted: tuple[TestClient, Cou
     client, store = counted
     cases = [
         ("claiming submission", submission("C1", timestamp="2025-01-01T00:00:00Z"), 3),
-        ("keyed submission", submission("C1", timestamp="2025-01-01T00:00:01Z"), 3),
-        ("keyed status", status_upload("C1"), 2),
+        # This process wrote C1's status last: no status read (collector.status_cache).
+        ("keyed submission", submission("C1", timestamp="2025-01-01T00:00:01Z"), 2),
+        ("keyed status", status_upload("C1"), 1),
         ("keyless submission, new participant", submission("C2", key=None), 3),
         ("keyless status, new participant", status_upload("C3", key=None), 2),
         ("wrong-key submission", submission("C1", key=OTHER_KEY, timestamp="2025-01-01T00:00:02Z"), 2),

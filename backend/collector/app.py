@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -16,6 +17,7 @@ from .keys import KeyLayout
 from .metrics import Metrics
 from .routes import health, static, uploads
 from .settings import Settings
+from .status_cache import StatusCache
 from .storage import ObjectStore, RetryingStore, open_store
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
@@ -44,12 +46,16 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
             deadline_seconds=settings.storage_deadline_seconds,
             participant_keys=settings.participant_keys,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+            status_cache=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
         ),
         limits=limits,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Storage calls run in anyio's worker threads, each holding its thread while it waits:
+        # the default 40 would cap uploads/s against a distant bucket (40 / request latency).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.storage_threads
         yield
         retrying.close()
 

@@ -1,7 +1,7 @@
 """Stores uploads exactly once: append-only submissions and a newest-wins ``status.json``.
 
 Correctness across collector processes comes from the store's conditional writes, never from
-memory in this process. Each upload:
+memory in this process. An upload of a participant this process has not seen last:
 
 1. reads ``status.json`` (the read its compare-and-swap needs anyway), and decides from it:
    erased (410), the participant key (``participant_keys.decide``), a new participant (the
@@ -10,8 +10,12 @@ memory in this process. Each upload:
 3. replaces ``status.json`` by compare-and-swap on the ETag it read, and only with an upload
    whose timestamp is not older than the stored one, so racing writers end at the newest.
 
-Common path: one GET, one PUT for a submission, one PUT for the status (3 requests; 2 for a
-status upload). The participant key costs no request of its own.
+That is 3 requests per submission, 2 per status upload. When this process read or wrote the
+participant's status last (``status_cache``), the read is skipped: the status is swapped on the
+cached ETag first, then the submission is created: 2 requests per submission, 1 per status
+upload; a trial then costs its one write. Should the swap fail (someone else wrote), the upload
+starts over from step 1. ``status_cache`` explains why that can save requests but never change an
+outcome. The participant key costs no request of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from .errors import NotFound, ParticipantErased, ParticipantKeyMismatch, storage
 from .keys import KeyLayout, format_timestamp, parse_timestamp
 from .models import DEFAULT_CLOCK_SKEW, PRIVATE_STATUS_FIELDS, Upload
 from .participant_keys import HASH_FIELD, KeyVerdict, StatusState, decide, key_matches
+from .status_cache import StatusCache
 from .storage import ObjectStore, PreconditionFailed, StorageError
 from .storage.retrying import shared_deadline
 from .submission_names import store_submission
@@ -36,6 +41,7 @@ from .submission_names import store_submission
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_ATTEMPTS = 200
+DEFAULT_TRIAL_FRESH_SECONDS = 5.0
 NOT_FOUND_MESSAGE = "no status stored for this participant"
 
 
@@ -74,6 +80,7 @@ class UploadService:
         participant_keys: bool = True,
         clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
         clock: Callable[[], float] = time.monotonic,
+        status_cache: StatusCache | None = None,
     ) -> None:
         self.store = store
         self.layout = layout
@@ -83,6 +90,11 @@ class UploadService:
         self.participant_keys = participant_keys
         self.clock_skew = clock_skew
         self._clock = clock
+        # None: every upload reads status.json first (tools, and STATUS_CACHE_SIZE=0).
+        self.status_cache = status_cache
+        # How long a cached status may decide a trial (which no conditional write confirms): as
+        # long as an uncached upload may spend retrying between its read and its write.
+        self.trial_fresh_seconds = deadline_seconds or DEFAULT_TRIAL_FRESH_SECONDS
 
     def store_upload(
         self,
@@ -103,24 +115,16 @@ class UploadService:
         deadline = (
             shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
         )
-        submission_key = None
         unavailable = storage_unavailable(
             "storage is unavailable right now; the upload was not stored, please retry",
             retry_after=self.retry_after,
             log_context=f"{pid}, {upload.upload_type} upload",
         )
         with unavailable, deadline:
-            state = StatusState.of(self.store.get_or_none(status_key))
-            verdict = self._decide(upload, state)
-            if not state.exists and on_new_participant is not None:
-                on_new_participant()
-            if verdict.verified is not None:
-                stamped["keyVerified"] = verdict.verified
-            if upload.upload_type == "submission":
-                submission_key = store_submission(self.store, self.layout, upload, stamped)
-            status_written = False
-            if verdict.may_change_status:
-                status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+            outcome = self._store_from_cache(upload, stamped, status_key)
+            if outcome is None:
+                outcome = self._store_from_read(upload, stamped, status_key, on_new_participant)
+        status_written, submission_key, verdict = outcome
         files = ([status_key] if status_written else []) + ([submission_key] if submission_key else [])
         if verdict.verified is False:
             logger.warning("⚠️ Stored %s for %s without a valid participant key: %s", "submission", pid, files)
@@ -128,6 +132,58 @@ class UploadService:
             logger.info("✅ Uploaded user data for %s: %s", pid, files)
         superseded = verdict.may_change_status and not status_written
         return UploadResult(pid, upload.timestamp_text, files, superseded, verdict.verified)
+
+    def _store_from_cache(
+        self, upload: Upload, stamped: dict[str, Any], status_key: str
+    ) -> tuple[bool, str | None, KeyVerdict] | None:
+        """Status swap on the cached ETag, then the submission; None: read and decide instead.
+
+        Taken only when the decision ends in that swap, which then confirms the cached state it
+        was made from. A refusal, an unverified key or a superseded status writes no status, so
+        nothing would confirm it: those are decided from a fresh read (``status_cache``).
+        """
+        pid = upload.participant_id
+        cached = self.status_cache.get(pid) if self.status_cache is not None else None
+        if cached is None or cached.etag is None:
+            return None
+        verdict = decide(self.participant_keys, pid, cached.key_hash, upload.participant_key)
+        if not verdict.may_change_status or cached.moment > upload.moment:
+            return None
+        document = _status_document(stamped, verdict)
+        try:
+            etag = self.store.put(status_key, _encode(document), if_match=cached.etag)
+        except PreconditionFailed:
+            # Someone else wrote (or erased): nothing is written yet, so start over from a read.
+            self._forget(pid, cached.etag)
+            return None
+        self._remember(pid, etag, verdict.hash_to_store, _document_moment(document, self.clock_skew))
+        submission_key = None
+        if upload.upload_type == "submission":
+            document = stamped if verdict.verified is None else {**stamped, "keyVerified": verdict.verified}
+            submission_key = store_submission(self.store, self.layout, upload, document)
+        return True, submission_key, verdict
+
+    def _store_from_read(
+        self,
+        upload: Upload,
+        stamped: dict[str, Any],
+        status_key: str,
+        on_new_participant: Callable[[], None] | None,
+    ) -> tuple[bool, str | None, KeyVerdict]:
+        """Read status.json, decide, create the submission, swap the status (see module docstring)."""
+        state = self._read(upload.participant_id, status_key)
+        verdict = self._decide(upload, state)
+        if not state.exists and on_new_participant is not None:
+            on_new_participant()
+        if verdict.verified is not None:
+            stamped = {**stamped, "keyVerified": verdict.verified}
+        submission_key = None
+        if upload.upload_type == "submission":
+            submission_key = store_submission(self.store, self.layout, upload, stamped)
+        status_written = False
+        if verdict.may_change_status:
+            status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+        return status_written, submission_key, verdict
 
     def _decide(self, upload: Upload, state: StatusState) -> KeyVerdict:
         if state.erased:
@@ -145,32 +201,30 @@ class UploadService:
         Not written when a newer status is stored, or when a racing upload claimed the participant
         with another key in the meantime (the verdict then says so).
         """
+        pid = upload.participant_id
         for _ in range(MAX_STATUS_ATTEMPTS):
-            document = {k: v for k, v in stamped.items() if k not in ("submissionData", "keyVerified")}
-            document.pop(HASH_FIELD, None)
-            if verdict.hash_to_store is not None:
-                document[HASH_FIELD] = verdict.hash_to_store
+            document = _status_document(stamped, verdict)
             body = _encode(document)
             try:
                 if state.stored is None:
-                    self.store.put(key, body, if_absent=True)
-                    return True, verdict
-                if _stored_moment(state.stored.body, self.clock_skew) > upload.moment:
+                    etag = self.store.put(key, body, if_absent=True)
+                elif _stored_moment(state.stored.body, self.clock_skew) > upload.moment:
                     return False, verdict
-                self.store.put(key, body, if_match=state.stored.etag)
-                return True, verdict
+                else:
+                    etag = self.store.put(key, body, if_match=state.stored.etag)
             except PreconditionFailed:
                 # Another writer got there first: look again, and decide again (it may have
                 # claimed the participant, or the research team may have erased it).
-                state = StatusState.of(self.store.get_or_none(key))
+                state = self._read(pid, key)
                 if state.erased:
                     return False, KeyVerdict(False, verdict.verified, None)
-                again = decide(
-                    self.participant_keys, upload.participant_id, state.key_hash, upload.participant_key
-                )
+                again = decide(self.participant_keys, pid, state.key_hash, upload.participant_key)
                 if not again.may_change_status:
                     return False, again
                 verdict = again
+                continue
+            self._remember(pid, etag, verdict.hash_to_store, _document_moment(document, self.clock_skew))
+            return True, verdict
         raise StorageError(f"status.json for {upload.participant_id} is too contended")
 
     def trial_verdict(self, participant_id: str, key: str | None) -> bool | None:
@@ -178,17 +232,56 @@ class UploadService:
 
         One read of ``status.json``. A trial never claims a participant nor changes its status:
         an experiment sends trials before any status, and a forged trial must not lock anyone out.
+        Without that read when this process saw the status within ``trial_fresh_seconds`` and
+        the key is accepted; a ``keyVerified: false`` decision is always confirmed by the read.
         """
+        if self.status_cache is not None:
+            cached = self.status_cache.fresh(participant_id, self.trial_fresh_seconds)
+            if cached is not None:
+                verdict = self._trial_key_verdict(participant_id, cached.key_hash, key)
+                if verdict is not False:
+                    return verdict
         state = self._read_state(participant_id)
         if state.erased:
             raise ParticipantErased(_erased_message(participant_id))
-        if not self.participant_keys or state.key_hash is None:
+        return self._trial_key_verdict(participant_id, state.key_hash, key)
+
+    def _trial_key_verdict(
+        self, participant_id: str, stored_hash: str | None, key: str | None
+    ) -> bool | None:
+        if not self.participant_keys or stored_hash is None:
             return None
-        return key_matches(state.key_hash, participant_id, key)
+        return key_matches(stored_hash, participant_id, key)
 
     def _read_state(self, participant_id: str) -> StatusState:
         with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
-            return StatusState.of(self.store.get_or_none(self.layout.status_key(participant_id)))
+            return self._read(participant_id, self.layout.status_key(participant_id))
+
+    def _read(self, participant_id: str, status_key: str) -> StatusState:
+        """Read status.json, and remember what it holds (a tombstone is never remembered)."""
+        state = StatusState.of(self.store.get_or_none(status_key))
+        if state.erased:
+            self._forget(participant_id)
+        else:
+            etag = state.stored.etag if state.stored is not None else None
+            self._remember(
+                participant_id, etag, state.key_hash, _document_moment(state.document, self.clock_skew)
+            )
+        return state
+
+    def _remember(
+        self, participant_id: str, etag: str | None, key_hash: str | None, moment: datetime
+    ) -> None:
+        if self.status_cache is not None:
+            self.status_cache.remember(participant_id, etag, key_hash, moment)
+
+    def _forget(self, participant_id: str, etag: str | None = None) -> None:
+        if self.status_cache is not None:
+            self.status_cache.forget(participant_id, etag)
+
+    def forget(self, participant_id: str) -> None:
+        """Drop what this process remembers of the participant (after an erasure or key release here)."""
+        self._forget(participant_id)
 
     def read_status(self, participant_id: str, key: str | None) -> dict[str, Any]:
         """The participant's stored status without private fields, for restore.
@@ -218,15 +311,35 @@ def _encode(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _status_document(stamped: dict[str, Any], verdict: KeyVerdict) -> dict[str, Any]:
+    """The status.json an upload writes: its document without the submission, with the key hash."""
+    document = {k: v for k, v in stamped.items() if k not in ("submissionData", "keyVerified")}
+    document.pop(HASH_FIELD, None)
+    if verdict.hash_to_store is not None:
+        document[HASH_FIELD] = verdict.hash_to_store
+    return document
+
+
+_OLDEST = datetime.min.replace(tzinfo=UTC)
+
+
 def _stored_moment(body: bytes, clock_skew: timedelta) -> datetime:
-    """When the stored status was made; an unreadable one counts as oldest, so it gets replaced.
+    """When the stored status was made; an unreadable one counts as oldest, so it gets replaced."""
+    try:
+        stored = json.loads(body)
+    except ValueError:
+        return _OLDEST
+    return _document_moment(stored, clock_skew)
+
+
+def _document_moment(stored: Any, clock_skew: timedelta) -> datetime:
+    """``_stored_moment`` of a decoded status document (None or not an object: oldest).
 
     A stored timestamp further than ``clock_skew`` ahead of its own receipt time (a status from
     before this rule, e.g. one dated 2099) counts by its receipt time, so it cannot freeze the status.
     """
-    oldest = datetime.min.replace(tzinfo=UTC)
+    oldest = _OLDEST
     try:
-        stored = json.loads(body)
         claimed = parse_timestamp(stored.get("timestamp"))
         received = parse_timestamp(stored.get("serverReceivedAt"))
     except (ValueError, AttributeError):

@@ -73,6 +73,17 @@ class Settings(BaseSettings):
     # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
     max_concurrent_uploads: int = Field(default=64, ge=1)
     upload_queue_seconds: float = Field(default=10.0, ge=0)
+    # Participants whose last status.json this process remembers, so their next upload skips the
+    # status read (collector.status_cache; about 200 bytes each). 0: read before every upload.
+    status_cache_size: int = Field(default=10_000, ge=0)
+
+    # A local folder with less free space or fewer free inodes than this refuses uploads (503 +
+    # Retry-After) and /healthz says so, rather than filling the disk to the last byte.
+    min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    min_free_inodes: int = Field(default=10_000, ge=0)
+    # Threads one process runs storage calls in (anyio's default is 40). A thread waits for its
+    # storage request, so against a distant bucket this, not the CPU, would cap uploads/s.
+    storage_threads: int = Field(default=256, ge=1)
 
     @model_validator(mode="after")
     def _check_admin_password(self) -> Settings:

@@ -6,7 +6,9 @@ status, submission or trial files whose ``participantId`` is not their folder's,
 but no status.json (trials alone need none: a trial never writes status.json). An erased
 participant (a tombstone at status.json) is not a defect; anything else left in their folder,
 or an erasure's intent that was never removed, is an incomplete erasure. Audit records under
-``{prefix}/audit/`` are counted, not defects.
+``{prefix}/audit/`` are counted, not defects. On the local folder, temporary files that
+interrupted writes left behind are reported too: each holds disk space, and a disk full of them
+refuses uploads.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .audit import is_audit_key
 from .erasure import INTENT_DIR
 from .keys import KeyLayout
 from .reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
@@ -27,7 +28,16 @@ WRONG_PARTICIPANT = "participantId does not match its folder"
 NO_STATUS = "submissions but no status.json"
 INCOMPLETE_ERASURE = "incomplete erasure"
 WRONG_TRIAL = "sessionId/trialIndex do not match the trial's key"
-DEFECT_KINDS = (STRAY_KEY, NOT_JSON, WRONG_PARTICIPANT, WRONG_TRIAL, NO_STATUS, INCOMPLETE_ERASURE)
+LEFTOVER_TEMPORARY = "temporary file left by an interrupted write"
+DEFECT_KINDS = (
+    STRAY_KEY,
+    NOT_JSON,
+    WRONG_PARTICIPANT,
+    WRONG_TRIAL,
+    NO_STATUS,
+    INCOMPLETE_ERASURE,
+    LEFTOVER_TEMPORARY,
+)
 
 
 class VerifyFailed(Exception):
@@ -78,18 +88,18 @@ def verify_bucket(
     )
     intents = f"{layout.prefix}/{INTENT_DIR}/"
     strays_by_participant: dict[str, list[str]] = {}
+    for info in listing.audit:
+        if info.key.startswith(intents):
+            report.defects.append(Defect(INCOMPLETE_ERASURE, info.key, "erasure started, not finished"))
+        else:
+            report.audit_records += 1
     for info in listing.stray:
         if info.key == layout.admin_session_key:  # the dashboard's own object, not participant data
             continue
-        if info.key.startswith(intents):
-            report.defects.append(Defect(INCOMPLETE_ERASURE, info.key, "erasure started, not finished"))
-        elif is_audit_key(layout, info.key):
-            report.audit_records += 1
-        else:
-            report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
-            folder = info.key[len(layout.participants_root) :].split("/", 1)[0]
-            if info.key.startswith(layout.participants_root):
-                strays_by_participant.setdefault(folder, []).append(info.key)
+        report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
+        folder = info.key[len(layout.participants_root) :].split("/", 1)[0]
+        if info.key.startswith(layout.participants_root):
+            strays_by_participant.setdefault(folder, []).append(info.key)
     owners: dict[str, str] = {}
     for entry in listing.participants.values():
         if entry.status is None and entry.submissions:
@@ -137,5 +147,10 @@ def verify_bucket(
                 report.defects.append(
                     Defect(WRONG_TRIAL, key, f"sessionId is {session!r}, trialIndex is {index!r}")
                 )
+    try:
+        for info in store.temporaries():
+            report.defects.append(Defect(LEFTOVER_TEMPORARY, info.key, f"{info.size} bytes"))
+    except OSError as exc:
+        raise VerifyFailed(f"cannot look for temporary files: {exc}") from exc
     report.defects.sort(key=lambda d: (DEFECT_KINDS.index(d.kind), d.key))
     return report

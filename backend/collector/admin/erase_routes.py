@@ -60,6 +60,7 @@ async def erase(request: Request, participant_id: str, admin: SessionDep) -> HTM
         logger.warning("Dashboard erasure of %s not finished: %s", participant_id, exc)
         error = f"The erasure is not finished ({exc}). Submit again to finish it."
         return await _confirm_page(request, admin, participant_id, error=error, reason=reason, status=503)
+    services.uploads.forget(participant_id)  # its cached status no longer decides a trial here
     logger.info("Dashboard erased participant %s: %d object(s)", participant_id, len(result.objects))
     await run_in_threadpool(admin.index.refresh, full=False)
     return admin.templates.TemplateResponse(

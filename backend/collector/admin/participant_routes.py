@@ -277,6 +277,7 @@ async def release_participant_key(request: Request, participant_id: str, admin: 
         admin,
         partial(release_key, services.store, services.layout, participant_id, reason=reason, by="dashboard"),
     )
+    services.uploads.forget(participant_id)  # the released hash no longer decides a trial here
     outcome = "1" if result.released else "none"
     return RedirectResponse(f"/admin/participants/{participant_id}?released={outcome}", status_code=303)
 

@@ -236,5 +236,7 @@ def _selected(listing: BucketListing, participant_ids: Collection[str]) -> Bucke
     if not participant_ids:
         return listing
     wanted = set(participant_ids)
-    return BucketListing({p: e for p, e in listing.participants.items() if p in wanted}, listing.stray)
+    return BucketListing(
+        {p: e for p, e in listing.participants.items() if p in wanted}, listing.stray, listing.audit
+    )
 

@@ -44,9 +44,9 @@ class ParticipantObjects:
 @dataclass
 class BucketListing:
     participants: dict[str, ParticipantObjects]  # in participant-ID order
-    # Under the prefix, but not a participant's key: audit records, the dashboard's session
-    # state, and anything unexpected (verify tells them apart).
-    stray: list[ObjectInfo]
+    stray: list[ObjectInfo]  # under the prefix, but not a key the layout makes
+    # The research team's records (key releases, erasures) under {prefix}/audit/: not participant data.
+    audit: list[ObjectInfo] = field(default_factory=list)
 
     @property
     def submission_count(self) -> int:
@@ -57,7 +57,11 @@ def list_bucket(store: ObjectStore, layout: KeyLayout) -> BucketListing:
     """Every object under the layout's prefix, grouped by participant with ``layout.parse``."""
     participants: dict[str, ParticipantObjects] = {}
     stray: list[ObjectInfo] = []
+    audit: list[ObjectInfo] = []
     for info in store.list(f"{layout.prefix}/"):
+        if info.key.startswith(layout.audit_root):
+            audit.append(info)
+            continue
         parsed = layout.parse(info.key)
         if parsed is None:
             stray.append(info)
@@ -74,7 +78,7 @@ def list_bucket(store: ObjectStore, layout: KeyLayout) -> BucketListing:
     for entry in ordered.values():
         entry.submissions.sort(key=lambda info: info.key)
         entry.trials.sort(key=lambda info: info.key)
-    return BucketListing(ordered, stray)
+    return BucketListing(ordered, stray, audit)
 
 
 def read_many(

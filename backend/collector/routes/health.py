@@ -7,8 +7,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..errors import storage_unavailable
+from ..errors import StorageUnavailable, storage_unavailable
 from ..models import ErrorResponse
+from ..storage import LowOnSpace
 from ..web.services import ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -20,15 +21,21 @@ router = APIRouter(tags=["operations"])
     responses={503: {"model": ErrorResponse, "description": "Storage unreachable; retry after Retry-After."}},
 )
 async def healthz(services: ServicesDep) -> JSONResponse:
-    """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503."""
-    # The storage error names the endpoint and bucket (for R2, the account): the operator's
-    # log gets it, not whoever asks this public route.
-    with storage_unavailable(
-        "storage is not reachable",
-        retry_after=services.settings.retry_after_seconds,
-        log_context="health check",
-    ):
-        await run_in_threadpool(services.store.check)
+    """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503.
+
+    503 "storage is low on space" when a local folder is under its free-space thresholds.
+    """
+    retry_after = services.settings.retry_after_seconds
+    try:
+        # The storage error names the endpoint and bucket (for R2, the account): the operator's
+        # log gets it, not whoever asks this public route.
+        with storage_unavailable("storage is not reachable", retry_after=retry_after, log_context="health"):
+            await run_in_threadpool(services.store.check)
+    except StorageUnavailable as exc:
+        if isinstance(exc.__cause__, LowOnSpace):
+            # Reachable, but refusing uploads until space is freed; the message names no path.
+            raise StorageUnavailable("storage is low on space", retry_after=retry_after) from exc.__cause__
+        raise
     return JSONResponse({"status": "ok", "storage": services.settings.storage_kind})
 
 

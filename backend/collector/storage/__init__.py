@@ -5,6 +5,7 @@ from __future__ import annotations
 from ..settings import Settings
 from .base import (
     AlreadyExists,
+    LowOnSpace,
     ObjectInfo,
     ObjectNotFound,
     ObjectStore,
@@ -21,6 +22,7 @@ from .s3 import S3Store
 __all__ = [
     "AlreadyExists",
     "LocalStore",
+    "LowOnSpace",
     "MemoryStore",
     "ObjectInfo",
     "ObjectNotFound",
@@ -46,4 +48,8 @@ def open_store(settings: Settings) -> ObjectStore:
             region=settings.s3_region,
             timeout_seconds=settings.storage_timeout_seconds,
         )
-    return LocalStore(settings.local_storage_dir)
+    return LocalStore(
+        settings.local_storage_dir,
+        min_free_bytes=settings.min_free_bytes,
+        min_free_inodes=settings.min_free_inodes,
+    )

@@ -31,6 +31,14 @@ class TransientStorageError(StorageError):
     """The store failed in a way that a retry may fix (timeouts, 5xx, throttling, resets)."""
 
 
+class LowOnSpace(StorageError):
+    """The store refuses writes: free space or inodes are under the configured minimum.
+
+    Not transient in the retry sense (retrying within one upload will not free space), but the
+    upload is answered 503 + Retry-After like any storage failure, and nothing is stored.
+    """
+
+
 class ObjectNotFound(StorageError):
     """The key does not exist."""
 
@@ -101,3 +109,7 @@ class ObjectStore(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or handles."""
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        """Leftover temporary files of interrupted writes (only a local folder has any)."""
+        return iter(())

@@ -117,3 +117,6 @@ class RetryingStore(ObjectStore):
 
     def close(self) -> None:
         self.inner.close()
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        return self.inner.temporaries()

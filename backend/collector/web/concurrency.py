@@ -34,9 +34,12 @@ class ConcurrencyLimit:
 
     async def __call__(self) -> AsyncIterator[None]:
         try:
-            # A free slot is taken at once; asyncio.timeout, unlike wait_for, creates no task.
-            async with asyncio.timeout(self.queue_seconds):
-                await self._slots.acquire()
+            if self._slots.locked():
+                # Only a waiting upload pays for a timer; asyncio.timeout, unlike wait_for, makes no task.
+                async with asyncio.timeout(self.queue_seconds):
+                    await self._slots.acquire()
+            else:
+                await self._slots.acquire()  # free: taken at once, without yielding
         except TimeoutError:
             raise Overloaded(
                 "the collector is busy; the upload was not stored, please retry",

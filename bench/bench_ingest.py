@@ -1,0 +1,450 @@
+"""Ingest benchmark (issue 11): the collector against a naive server, a bare endpoint, and a distant bucket.
+
+Two parts, each printing its ratios measured in the same run:
+
+**local**: three servers up at once, measured in turn at each number of connections, so drifting
+background load hits all alike:
+
+* ``collector``: ``python -m collector serve`` with ``WORKERS=2`` on a local folder (every 200
+  durable: group-committed ``syncfs``);
+* ``naive``: ``bench/naive_server.py``, Flask under gunicorn (2 workers x 8 threads), two plain
+  file writes, no fsync (what a team would write in twenty lines; a crash loses data);
+* ``bare``: ``bench/bare_server.py``, FastAPI parsing the same JSON and storing nothing (2 workers).
+
+**s3**: one collector process against ``bench/s3_standin.py``, an in-memory S3 stand-in that
+honours conditional writes and adds a fixed latency per request, and counts requests. At 0 ms
+(what the CPU allows) and at 30 ms (a distant bucket), at 64 and 256 connections, for submissions
+(each a new participant) and status uploads (to those participants); uploads/s next to the ideal
+``min(connections / (requests per upload x 30 ms), the same uploads/s at 0 ms)``; plus one
+collector process on the local folder, for the S3-vs-local ratio.
+
+Load comes from ``wrk`` (C, epoll; Debian's package, installed when missing), 2 threads, keep-alive,
+each request a new participant with a ~3 KB submission (``bench/wrk_upload.lua``). CPU per upload
+is the server process tree's user+system CPU over the run, divided by the requests answered; wrk's
+own CPU is shown as a share of one core. Per-address rate limiting is off (RATE_LIMIT_PER_MINUTE=0).
+
+Usage (bounded: about 2.5 minutes with the defaults)::
+
+    .venv/bin/python bench/bench_ingest.py
+    .venv/bin/python bench/bench_ingest.py --parts local --levels 64 --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+sys.path.insert(0, str(BENCH_DIR))
+
+from bench_collector import free_port, process_tree_cpu, stop, upload_document, wait_for_port  # noqa: E402
+
+RESULTS_DIR = BENCH_DIR / "results"
+BUCKET = "bench-ingest"
+VENV_BIN = Path(sys.executable).parent
+
+
+# --- servers -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log: Path
+    port: int = 0
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Server:
+        self.port = self.port or free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("R2_", "S3_", "LOCAL_STORAGE"))}
+        env.update(self.env, PORT=str(self.port), HOST="127.0.0.1")
+        command = [part.replace("{port}", str(self.port)) for part in self.command]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.process, timeout=60)
+        return self
+
+    def cpu(self) -> float:
+        assert self.process is not None
+        user, system = process_tree_cpu(self.process.pid)
+        return user + system
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+
+
+def collector(name: str, workers: int, env: dict[str, str], scratch: Path) -> Server:
+    return Server(
+        name,
+        [sys.executable, "-m", "collector", "serve"],
+        {
+            "WORKERS": str(workers),
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "ADMIN_PASSWORD": "bench-admin-secret-1",
+            "PYTHONPATH": str(REPO / "backend"),
+            **env,
+        },
+        scratch / f"{name}.log",
+    )
+
+
+def naive(scratch: Path) -> Server:
+    return Server(
+        "naive",
+        [
+            *(str(VENV_BIN / "gunicorn"), "-w", "2", "-k", "gthread", "--threads", "8"),
+            *("-b", "127.0.0.1:{port}", "--chdir", str(BENCH_DIR), "--log-level", "warning"),
+            "naive_server:app",
+        ],
+        {"NAIVE_DATA_DIR": str(scratch / "naive-data")},
+        scratch / "naive.log",
+    )
+
+
+def bare(scratch: Path) -> Server:
+    return Server(
+        "bare",
+        [
+            *(sys.executable, "-m", "uvicorn", "--factory", "--app-dir", str(BENCH_DIR)),
+            "bare_server:create",
+            *("--workers", "2", "--host", "127.0.0.1", "--port", "{port}", "--no-access-log"),
+            *("--log-level", "warning"),
+        ],
+        {},
+        scratch / "bare.log",
+    )
+
+
+# --- load ----------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk is missing: installing Debian's package (apt-get install -y wrk)", flush=True)
+    subprocess.run(["apt-get", "install", "-y", "wrk"], check=True, capture_output=True)
+    return shutil.which("wrk") or "wrk"
+
+
+def write_template(scratch: Path, kind: str) -> Path:
+    """The upload with ``@@PID@@`` where the participant id goes (wrk fills it per request)."""
+    timestamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    path = scratch / f"template-{kind}.json"
+    path.write_text(json.dumps(upload_document("@@PID@@", kind, timestamp)))
+    return path
+
+
+@dataclass
+class Row:
+    part: str
+    server: str
+    kind: str
+    latency_ms: float
+    connections: int
+    requests: int
+    per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float  # server CPU per request answered
+    client_cpu: float  # wrk's CPU, share of one core
+    storage_requests: float | None = None  # per upload, counted at the S3 endpoint
+    ideal: float | None = None
+
+
+def run_wrk(
+    wrk: str, server: Server, template: Path, prefix: str, connections: int, seconds: float
+) -> dict[str, Any]:
+    command = [wrk, "-t", str(min(2, connections)), "-c", str(connections), "-d", f"{seconds:g}s"]
+    command += ["--timeout", "10s", "-s", str(BENCH_DIR / "wrk_upload.lua")]
+    command += [f"http://127.0.0.1:{server.port}", "--", str(template), prefix]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_before = server.cpu()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    cpu_after = server.cpu()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next(x for x in done.stdout.splitlines() if x.startswith("WRKJSON "))
+    result = json.loads(line.removeprefix("WRKJSON "))
+    result["server_cpu"] = cpu_after - cpu_before
+    result["client_cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return result
+
+
+def measure(
+    wrk: str,
+    part: str,
+    server: Server,
+    kind: str,
+    template: Path,
+    prefix: str,
+    connections: int,
+    seconds: float,
+    latency_ms: float = 0.0,
+) -> Row:
+    result = run_wrk(wrk, server, template, prefix, connections, seconds)
+    duration = result["duration_us"] / 1e6
+    n = max(1, result["requests"])
+    return Row(
+        part,
+        server.name,
+        kind,
+        latency_ms,
+        connections,
+        result["requests"],
+        result["requests"] / duration,
+        result["p50_us"] / 1000,
+        result["p99_us"] / 1000,
+        result["status_errors"] + result["socket_errors"] + result["timeouts"],
+        1e6 * result["server_cpu"] / n,
+        result["client_cpu"] / duration,
+    )
+
+
+HEADER = (
+    f"{'part':<5} {'server':<14} {'kind':<10} {'lat':>4} {'conns':>5} {'n':>6} {'uploads/s':>9} "
+    f"{'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'cpu us':>7} {'wrk':>5}"
+)
+
+
+def show(row: Row, note: str = "") -> None:
+    extra = ""
+    if row.storage_requests is not None:
+        extra += f"  {row.storage_requests:.2f} storage req/upload"
+    if row.ideal is not None:
+        extra += f"  ideal {row.ideal:.0f}/s -> {row.per_second / row.ideal:.0%} of ideal"
+    print(
+        f"{row.part:<5} {row.server:<14} {row.kind:<10} {row.latency_ms:>4.0f} {row.connections:>5} "
+        f"{row.requests:>6} {row.per_second:>9.0f} {row.p50_ms:>7.1f} {row.p99_ms:>7.1f} {row.errors:>6} "
+        f"{row.cpu_us:>7.0f} {row.client_cpu:>5.0%}{extra}{note}",
+        flush=True,
+    )
+
+
+# --- parts ---------------------------------------------------------------------------------------
+
+
+def local_part(wrk: str, scratch: Path, levels: list[int], seconds: float, run: str) -> list[Row]:
+    template = write_template(scratch, "submission")
+    servers = [
+        collector("collector", 2, {"LOCAL_STORAGE_DIR": str(scratch / "collector-data")}, scratch),
+        naive(scratch),
+        bare(scratch),
+    ]
+    rows: list[Row] = []
+    try:
+        for server in servers:
+            server.start()
+            run_wrk(wrk, server, template, f"{run}warm{server.name}", 16, 2)  # imports, first dirs
+        for level in levels:
+            for server in servers:
+                row = measure(wrk, "local", server, "submission", template, f"{run}L{level}", level, seconds)
+                rows.append(row)
+                show(row)
+    finally:
+        for server in servers:
+            server.stop()
+    return rows
+
+
+def _standin(port: int, path: str) -> dict[str, int]:
+    with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST")) as r:
+        return json.loads(r.read())
+
+
+COUNTED_UPLOADS = 20
+
+
+def count_requests(
+    server: Server, standin_port: int, templates: dict[str, Path], run: str
+) -> dict[str, float]:
+    """Storage requests per upload on the common path: sequential uploads, counted at the endpoint."""
+    per_upload: dict[str, float] = {}
+    for kind in ("submission", "status"):  # status: to the participants the submissions created
+        _standin(standin_port, "/__reset")
+        template = templates[kind].read_text()
+        for number in range(COUNTED_UPLOADS):
+            body = template.replace("@@PID@@", f"{run}count{number}").encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{server.port}/api/upload-user-data",
+                data=body,
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request) as answer:
+                assert answer.status == 200
+        counts = _standin(standin_port, "/__counts")
+        per_upload[kind] = sum(v for k, v in counts.items() if k.split()[1] != "bucket") / COUNTED_UPLOADS
+    return per_upload
+
+
+def s3_part(wrk: str, scratch: Path, levels: list[int], seconds: float, run: str) -> list[Row]:
+    templates = {kind: write_template(scratch, kind) for kind in ("submission", "status")}
+    standin_port = free_port()
+    standin = Server(
+        "s3-standin",
+        [sys.executable, str(BENCH_DIR / "s3_standin.py"), "--port", "{port}", "--bucket", BUCKET],
+        {},
+        scratch / "standin.log",
+        port=standin_port,
+    )
+    s3_env = {
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{standin_port}",
+        "R2_ACCESS_KEY_ID": "bench",
+        "R2_SECRET_ACCESS_KEY": "bench",
+        "S3_REGION": "us-east-1",
+        "R2_BUCKET_NAME": BUCKET,
+    }
+    s3_collector = collector("collector-s3", 1, s3_env, scratch)
+    local_collector = collector("collector-local1", 1, {"LOCAL_STORAGE_DIR": str(scratch / "one")}, scratch)
+    rows: list[Row] = []
+    try:
+        standin.start()
+        for server in (s3_collector, local_collector):
+            server.start()
+            run_wrk(wrk, server, templates["submission"], f"{run}warm{server.name}", 16, 2)
+        per_upload = count_requests(s3_collector, standin_port, templates, run)
+        print(
+            f"s3    storage requests counted at the endpoint, {COUNTED_UPLOADS} sequential uploads each: "
+            f"{per_upload['submission']:.2f} per submission, {per_upload['status']:.2f} per status upload",
+            flush=True,
+        )
+        at_zero: dict[tuple[str, int], float] = {}
+        for latency in (0.0, 30.0):
+            _standin(standin_port, f"/__latency?ms={latency:g}")
+            for level in levels:
+                prefix = f"{run}S{latency:g}x{level}"
+                if latency == 0.0:
+                    template, name = templates["submission"], prefix + "l"
+                    row = measure(wrk, "s3", local_collector, "submission", template, name, level, seconds)
+                    rows.append(row)
+                    show(row)
+                for kind in ("submission", "status"):  # status: to the participants just created
+                    _standin(standin_port, "/__reset")
+                    row = measure(
+                        wrk, "s3", s3_collector, kind, templates[kind], prefix, level, seconds, latency
+                    )
+                    counts = _standin(standin_port, "/__counts")
+                    # Exact, from the sequential count: under load, requests still in flight when
+                    # wrk stops are counted at the endpoint but their uploads are not.
+                    row.storage_requests = per_upload[kind]
+                    if latency == 0.0:
+                        at_zero[(kind, level)] = row.per_second
+                    else:
+                        row.ideal = min(
+                            level / (row.storage_requests * latency / 1000), at_zero[(kind, level)]
+                        )
+                    rows.append(row)
+                    show(row, f"  counts {dict(counts)}" if latency else "")
+    finally:
+        for server in (s3_collector, local_collector, standin):
+            server.stop()
+    return rows
+
+
+# --- report --------------------------------------------------------------------------------------
+
+
+def find(rows: list[Row], **match: Any) -> Row | None:
+    return next((r for r in rows if all(getattr(r, k) == v for k, v in match.items())), None)
+
+
+def targets(rows: list[Row]) -> list[tuple[str, bool]]:
+    out: list[tuple[str, bool]] = []
+    for level in sorted({r.connections for r in rows if r.part == "local"}):
+        ours = find(rows, part="local", server="collector", connections=level)
+        theirs = find(rows, part="local", server="naive", connections=level)
+        ceiling = find(rows, part="local", server="bare", connections=level)
+        if ours and theirs and ceiling:
+            print(
+                f"  local x{level}: collector/naive {ours.per_second / theirs.per_second:.2f}x, "
+                f"collector/bare {ours.per_second / ceiling.per_second:.0%}; CPU us/upload collector "
+                f"{ours.cpu_us:.0f}, naive {theirs.cpu_us:.0f}, bare {ceiling.cpu_us:.0f}"
+            )
+        if level == 64 and ours and theirs:
+            ratio = ours.per_second / theirs.per_second
+            out.append((f"local x64: {ratio:.2f}x the naive server (>= 1.5x)", ratio >= 1.5))
+            out.append((f"local x64: p99 {ours.p99_ms:.1f} ms (< 50 ms)", ours.p99_ms < 50))
+            out.append((f"local x64: {ours.errors} errors (0)", ours.errors == 0))
+    for level in sorted({r.connections for r in rows if r.part == "s3"}):
+        s3 = find(
+            rows, part="s3", server="collector-s3", kind="submission", latency_ms=0.0, connections=level
+        )
+        local = find(rows, part="s3", server="collector-local1", connections=level)
+        if s3 and local:
+            ratio = s3.per_second / local.per_second
+            out.append((f"s3 at 0 ms x{level}: {ratio:.0%} of local, one process (>= 70%)", ratio >= 0.7))
+        for kind, limit in (("submission", 2.0), ("status", 1.0)):
+            row = find(rows, part="s3", kind=kind, latency_ms=30.0, connections=level)
+            if row and row.ideal:
+                share = row.per_second / row.ideal
+                out.append((f"s3 at 30 ms x{level} {kind}: {share:.0%} of ideal (>= 80%)", share >= 0.8))
+                requests = row.storage_requests or 0
+                out.append(
+                    (
+                        f"s3 {kind}: {requests:.2f} storage requests per upload (<= {limit:g})",
+                        requests <= limit,
+                    )
+                )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", default="local,s3")
+    parser.add_argument("--levels", default="1,16,64,256", help="connections, local part")
+    parser.add_argument("--s3-levels", default="64,256", help="connections, s3 part")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    args = parser.parse_args()
+    parts = args.parts.split(",")
+    wrk = ensure_wrk()
+    run = datetime.now(UTC).strftime("%H%M%S")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=RESULTS_DIR))
+    print(
+        f"Ingest benchmark: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; wrk 2 threads, "
+        f"{args.seconds:g} s per row; cpu us = server CPU per upload; wrk = load generator CPU "
+        f"(share of one core); logs in {scratch.relative_to(REPO)}\n"
+    )
+    print(HEADER)
+    rows: list[Row] = []
+    started = time.monotonic()
+    try:
+        if "local" in parts:
+            rows += local_part(wrk, scratch, [int(x) for x in args.levels.split(",")], args.seconds, run)
+        if "s3" in parts:
+            rows += s3_part(wrk, scratch, [int(x) for x in args.s3_levels.split(",")], args.seconds, run)
+    finally:
+        for data in ("collector-data", "naive-data", "one"):
+            shutil.rmtree(scratch / data, ignore_errors=True)
+    print(f"\nRatios (same run, {time.monotonic() - started:.0f} s, load average {os.getloadavg()[0]:.1f}):")
+    results = targets(rows)
+    print("\nTargets (issue 11):")
+    for text, met in results:
+        print(f"  {'met' if met else 'MISSED':<6}  {text}")
+    out = RESULTS_DIR / f"ingest-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
+    out.write_text(
+        json.dumps(
+            {"rows": [asdict(r) for r in rows], "targets": [{"t": t, "met": m} for t, m in results]}, indent=2
+        )
+    )
+    print(f"\nJSON: {out.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
