@@ -6,8 +6,10 @@ import json
 
 from fastapi.testclient import TestClient
 
+from collector.app import create_app
 from collector.erasure import erase_participant
 from collector.keys import KeyLayout
+from collector.settings import Settings
 from collector.storage import ObjectStore
 
 URL = "/api/upload-user-data"
@@ -72,14 +74,19 @@ def test_a_malformed_key_on_a_trial_is_refused(
 
 
 def test_a_trial_for_an_erased_participant_is_410_and_stores_nothing(
-    client: TestClient, store: ObjectStore, layout: KeyLayout
+    settings: Settings, store: ObjectStore, layout: KeyLayout
 ) -> None:
-    claim(client)
-    assert client.post(URL, json=trial(0, participantKey=KEY)).status_code == 200
-    erase_participant(store, layout, "TT1", who="test", reason="withdrew")
-    answer = client.post(URL, json=trial(1, participantKey=KEY))
-    assert answer.status_code == 410 and answer.json()["reason"] == "erased"
-    batch = client.post(URL + "/batch", json={"uploads": [trial(2, participantKey=KEY)]})
-    assert batch.json()["results"][0]["httpStatus"] == 410
+    # Erased by another process (the CLI). This process's status cache may accept a trial for up
+    # to the storage deadline after it last saw the status (tests/test_status_cache.py covers
+    # that window); without the cache, the very next trial is refused.
+    uncached = settings.model_copy(update={"status_cache_size": 0})
+    with TestClient(create_app(uncached)) as client:
+        claim(client)
+        assert client.post(URL, json=trial(0, participantKey=KEY)).status_code == 200
+        erase_participant(store, layout, "TT1", who="test", reason="withdrew")
+        answer = client.post(URL, json=trial(1, participantKey=KEY))
+        assert answer.status_code == 410 and answer.json()["reason"] == "erased"
+        batch = client.post(URL + "/batch", json={"uploads": [trial(2, participantKey=KEY)]})
+        assert batch.json()["results"][0]["httpStatus"] == 410
     left = [info.key for info in store.list(layout.participant_dir("TT1"))]
     assert left == [layout.status_key("TT1")]  # only the tombstone
