@@ -12,6 +12,7 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
+from tests.support.chromium import dashboard_page
 from tests.support.collector_process import CollectorProcess
 from tests.support.factories import make_status, make_submission, put_status, put_submission
 
@@ -96,3 +97,55 @@ def test_dashboard_end_to_end(
         assert csp_errors == []
     finally:
         context.close()
+
+
+@pytest.fixture
+def hostile_dashboard(
+    settings: Settings, store: ObjectStore, layout: KeyLayout, tmp_path: Path
+) -> Iterator[str]:
+    """What anyone can upload: a clock in 2099 with sessions in year 9999, a 300 x 300 wide
+    sessionHistory, a corrupt submission; behind a real collector."""
+    put_status(store, layout, make_status("SYNTH1", sessions=2))
+    put_submission(store, layout, make_submission("SYNTH1"))
+    far = "9999-12-31T23:59:59Z"
+    history = [{"sessionId": "s0", "startTime": far, "endTime": far, "completed": True}]
+    put_status(
+        store,
+        layout,
+        make_status("SYNTH2099", when=datetime(2099, 1, 1, tzinfo=UTC), sessionHistory=history),
+    )
+    put_submission(store, layout, make_submission("SYNTH2099", when=datetime(2099, 1, 1, tzinfo=UTC)))
+    wide = [{f"k{r}_{c}": c for c in range(300)} | {"sessionId": f"s{r}"} for r in range(300)]
+    put_status(store, layout, make_status("SYNTHWIDE", sessionHistory=wide))
+    store.put(layout.submission_key("SYNTHWIDE", datetime(2025, 11, 18, tzinfo=UTC)), b'{"cut off')
+    with CollectorProcess(settings, log_path=tmp_path / "collector.log") as collector:
+        yield collector.url
+    assert "Traceback" not in (tmp_path / "collector.log").read_text()
+
+
+def test_dashboard_stays_readable_whatever_participants_upload(browser, hostile_dashboard: str) -> None:
+    with dashboard_page(browser, f"{hostile_dashboard}/admin", PASSWORD) as page:
+        # The overview is up, "Last upload" is when the server received it (now), and the
+        # session dated 9999 is counted, not charted.
+        this_year = str(datetime.now(UTC).year)
+        assert page.locator("#last-upload").inner_text().startswith(this_year)
+        assert "left out" in page.locator("#left-out").inner_text()
+        labels = " ".join(page.locator("figure.chart svg").all_text_contents())
+        assert "2099" not in labels and "9999" not in labels
+
+        page.goto(f"{hostile_dashboard}/admin/participants/SYNTHWIDE")
+        headers = page.locator("#sessions thead th")
+        assert headers.count() <= 13
+        assert headers.last.inner_text() == "other fields (JSON)"
+        assert page.locator("#sessions tbody tr").count() == 50
+        page.click("nav[aria-label=sessions_page] >> text=Next →")
+        page.wait_for_url("**sessions_page=2")
+        assert page.locator("#sessions tbody tr").first.locator("td").first.inner_text() == "50"
+        marked = page.locator("#submissions .unreadable-mark")
+        assert marked.count() == 1 and marked.first.is_visible()
+        assert "unreadable" in marked.first.inner_text()
+
+        page.click("header button[type=submit]")  # log out
+        page.wait_for_url("**/admin/login")
+        page.goto(f"{hostile_dashboard}/admin")
+        assert "/admin/login" in page.url

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collector.admin.index import ParticipantIndex
+from datetime import UTC, datetime, timedelta
+
+from collector.admin.index import ParticipantIndex, ParticipantSummary, Snapshot
 from collector.admin.overview import build_overview
 from collector.keys import KeyLayout
 from collector.storage import MemoryStore
@@ -61,6 +63,48 @@ def test_overview_funnel_and_counts() -> None:
     overview = build_overview(ParticipantIndex(store, LAYOUT).get())
     assert (overview.participants, overview.with_status, overview.submissions) == (4, 3, 2)
     assert [step.count for step in overview.funnel] == [2, 2, 1, 1, 1]
-    assert [(bar.label, bar.value) for bar in overview.uploads_per_day.bars] == [("2025-11-17", 2)]
-    # SYNTH1's two sessions fall in the week starting Monday 2025-11-17.
-    assert [(bar.label, bar.value) for bar in overview.sessions_per_week.bars] == [("2025-11-17", 2)]
+    # Per day by the server's receipt time (stored today), not the file names' 2025-11-17.
+    today = datetime.now(UTC).date().isoformat()
+    assert [(bar.label, bar.value) for bar in overview.uploads_per_day.bars] == [(today, 2)]
+    assert overview.last_upload is not None and overview.last_upload.date().isoformat() == today
+    # SYNTH1's two sessions (2025-11) are before the first upload ever received: left out, counted.
+    assert overview.sessions_per_week.empty and overview.left_out == 2
+
+
+def summary(pid: str, submitted: tuple[datetime, ...], completed: tuple[datetime, ...]) -> ParticipantSummary:
+    return ParticipantSummary(
+        participant_id=pid,
+        has_status=True,
+        status_readable=True,
+        flags=(True, True, True, True),
+        sessions_started=len(completed),
+        sessions_completed=len(completed),
+        total_hours=None,
+        volcano=None,
+        mode=None,
+        last_upload=max(submitted),
+        submission_count=len(submitted),
+        submission_times=submitted,
+        completed_session_times=completed,
+    )
+
+
+def test_overview_keeps_dates_between_the_first_receipt_and_tomorrow() -> None:
+    now = datetime(2026, 3, 4, 12, tzinfo=UTC)  # a Wednesday
+    first = datetime(2026, 2, 2, 9, tzinfo=UTC)
+    people = [
+        summary("SYNTH1", (first, now), (first + timedelta(hours=1), now, now + timedelta(hours=20))),
+        summary(
+            "SYNTH2",
+            (now - timedelta(days=1),),
+            (datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC), now + timedelta(days=400)),
+        ),
+    ]
+    overview = build_overview(Snapshot(people), now=now)
+    assert overview.left_out == 3  # year 1, year 9999, next year
+    assert overview.last_upload == now
+    assert (overview.window_start, overview.window_end) == (first.date(), (now + timedelta(days=1)).date())
+    weeks = {bar.label: bar.value for bar in overview.sessions_per_week.bars}
+    assert weeks["2026-02-02"] == 1 and weeks["2026-03-02"] == 2 and sum(weeks.values()) == 3
+    days = [bar.label for bar in overview.uploads_per_day.bars]
+    assert days[0] == "2026-02-02" and days[-1] == "2026-03-04"

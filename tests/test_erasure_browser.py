@@ -13,6 +13,7 @@ import pytest
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
+from tests.support.chromium import dashboard_page
 from tests.support.collector_process import CollectorProcess
 from tests.support.factories import make_status, make_submission, put_status, put_submission
 from tests.support.settings import TEST_ADMIN_PASSWORD
@@ -44,16 +45,9 @@ def post(url: str, cookie: str, origin: str, body: bytes) -> int:
 
 
 def test_erase_from_the_participant_page(browser, live: str, store: ObjectStore, layout: KeyLayout) -> None:
-    context = browser.new_context()
-    page = context.new_page()
-    try:
-        page.goto(f"{live}/admin/participants/SYNTHERASE")
-        page.fill("input[name=password]", TEST_ADMIN_PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url("**/admin/participants/SYNTHERASE")
-
+    with dashboard_page(browser, f"{live}/admin/participants/SYNTHERASE", TEST_ADMIN_PASSWORD) as page:
         # A forged POST with this session but from another origin is refused over real HTTP.
-        cookie = "; ".join(f"{c['name']}={c['value']}" for c in context.cookies())
+        cookie = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
         target = f"{live}/admin/participants/SYNTHERASE/erase"
         assert post(target, cookie, "http://evil.example", b"reason=x&confirm=SYNTHERASE") == 403
         assert len(list(store.list(layout.participant_dir("SYNTHERASE")))) == 2
@@ -83,5 +77,3 @@ def test_erase_from_the_participant_page(browser, live: str, store: ObjectStore,
         page.goto(f"{live}/admin")
         assert page.locator("#erased-count").inner_text() == "1"
         assert page.locator("#participant-count").inner_text() == "1"
-    finally:
-        context.close()

@@ -139,5 +139,9 @@ def storage_unavailable(
 
 
 def log_refusal(method: str, path: str, status: int, message: str) -> None:
-    """The one warning line written for every refused request: ``⚠️ Refused POST /path (413): why``."""
-    logger.warning("⚠️ Refused %s %s (%d): %s", method, path, status, message)
+    """The one warning line written for every refused request: ``⚠️ Refused POST '/path' (413): 'why'``.
+
+    ``%r``: the path and the message may carry a client's text (control characters, ESC, line breaks),
+    which must neither forge nor garble a log line.
+    """
+    logger.warning("⚠️ Refused %s %r (%d): %r", method, path, status, message)

@@ -63,6 +63,11 @@ class KeyLayout:
     def participants_root(self) -> str:
         return f"{self.prefix}/participants/"
 
+    @property
+    def admin_session_key(self) -> str:
+        """The dashboard's shared session secret and revocations (outside participants/)."""
+        return f"{self.prefix}/admin/session-secret.json"
+
     def participant_dir(self, participant_id: str) -> str:
         if not is_valid_participant_id(participant_id):
             raise ValueError(f"not a valid participant id: {participant_id!r}")

@@ -32,6 +32,14 @@ class Settings(BaseSettings):
     allowed_origins: str = ""
 
     admin_password: str | None = None
+    # Signs dashboard sessions. Unset: a random one is generated once and kept in the bucket
+    # ({prefix}/admin/session-secret.json), shared by every worker and instance.
+    admin_session_secret: str | None = Field(default=None, min_length=32)
+    # How stale a process's view of logouts may be (seconds) before it re-reads the bucket.
+    admin_session_check_seconds: float = Field(default=2.0, ge=0)
+    # Cookie Secure flag: auto = unless served over plain http on a loopback HOST; behind a
+    # TLS proxy on another host use always (or let the proxy send X-Forwarded-Proto).
+    admin_cookie_secure: Literal["auto", "always", "never"] = "auto"
     max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_json_depth: int = Field(default=64, ge=4)
     max_batch_items: int = Field(default=50, ge=1)

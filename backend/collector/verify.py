@@ -94,6 +94,8 @@ def verify_bucket(
         else:
             report.audit_records += 1
     for info in listing.stray:
+        if info.key == layout.admin_session_key:  # the dashboard's own object, not participant data
+            continue
         report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
         folder = info.key[len(layout.participants_root) :].split("/", 1)[0]
         if info.key.startswith(layout.participants_root):

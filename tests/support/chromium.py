@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Flags that keep Chromium off the network it cannot reach here (and quiet), as root, headless.
@@ -34,3 +36,19 @@ def chromium_path() -> str:
 def launch_chromium(playwright: Any) -> Any:
     """A headless Chromium browser from a Playwright instance."""
     return playwright.chromium.launch(executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS)
+
+
+@contextmanager
+def dashboard_page(browser: Any, url: str, password: str) -> Iterator[Any]:
+    """A page of a fresh browser context that opened ``url`` (a dashboard page), was sent to the
+    login form, logged in and is back at ``url``; the context is closed afterwards."""
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(url)
+        page.fill("input[name=password]", password)
+        page.click("button[type=submit]")
+        page.wait_for_url(url)
+        yield page
+    finally:
+        context.close()

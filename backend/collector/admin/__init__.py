@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -15,6 +13,7 @@ from ..errors import LoginRequired
 from ..web.error_handlers import error_response
 from ..web.services import Services
 from . import erase_routes, participant_routes, routes
+from .bounded import cell_text, utc_text
 from .context import STATIC_DIR, build_context
 
 SECURITY_HEADERS = [
@@ -33,7 +32,8 @@ SECURITY_HEADERS = [
 def install(app: FastAPI, services: Services) -> None:
     """Add the dashboard's routes, static files, login redirect and security headers."""
     admin = build_context(services)
-    admin.templates.env.filters["cell"] = _cell
+    admin.templates.env.filters["cell"] = cell_text
+    admin.templates.env.filters["utc"] = utc_text
     app.state.admin = admin
     app.include_router(routes.router)
     app.include_router(participant_routes.router)
@@ -53,13 +53,6 @@ async def _login_required(request: Request, exc: Exception) -> Response:
 
 def _quoted(text: str) -> str:
     return quote(text, safe="/")
-
-
-def _cell(value: Any) -> str:
-    """A session-history value for a table cell: text as is, anything else as JSON."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 class AdminHeaders:

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.templating import Jinja2Templates
 
-from ..errors import Forbidden, LoginRequired
+from ..errors import Forbidden, LoginRequired, storage_unavailable
 from ..web.services import Services
-from .auth import COOKIE_NAME, AdminAuth, LoginThrottle
+from .auth import COOKIE_NAME, AdminAuth, LoginThrottle, SessionStateStore
 from .index import ParticipantIndex
+
+T = TypeVar("T")
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -31,9 +35,16 @@ class AdminContext:
 def build_context(services: Services) -> AdminContext:
     templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
     templates.env.autoescape = True  # every template, whatever its file name
+    settings = services.settings
+    state = SessionStateStore(
+        services.store,
+        services.layout.admin_session_key,
+        configured_secret=settings.admin_session_secret,
+        check_seconds=settings.admin_session_check_seconds,
+    )
     return AdminContext(
         services=services,
-        auth=AdminAuth(services.settings.admin_password),
+        auth=AdminAuth(settings.admin_password, state),
         throttle=LoginThrottle(),
         index=ParticipantIndex(services.store, services.layout),
         templates=templates,
@@ -45,11 +56,41 @@ def get_admin(request: Request) -> AdminContext:
 
 
 def require_session(request: Request) -> AdminContext:
-    """The dashboard's context, only for a request carrying a valid session cookie."""
+    """The dashboard's context, only for a request carrying a valid session cookie.
+
+    A plain ``def``: FastAPI runs it on the thread pool, where reading the shared session
+    state from the bucket (at most every few seconds) does not block the event loop.
+    """
     admin = get_admin(request)
-    if not admin.auth.valid(request.cookies.get(COOKIE_NAME)):
+    with storage_unavailable(
+        "cannot check the session: storage unavailable",
+        retry_after=admin.services.settings.retry_after_seconds,
+        log_context="admin session state",
+    ):
+        valid = admin.auth.valid(request.cookies.get(COOKIE_NAME))
+    if not valid:
         raise LoginRequired("log in to the admin dashboard first")
     return admin
+
+
+async def off_loop(admin: AdminContext, function: Callable[..., T], *args: Any) -> T:
+    """Run a blocking call (bucket reads, big renders) on the thread pool; storage trouble is a 503."""
+    with storage_unavailable(
+        "storage unavailable; try again shortly",
+        retry_after=admin.services.settings.retry_after_seconds,
+        log_context="admin dashboard",
+    ):
+        return await run_in_threadpool(function, *args)
+
+
+def cookie_secure(request: Request, admin: AdminContext) -> bool:
+    """Secure unless the collector serves plain http on a loopback address (local use)."""
+    mode = admin.services.settings.admin_cookie_secure
+    if mode != "auto":
+        return mode == "always"
+    host = admin.services.settings.host
+    loopback = host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+    return request.url.scheme == "https" or not loopback
 
 
 def same_origin(request: Request) -> None:

@@ -25,7 +25,6 @@ from ..reading.records import (
     session_completed,
     session_moment,
     session_records,
-    stored_moment,
 )
 from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from ..storage import ObjectInfo, ObjectStore, StorageError
@@ -45,10 +44,10 @@ class ParticipantSummary:
     total_hours: float | None
     volcano: str | None
     mode: str | None
-    last_upload: datetime | None
+    last_upload: datetime | None  # server receipt time (the listing's last_modified)
     submission_count: int
-    submission_times: tuple[datetime, ...] = ()
-    completed_session_times: tuple[datetime, ...] = ()
+    submission_times: tuple[datetime, ...] = ()  # server receipt times, from the listing
+    completed_session_times: tuple[datetime, ...] = ()  # the browser's own dates: may be anything
     erased: bool = False  # status.json is an erasure tombstone
 
 
@@ -119,7 +118,7 @@ class ParticipantIndex:
                 try:
                     document = decode_object(body)
                 except ValueError:
-                    logger.warning("Admin index: %s is not a JSON object", key)
+                    logger.warning("Admin index: %r is not a JSON object", key)
             self._statuses[key] = (versions[key], document)
         summaries = []
         for entry in listing.participants.values():
@@ -148,13 +147,10 @@ def _summary(
     submissions: list[ObjectInfo],
 ) -> ParticipantSummary:
     doc = status or {}
-    # Times from the key (the upload's own timestamp, docs/bucket-layout.md): listing is enough, no reads.
-    times = tuple(
-        parsed.submitted_at
-        for info in submissions
-        if (parsed := layout.parse(info.key)) and parsed.submitted_at
-    )
-    status_time = (stored_moment(doc) or status_info.last_modified) if status_info else None
+    # Server receipt times (when the object was stored), from the listing: no reads, and no
+    # client clock, which may say 9999 or 1970 (see docs/api.md on timestamps).
+    times = tuple(info.last_modified for info in submissions)
+    status_time = status_info.last_modified if status_info else None
     uploads = [*times, status_time] if status_time else list(times)
     completed = tuple(
         moment

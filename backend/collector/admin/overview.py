@@ -2,13 +2,17 @@
 
 Charts are bar geometry for inline SVG rendered by the template: no script, no external library,
 and nothing the Content-Security-Policy would have to allow.
+
+Every date is robust to what participants send: "Last upload" and submissions per day use the
+server's receipt time, and a date outside [the first receipt, now + 1 day] (a browser clock in
+2099, a session "ended" in year 1) is left out of the charts and counted on the page.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from .index import Snapshot
 
@@ -63,12 +67,28 @@ class Overview:
     funnel: list[FunnelStep]
     uploads_per_day: Chart
     sessions_per_week: Chart
+    left_out: int = 0  # dates outside [window_start, window_end], not in the charts
+    window_start: date | None = None
+    window_end: date | None = None
     erased: int = 0  # erased participants, not counted in ``participants``
 
 
-def build_overview(snapshot: Snapshot) -> Overview:
+def build_overview(snapshot: Snapshot, now: datetime | None = None) -> Overview:
     erased = sum(1 for p in snapshot.participants if p.erased)
     people = [p for p in snapshot.participants if not p.erased]
+    now = now or datetime.now(UTC)
+    receipts = [moment for p in people for moment in (*p.submission_times, p.last_upload) if moment]
+    end = now + timedelta(days=1)
+    start = min((moment for moment in receipts if moment <= end), default=None)
+
+    def inside(moment: datetime) -> bool:
+        return start is not None and start <= moment <= end
+
+    submitted = [moment for p in people for moment in p.submission_times]
+    completed = [moment for p in people for moment in p.completed_session_times]
+    kept_submitted = [moment for moment in submitted if inside(moment)]
+    kept_completed = [moment for moment in completed if inside(moment)]
+    left_out = len(submitted) - len(kept_submitted) + len(completed) - len(kept_completed)
     with_status = [p for p in people if p.status_readable]
     reached = [
         *(sum(1 for p in with_status if p.flags[i]) for i in range(4)),
@@ -79,14 +99,17 @@ def build_overview(snapshot: Snapshot) -> Overview:
         FunnelStep(label, count, count / base, 100 * count / base)
         for label, count in zip(FUNNEL_STEPS, reached, strict=True)
     ]
-    days = Counter(moment.date() for p in people for moment in p.submission_times)
-    weeks = Counter(_monday(moment.date()) for p in people for moment in p.completed_session_times)
-    last = [p.last_upload for p in people if p.last_upload]
+    days = Counter(moment.date() for moment in kept_submitted)
+    weeks = Counter(_monday(moment.date()) for moment in kept_completed)
+    last = [moment for moment in receipts if inside(moment)]
     return Overview(
         participants=len(people),
         with_status=len(with_status),
         submissions=sum(p.submission_count for p in people),
         last_upload=max(last) if last else None,
+        left_out=left_out,
+        window_start=start.date() if start else None,
+        window_end=end.date(),
         funnel=funnel,
         uploads_per_day=_chart("Submissions per day (UTC)", _series(days, timedelta(days=1), MAX_DAYS)),
         sessions_per_week=_chart(
@@ -98,20 +121,24 @@ def build_overview(snapshot: Snapshot) -> Overview:
 
 
 def _monday(day: date) -> date:
-    return day - timedelta(days=day.weekday())
+    # By ordinal: 0001-01-01 is a Monday, so no date arithmetic can leave the calendar.
+    return date.fromordinal(day.toordinal() - day.weekday())
 
 
 def _series(counts: Counter[date], step: timedelta, limit: int) -> list[tuple[str, int]]:
-    """Every period from the first to the last with data (empty ones included), at most ``limit``."""
+    """Every period from the first to the last with data (empty ones included), at most ``limit``.
+
+    Computed on day ordinals, which never overflow the way ``date + timedelta`` does at 9999-12-31.
+    """
     if not counts:
         return []
-    last = max(counts)
-    first = max(min(counts), last - step * (limit - 1))
+    days = step.days
+    last = max(counts).toordinal()
+    first = max(min(counts).toordinal(), last - days * (limit - 1))
     series = []
-    current = first
-    while current <= last:
+    for ordinal in range(first, last + 1, days):
+        current = date.fromordinal(ordinal)
         series.append((current.isoformat(), counts.get(current, 0)))
-        current += step
     return series
 
 

@@ -9,12 +9,16 @@ status.json or one of their submission files.
 from __future__ import annotations
 
 import json
+import threading
 import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
+from typing import Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from ..errors import Forbidden, InvalidUpload, NotFound
@@ -22,10 +26,20 @@ from ..keys import is_valid_participant_id
 from ..participant_keys import HASH_FIELD, release_key
 from ..reading.records import SESSION_COMPLETED_NAMES, session_records
 from ..reading.scan import decode_object, read_many
-from ..storage import ObjectInfo, ObjectNotFound, StorageError
+from ..storage import ObjectInfo, ObjectNotFound, StorageError, StoredObject
 from ..trials import TrialSession, submission_session_ids, summarise_sessions
 from .auth import COOKIE_NAME
-from .context import AdminContext, SessionDep, same_origin
+from .bounded import (
+    MAX_PARSE_BYTES,
+    MAX_VIEW_CHARS,
+    PAGE_ROWS,
+    page_of,
+    session_columns,
+    session_table,
+    status_fields,
+)
+from .context import AdminContext, SessionDep, off_loop, same_origin
+from .rendering import render_html
 from .zipstream import stream_zip
 
 router = APIRouter(prefix="/admin/participants", include_in_schema=False)
@@ -34,62 +48,186 @@ router = APIRouter(prefix="/admin/participants", include_in_schema=False)
 _SESSION_COLUMNS = ("sessionId", "startTime", "endTime", "duration", *SESSION_COMPLETED_NAMES)
 
 
+class DecodedStatuses:
+    """The last few large status documents decoded, by (key, ETag), with what was derived from them.
+
+    Decoding a 4 MiB status holds the interpreter lock for tens of ms, and choosing its session
+    columns walks every record; paging through its sessions would pay both on every page. The
+    ETag is the content's hash, so a hit is exactly the stored document; small ones are not
+    kept (decoding them costs nothing).
+    """
+
+    def __init__(self, entries: int = 2, min_bytes: int = 256 * 1024) -> None:
+        self.entries = entries
+        self.min_bytes = min_bytes
+        self._cache: OrderedDict[tuple[str, str], tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def decode(self, key: str, stored: StoredObject) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The document (``ValueError`` when it is not a JSON object) and a memo for values
+        derived from it. Callers must not change the document."""
+        if len(stored.body) < self.min_bytes:
+            return decode_object(stored.body), {}
+        with self._lock:
+            if (hit := self._cache.get((key, stored.etag))) is not None:
+                self._cache.move_to_end((key, stored.etag))
+                return hit
+        entry = (decode_object(stored.body), {})
+        with self._lock:
+            self._cache[(key, stored.etag)] = entry
+            while len(self._cache) > self.entries:
+                self._cache.popitem(last=False)
+        return entry
+
+
+_STATUSES = DecodedStatuses()
+
+
+@dataclass(frozen=True)
+class SubmissionRow:
+    info: ObjectInfo
+    name: str  # the part of the key after the participant's folder (what file URLs carry)
+    problem: str | None  # why it cannot be read, or None when it is a readable JSON object
+    key_verified: bool | None = None  # the stored document's keyVerified, when it says
+
+
 @router.get("/{participant_id}")
-async def participant_page(request: Request, participant_id: str, admin: SessionDep) -> HTMLResponse:
-    objects = await run_in_threadpool(_objects, admin, participant_id)
-    status_key = admin.services.layout.status_key(participant_id)
-    stored = await run_in_threadpool(admin.services.store.get_or_none, status_key)
-    status, problem = None, None
-    if stored is not None:
-        try:
-            status = decode_object(stored.body)
-        except ValueError as exc:
-            problem = str(exc)
+async def participant_page(
+    request: Request,
+    participant_id: str,
+    admin: SessionDep,
+    sessions_page: int = Query(1, ge=1, le=1_000_000),
+    submissions_page: int = Query(1, ge=1, le=1_000_000),
+    trials_page: int = Query(1, ge=1, le=1_000_000),
+    released: str | None = None,
+) -> HTMLResponse:
+    """Read, build and render on the thread pool: a big page never holds up the event loop."""
+    pages = (sessions_page, submissions_page, trials_page)
+    cookie = request.cookies.get(COOKIE_NAME, "")
+    context = await off_loop(admin, _participant_context, admin, participant_id, pages, cookie)
+    return await render_html(request, admin, "participant.html", {**context, "released": released})
+
+
+def _participant_context(
+    admin: AdminContext, participant_id: str, pages: tuple[int, int, int], cookie: str
+) -> dict[str, Any]:
+    sessions_page, submissions_page, trials_page = pages
+    objects = _objects(admin, participant_id)
+    status_info = next((o for o in objects if _kind(admin, o) == "status"), None)
+    status, problem, memo = None, None, {}
+    if status_info is not None and status_info.size > MAX_PARSE_BYTES:
+        problem = f"too large to show here ({status_info.size} bytes); download it instead"
+    elif status_info is not None:
+        stored = admin.services.store.get_or_none(status_info.key)
+        if stored is not None:
+            try:
+                status, memo = _STATUSES.decode(status_info.key, stored)
+            except ValueError as exc:
+                problem = str(exc)
     records = session_records(status or {})
-    extra = sorted({name for record in records for name in record} - set(_SESSION_COLUMNS))
-    columns = [c for c in _SESSION_COLUMNS if any(c in r for r in records)] + extra
-    submissions = [(info, _name(info)) for info in objects if _kind(admin, info) == "submission"]
-    trial_sessions = await run_in_threadpool(_trial_sessions, admin, participant_id, objects)
-    unverified = await run_in_threadpool(_unverified, admin, [info.key for info, _ in submissions])
-    return admin.templates.TemplateResponse(
-        request,
-        "participant.html",
-        {
-            "pid": participant_id,
-            "status": status,
-            "status_problem": problem,
-            "fields": {k: v for k, v in (status or {}).items() if k not in ("sessionHistory", HASH_FIELD)},
-            "key_held": bool((status or {}).get(HASH_FIELD)),
-            "unverified": unverified,
-            "form_token": admin.auth.form_token(request.cookies.get(COOKIE_NAME, "")),
-            "released": request.query_params.get("released"),
-            "sessions": records,
-            "session_columns": columns,
-            "submissions": submissions,
-            "status_info": next((o for o in objects if _kind(admin, o) == "status"), None),
-            "trial_sessions": trial_sessions,
-        },
-    )
+    if "columns" not in memo:
+        memo["columns"] = session_columns(records, _SESSION_COLUMNS)
+    fields, more_fields = status_fields(status or {}, hidden=("sessionHistory", HASH_FIELD))
+    submitted = [info for info in objects if _kind(admin, info) == "submission"]
+    page = page_of(len(submitted), submissions_page)
+    shown = _read_submissions(admin, submitted[page.slice])
+    trial_sessions = _trial_sessions(admin, participant_id, objects, submitted, shown)
+    trials = page_of(len(trial_sessions), trials_page)
+    return {
+        "pid": participant_id,
+        "status": status,
+        "status_problem": problem,
+        "fields": fields,
+        "more_fields": more_fields,
+        "key_held": bool((status or {}).get(HASH_FIELD)),
+        "form_token": admin.auth.form_token(cookie),  # may re-read the session state: off the loop
+        "sessions": session_table(records, _SESSION_COLUMNS, sessions_page, memo["columns"]),
+        "submissions": [
+            SubmissionRow(info, _name(info), shown[info.key].problem, shown[info.key].key_verified)
+            for info in submitted[page.slice]
+        ],
+        "submissions_page": page,
+        "trial_sessions": trial_sessions[trials.slice],
+        "trials_page": trials,
+        "page_rows": PAGE_ROWS,
+        "status_info": status_info,
+    }
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """What reading one submission told: why it cannot be read, its keyVerified, the sessions it names."""
+
+    problem: str | None
+    key_verified: bool | None = None
+    session_ids: frozenset[str] = frozenset()
+
+
+def _read_submissions(admin: AdminContext, infos: list[ObjectInfo]) -> dict[str, _Checked]:
+    """Each submission read once (in parallel) to tell a readable file from a corrupt one."""
+    checked = {
+        info.key: _Checked(f"too large to check ({info.size} bytes)")
+        for info in infos
+        if info.size > MAX_PARSE_BYTES
+    }
+    small = [info.key for info in infos if info.size <= MAX_PARSE_BYTES]
+    for key, body in read_many(admin.services.store, small, workers=8):
+        if isinstance(body, ObjectNotFound):
+            checked[key] = _Checked("deleted since it was listed")
+            continue
+        if isinstance(body, StorageError):
+            raise body
+        try:
+            document = decode_object(body)
+        except ValueError as exc:
+            checked[key] = _Checked(str(exc))
+            continue
+        flag = document.get("keyVerified")
+        verified = flag if isinstance(flag, bool) else None
+        checked[key] = _Checked(None, verified, frozenset(submission_session_ids(document)))
+    return checked
 
 
 @router.get("/{participant_id}/view/{name:path}")
 async def view_file(request: Request, participant_id: str, name: str, admin: SessionDep) -> HTMLResponse:
-    key, body = await run_in_threadpool(_read, admin, participant_id, name)
+    context = await off_loop(admin, _view_context, admin, participant_id, name)
+    return await render_html(request, admin, "file.html", context)
+
+
+def _view_context(admin: AdminContext, participant_id: str, name: str) -> dict[str, Any]:
+    key = _checked_key(admin, participant_id, name)
+    listed = next((info for info in admin.services.store.list(key) if info.key == key), None)
+    if listed is not None and listed.size > MAX_PARSE_BYTES:  # offered for download, not read
+        return {
+            "pid": participant_id,
+            "name": name,
+            "key": key,
+            "text": "",
+            "truncated": True,
+            "size": listed.size,
+            "problem": f"too large to show here ({listed.size} bytes)",
+        }
+    key, body = _read(admin, participant_id, name)
     try:
         text = json.dumps(json.loads(body), ensure_ascii=False, indent=2)
         problem = None
-    except ValueError as exc:
-        text, problem = body.decode("utf-8", "replace"), f"not valid JSON: {exc}"
-    return admin.templates.TemplateResponse(
-        request,
-        "file.html",
-        {"pid": participant_id, "name": name, "key": key, "text": text, "problem": problem},
-    )
+    except (ValueError, RecursionError) as exc:
+        text, problem = body.decode("utf-8", "replace"), f"cannot be read as JSON: {exc}"
+    truncated = len(text) > MAX_VIEW_CHARS
+    return {
+        "pid": participant_id,
+        "name": name,
+        "key": key,
+        "text": text[:MAX_VIEW_CHARS] if truncated else text,
+        "truncated": truncated,
+        "size": len(body),
+        "problem": problem,
+    }
 
 
 @router.get("/{participant_id}/files/{name:path}")
 async def download_file(participant_id: str, name: str, admin: SessionDep) -> Response:
-    _, body = await run_in_threadpool(_read, admin, participant_id, name)
+    _, body = await off_loop(admin, _read, admin, participant_id, name)
     download = name.rsplit("/", 1)[-1]
     if download == "status.json":
         download = f"{participant_id}_status.json"
@@ -103,7 +241,7 @@ async def download_file(participant_id: str, name: str, admin: SessionDep) -> Re
 @router.get("/{participant_id}/download.zip")
 async def download_zip(participant_id: str, admin: SessionDep) -> Response:
     """Every object in this participant's folder, under its bucket key, streamed as a zip."""
-    objects = await run_in_threadpool(_objects, admin, participant_id)
+    objects = await off_loop(admin, _objects, admin, participant_id)
     if not objects:
         raise NotFound(f"nothing stored for participant {participant_id}")
     store = admin.services.store
@@ -125,7 +263,9 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
 async def release_participant_key(request: Request, participant_id: str, admin: SessionDep) -> Response:
     """Release the participant's key (they changed device): their next keyed upload claims again."""
     form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
-    if not admin.auth.form_token_valid(request.cookies.get(COOKIE_NAME), form.get("token", [""])[0]):
+    token = form.get("token", [""])[0]
+    # Off the loop: checking the token may re-read the shared session state from the bucket.
+    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
         raise Forbidden("the form has expired; reload the page and try again")
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
@@ -133,26 +273,13 @@ async def release_participant_key(request: Request, participant_id: str, admin: 
     if not reason:
         raise InvalidUpload("give a reason for releasing the key")
     services = admin.services
-    result = await run_in_threadpool(
-        release_key, services.store, services.layout, participant_id, reason=reason, by="dashboard"
+    result = await off_loop(
+        admin,
+        partial(release_key, services.store, services.layout, participant_id, reason=reason, by="dashboard"),
     )
     services.uploads.forget(participant_id)  # the released hash no longer decides a trial here
     outcome = "1" if result.released else "none"
     return RedirectResponse(f"/admin/participants/{participant_id}?released={outcome}", status_code=303)
-
-
-def _unverified(admin: AdminContext, keys: list[str]) -> set[str]:
-    """Submissions stored with ``keyVerified: false`` (the participant key was missing or wrong)."""
-    found = set()
-    for key, body in read_many(admin.services.store, keys, workers=8):
-        if isinstance(body, StorageError):
-            continue
-        try:
-            if decode_object(body).get("keyVerified") is False:
-                found.add(key)
-        except ValueError:
-            continue
-    return found
 
 
 def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:
@@ -162,13 +289,19 @@ def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:
     return list(admin.services.store.list(admin.services.layout.participant_dir(participant_id)))
 
 
-def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, bytes]:
+def _checked_key(admin: AdminContext, participant_id: str, name: str) -> str:
+    """The bucket key for a file URL, only if it is this participant's status or submission."""
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
     key = admin.services.layout.participant_dir(participant_id) + name
     parsed = admin.services.layout.parse(key)
     if parsed is None or parsed.participant_id != participant_id:
         raise NotFound("no such file")
+    return key
+
+
+def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, bytes]:
+    key = _checked_key(admin, participant_id, name)
     try:
         return key, admin.services.store.get(key).body
     except ObjectNotFound:
@@ -176,10 +309,15 @@ def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, byt
 
 
 def _trial_sessions(
-    admin: AdminContext, participant_id: str, objects: list[ObjectInfo]
+    admin: AdminContext,
+    participant_id: str,
+    objects: list[ObjectInfo],
+    submitted: list[ObjectInfo],
+    already_read: dict[str, _Checked],
 ) -> list[TrialSession]:
-    """Sessions of per-trial data, from the listing; submissions are read only when there are trials,
-    to see which sessions they complete (the rule is in collector.trials.sessions)."""
+    """Sessions of per-trial data, from the listing. Only when there are trials are the submissions
+    read, to see which sessions they complete (the rule is in collector.trials.sessions); the ones
+    the submissions table has just read are not read again."""
     layout = admin.services.layout
     trials: list[tuple[str, int, datetime | str | None]] = [
         (parsed.session_id, parsed.trial_index, info.last_modified)
@@ -190,17 +328,12 @@ def _trial_sessions(
     ]
     if not trials:
         return []
+    rest = [info for info in submitted if info.key not in already_read]
+    checked = {**already_read, **_read_submissions(admin, rest)}
     completed_by: dict[str, str] = {}
-    submission_keys = [info.key for info in objects if _kind(admin, info) == "submission"]
-    for key, body in read_many(admin.services.store, submission_keys, workers=8):
-        if isinstance(body, StorageError):
-            continue  # unreadable here; the submission table above still lists it
-        try:
-            document = decode_object(body)
-        except ValueError:
-            continue
-        for session_id in submission_session_ids(document):
-            completed_by.setdefault(session_id, key)
+    for info in submitted:  # key order: the first submission naming a session completes it
+        for session_id in checked[info.key].session_ids:
+            completed_by.setdefault(session_id, info.key)
     return summarise_sessions(participant_id, trials, completed_by)
 
 

@@ -17,9 +17,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from ..errors import NotImplementedOnServer
 from ..export import ExportFailed, ZipSink, export_bucket
 from .auth import COOKIE_NAME, SESSION_SECONDS
-from .context import AdminDep, SessionDep, same_origin
+from .context import AdminDep, SessionDep, cookie_secure, off_loop, same_origin
 from .index import ParticipantSummary
 from .overview import build_overview
+from .rendering import render_html
 from .zipstream import stream_zip
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ async def login(request: Request, admin: AdminDep) -> Response:
     client = request.client.host if request.client else "unknown"
     wait = admin.throttle.retry_after(client)
     if wait is not None:
-        logger.warning("⚠️ Admin login from %s refused: too many failed attempts", client)
+        logger.warning("⚠️ Admin login from %r refused: too many failed attempts", client)
         return _login_page(
             request,
             admin,
@@ -66,35 +67,41 @@ async def login(request: Request, admin: AdminDep) -> Response:
         )
     if not admin.auth.password_matches(password):
         admin.throttle.failed(client)
-        logger.warning("⚠️ Admin login from %s failed: wrong password", client)
+        logger.warning("⚠️ Admin login from %r failed: wrong password", client)
         return _login_page(request, admin, target, "Wrong password.", 401)
     admin.throttle.succeeded(client)
-    logger.info("Admin login from %s", client)
+    logger.info("Admin login from %r", client)
+    token = await off_loop(admin, admin.auth.issue)  # may create the shared secret in the bucket
     response = RedirectResponse(target, status_code=303)
     response.set_cookie(
         COOKIE_NAME,
-        admin.auth.issue(),
+        token,
         max_age=SESSION_SECONDS,
         path="/admin",
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=cookie_secure(request, admin),
     )
     return response
 
 
 @router.post("/logout", dependencies=[Depends(same_origin)])
-async def logout() -> Response:
+async def logout(request: Request, admin: AdminDep) -> Response:
+    """End the session on every worker and instance (recorded in the bucket), then clear the cookie."""
+    await off_loop(admin, admin.auth.revoke, request.cookies.get(COOKIE_NAME))
     response = RedirectResponse("/admin/login", status_code=303)
-    response.delete_cookie(COOKIE_NAME, path="/admin", httponly=True, samesite="strict")
+    response.delete_cookie(
+        COOKIE_NAME, path="/admin", httponly=True, samesite="strict", secure=cookie_secure(request, admin)
+    )
     return response
 
 
 @router.get("")
 async def overview(request: Request, admin: SessionDep) -> HTMLResponse:
-    snapshot = await run_in_threadpool(admin.index.get)
-    return admin.templates.TemplateResponse(
-        request, "overview.html", {"o": build_overview(snapshot), "built": _built(snapshot.built_wall)}
+    snapshot = await off_loop(admin, admin.index.get)
+    summary = await run_in_threadpool(build_overview, snapshot)
+    return await render_html(
+        request, admin, "overview.html", {"o": summary, "built": _built(snapshot.built_wall)}
     )
 
 
@@ -108,14 +115,15 @@ async def participants(
     page: int = Query(1, ge=1),
 ) -> HTMLResponse:
     sort = sort if sort in SORT_KEYS else "id"
-    snapshot = await run_in_threadpool(admin.index.get)
+    snapshot = await off_loop(admin, admin.index.get)
     needle = q.strip().lower()
     rows = [p for p in snapshot.participants if needle in p.participant_id.lower()]
     rows = _sorted(rows, sort, descending=order == "desc")
     pages = max(1, math.ceil(len(rows) / PAGE_SIZE))
     page = min(page, pages)
-    return admin.templates.TemplateResponse(
+    return await render_html(
         request,
+        admin,
         "participants.html",
         {
             "rows": rows[(page - 1) * PAGE_SIZE : page * PAGE_SIZE],
@@ -133,7 +141,7 @@ async def participants(
 
 @router.post("/refresh", dependencies=[Depends(same_origin)])
 async def refresh(admin: SessionDep) -> Response:
-    await run_in_threadpool(admin.index.refresh)
+    await off_loop(admin, admin.index.refresh)
     return RedirectResponse("/admin/participants", status_code=303)
 
 

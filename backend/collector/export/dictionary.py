@@ -26,9 +26,25 @@ Files: {files}, and this README. Format: {fmt}.
 - A missing value is empty in CSV and `null` in JSON Lines and Parquet. CSV booleans are
   `true`/`false`. Times are ISO-8601 in UTC (`2025-11-19T14:30:45.123Z`).
 - A file that is not valid JSON is reported (with its key) by the export and left out.
-- `--since DATE` keeps submissions whose time is on or after DATE, and participants that
-  uploaded anything on or after it (their sessions and responses follow them), and trial
-  sessions with a trial received on or after it or completed by a kept submission.
+- `--since DATE` (and every other "when" filter) uses the **server's receipt time**, never the
+  browser's clock: it keeps submissions the collector received on or after DATE
+  (`serverReceivedAt`, else the object's stored time), and participants whose status.json was
+  received on or after it or who have such a submission (their sessions and responses follow
+  them), and trial sessions with a trial received on or after it (its `serverReceivedAt`, else
+  the object's stored time) or completed by a kept submission. An upload that waited offline in
+  a browser queue and arrived late is therefore in the next incremental export, whatever its own
+  `timestamp` says.
+{csv_note}"""
+
+_CSV_NOTE = """- **Spreadsheet safety (CSV only).** A text cell or column name that begins with `=`, `+`,
+  `-`, `@`, a tab or a carriage return, or with the full-width `＝ ＋ － ＠`, would be run as a
+  formula by Excel, LibreOffice or Google Sheets. Such cells are written with one `'` in front
+  (as OWASP recommends), which spreadsheets show as plain text; so are cells that already began
+  with `'` followed by one of those characters, so that undoing is exact. Plain numbers such as
+  `-5` are left as they are. To get the exact value back, remove the first `'` of every cell that
+  starts with one or more `'` followed by one of those characters (in Python:
+  `re.sub(r"^'(?='*[=+\\-@\\t\\r＝＋－＠])", "", value)`). JSON Lines and Parquet exports
+  hold the exact values, unchanged.
 """
 
 
@@ -47,7 +63,7 @@ def data_dictionary(fmt: str, *, trial_columns: Sequence[Column] = ()) -> str:
     """Markdown describing every table and column, with this export's trialData columns."""
     tables = (*TABLES, *TRIAL_TABLES)
     files = ", ".join(f"`{table.name}.{fmt}`" for table in tables)
-    parts = [_PREAMBLE.format(files=files, fmt=fmt)]
+    parts = [_PREAMBLE.format(files=files, fmt=fmt, csv_note=_CSV_NOTE if fmt == "csv" else "")]
     for table in tables:
         parts.append(f"\n## {table.name}.{fmt}\n\n{table.description}\n\n")
         _column_rows(parts, table.columns if table is not TRIALS else (*table.columns, *TRIALS_TRAILING))

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from ..keys import format_timestamp
+from ..keys import format_timestamp, parse_timestamp
 from ..reading.records import (
     SESSION_DURATION_NAMES,
     SESSION_END_NAMES,
@@ -37,6 +37,16 @@ _CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
 _OWN_TABLE = {"sessionHistory", "participantResponses", "participantId"}
 # Never exported: the hash of the participant's key stays in status.json only.
 _NOT_EXPORTED = {"participantKeyHash"}
+
+
+def received_at(document: dict[str, Any], stored_at: datetime) -> datetime:
+    """When the collector received a document: ``serverReceivedAt``, else when the object was stored.
+
+    Never the browser's ``timestamp``: an upload that waited in a queue keeps its old one, and
+    ``--since`` must still find it. The stored time is never earlier than ``serverReceivedAt``
+    (written after it; a bucket copy only makes it later), so it may pre-select what to read.
+    """
+    return parse_timestamp(document.get("serverReceivedAt")) or stored_at
 
 
 def canonical_json(value: Any, *, sort_keys: bool = False) -> str:

@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from ..keys import KeyLayout
-from ..reading.records import stored_moment
+from ..keys import KeyLayout, parse_timestamp
 from ..reading.scan import (
     DEFAULT_READERS,
     BucketListing,
@@ -29,7 +28,7 @@ from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
 from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
 from .dictionary import data_dictionary
-from .rows import participant_row, response_rows, session_rows, submission_row
+from .rows import participant_row, received_at, response_rows, session_rows, submission_row
 from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
 
@@ -92,11 +91,14 @@ def export_bucket(
         listing = _selected(list_bucket(store, layout), participant_ids)
     except StorageError as exc:
         raise ExportFailed(f"cannot list the bucket: {exc}") from exc
+    # --since is by server receipt time. The object's stored time is never earlier than the
+    # collector's serverReceivedAt (it is written after; a bucket copy only makes it later), so
+    # it selects what to read, and the document's serverReceivedAt decides (see rows.received_at).
     submissions = [
         (entry, info)
         for entry in listing.participants.values()
         for info in entry.submissions
-        if since is None or _submitted_at(layout, info.key) >= since
+        if since is None or info.last_modified >= since
     ]
     statuses = [entry for entry in listing.participants.values() if entry.status is not None]
     trials = TrialTables()
@@ -115,7 +117,9 @@ def export_bucket(
         kept = [(entry, info) for entry, info in submissions if entry.participant_id not in erased]
         progress.advance(len(submissions) - len(kept))  # counted at the start, never read
         submissions = kept
-        _export_submissions(store, layout, submissions, writers, report, progress, strict, workers, trials)
+        _export_submissions(
+            store, layout, submissions, writers, report, progress, since, strict, workers, trials
+        )
     # An erased participant's leftover trials (an erasure still running) are left out too.
     for participant_id in erased:
         entry = listing.participants.pop(participant_id, None)
@@ -165,8 +169,8 @@ def _export_statuses(
             report.erased.append(entry.participant_id)
             continue
         if since is not None and entry.participant_id not in recent:
-            moment = stored_moment(status)
-            if moment is None or moment < since:
+            assert entry.status is not None
+            if received_at(status, entry.status.last_modified) < since:
                 continue
         pid = entry.participant_id
         rows = {
@@ -187,6 +191,7 @@ def _export_submissions(
     writers: dict[str, TableWriter],
     report: ExportReport,
     progress: Progress,
+    since: datetime | None,
     strict: bool,
     workers: int,
     trials: TrialTables,
@@ -198,6 +203,8 @@ def _export_submissions(
         if document is None:
             continue
         entry, info = infos[key]
+        if since is not None and received_at(document, info.last_modified) < since:
+            continue
         parsed = layout.parse(key)
         writers[SUBMISSIONS.name].write(
             submission_row(entry.participant_id, info, parsed.submitted_at if parsed else None, document)
@@ -220,7 +227,7 @@ def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict:
             reason = str(exc)
     if strict:
         raise ExportFailed(f"corrupt object {key}: {reason} (left out without --strict)")
-    logger.warning("Skipped %s: %s", key, reason)
+    logger.warning("Skipped %r: %s", key, reason)
     report.problems.append(Problem(key, reason))
     return None
 
@@ -233,8 +240,3 @@ def _selected(listing: BucketListing, participant_ids: Collection[str]) -> Bucke
         {p: e for p, e in listing.participants.items() if p in wanted}, listing.stray, listing.audit
     )
 
-
-def _submitted_at(layout: KeyLayout, key: str) -> datetime:
-    parsed = layout.parse(key)
-    assert parsed is not None and parsed.submitted_at is not None  # listed as a submission
-    return parsed.submitted_at

@@ -27,7 +27,7 @@ from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
 from ..trials.sessions import submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
-from .rows import canonical_json
+from .rows import canonical_json, received_at
 from .writers import Format, Sink, open_writer
 
 # More distinct trialData fields than this (hostile or generated data) go to one JSON column.
@@ -107,11 +107,12 @@ class TrialTables:
         advance: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
         """Write both tables into ``sink``; the row count of each."""
-        keys = [info.key for entry in listing.participants.values() for info in entry.trials]
+        stored_at = {info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials}
         kinds: dict[str, _FieldKind] = {}
         sessions: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
+        recent: set[tuple[str, str]] = set()  # sessions with a trial received on or after ``since``
         with tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024, mode="w+b") as spool:
-            for key, body in read_many(store, keys, workers=workers):
+            for key, body in read_many(store, list(stored_at), workers=workers):
                 advance()
                 document = decode(key, body)
                 parsed = layout.parse(key)
@@ -122,14 +123,15 @@ class TrialTables:
                 )
                 for name, value in row["data"].items():
                     kinds.setdefault(name, _FieldKind()).observe(value)
-                sessions.setdefault((row["participant_id"], row["session_id"]), []).append(
-                    (row["trial_index"], row["server_received_at"])
-                )
+                session = (row["participant_id"], row["session_id"])
+                sessions.setdefault(session, []).append((row["trial_index"], row["server_received_at"]))
+                if since is not None and received_at(document, stored_at[key]) >= since:
+                    recent.add(session)
                 spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
             kept = {
                 session
-                for session, trials in sessions.items()
-                if since is None or session in self.completed_by or _any_since(trials, since)
+                for session in sessions
+                if since is None or session in self.completed_by or session in recent
             }
             self.field_columns = _field_columns(kinds)
             spool.seek(0)
@@ -252,6 +254,3 @@ def _typed(value: Any, column_type: ColumnType) -> Any:
         return value if isinstance(value, str) else canonical_json(value)
     return value  # bool and int64 columns hold only such values
 
-
-def _any_since(trials: list[tuple[int, str | None]], since: datetime) -> bool:
-    return any((moment := parse_timestamp(at)) is not None and moment >= since for _, at in trials)

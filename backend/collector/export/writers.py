@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 import tempfile
 import zipfile
@@ -42,16 +43,29 @@ def open_writer(fmt: Format, table: Table, out: IO[bytes]) -> TableWriter:
 
 
 class CsvWriter:
-    """RFC 4180 CSV, UTF-8, ``\\n`` line ends; booleans as true/false, missing values empty."""
+    """RFC 4180 CSV, UTF-8, ``\\n`` line ends; booleans as true/false, missing values empty.
+
+    Text that a spreadsheet would take for a formula is neutralised (see ``neutralise``).
+    """
 
     def __init__(self, table: Table, out: IO[bytes]) -> None:
         self._text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-        self._csv = csv.writer(self._text, lineterminator="\n")
+        # The csv module quotes a field only for the characters of its line terminator: with
+        # "\n" alone a bare "\r" in a cell would go out unquoted and split the row in every
+        # reader. So rows are written with "\r\n" (quoting both) and the ending swapped for "\n".
+        self._row = io.StringIO(newline="")
+        self._csv = csv.writer(self._row, lineterminator="\r\n")
         self._names = table.column_names
-        self._csv.writerow(self._names)
+        self._write_row([neutralise(name) for name in self._names])
 
     def write(self, row: dict[str, Any]) -> None:
-        self._csv.writerow([_csv_cell(row.get(name)) for name in self._names])
+        self._write_row([_csv_cell(row.get(name)) for name in self._names])
+
+    def _write_row(self, cells: list[Any]) -> None:
+        self._row.seek(0)
+        self._row.truncate()
+        self._csv.writerow(cells)
+        self._text.write(self._row.getvalue()[:-2] + "\n")
 
     def close(self) -> None:
         self._text.flush()
@@ -63,7 +77,30 @@ def _csv_cell(value: Any) -> Any:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str):
+        return neutralise(value)
     return value
+
+
+# What makes Excel, LibreOffice or Google Sheets read a cell as a formula (OWASP "CSV
+# injection"), with the full-width forms some of them also accept.
+FORMULA_STARTS = "=+-@\t\r\uff1d\uff0b\uff0d\uff20"
+# Quotes before a formula character are counted too, so that undoing is exact: a value that
+# itself began with ' followed by = gets one more ', and removing one ' gives it back.
+_FORMULA = re.compile("'*[" + re.escape(FORMULA_STARTS) + "]")
+_PLAIN_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+
+
+def neutralise(text: str) -> str:
+    """Prefix a single quote to text a spreadsheet would evaluate (OWASP's advice).
+
+    Undo: remove one leading ``'`` from every cell that matches ``'+`` followed by one of
+    ``FORMULA_STARTS``. A plain number such as ``-5`` is left alone: a spreadsheet reads it
+    as that number, and nothing else.
+    """
+    if _FORMULA.match(text) and not _PLAIN_NUMBER.fullmatch(text):
+        return "'" + text
+    return text
 
 
 class JsonlWriter:

@@ -122,6 +122,8 @@ def decode_object(body: bytes) -> dict[str, Any]:
         raise ValueError(f"not UTF-8: {exc.reason}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:  # nested deeper than the parser goes: unreadable here, not a crash
+        raise ValueError("JSON nested too deeply to read") from None
     if not isinstance(value, dict):
         raise ValueError(f"JSON {type(value).__name__}, not an object")
     return value

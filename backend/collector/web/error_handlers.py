@@ -72,5 +72,5 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The trace goes to the log for us, never into the answer.
-        logger.exception("Unexpected error on %s %s", request.method, request.url.path)
+        logger.exception("Unexpected error on %s %r", request.method, request.url.path)
         return error_response(500, "internal error; nothing was stored")
