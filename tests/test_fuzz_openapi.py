@@ -9,6 +9,7 @@ client generator or a fuzzer would read ``/openapi.json`` (docs/api.md §6).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -102,4 +103,12 @@ def test_schemathesis_run_with_every_check_finds_nothing(tmp_path: Path) -> None
         )
     # The whole report on failure: it names each case and the random seed that replays it.
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
-    assert "No issues found" in done.stdout
+    # Restore answers every generated participant 404 (nobody has their key): the one warning
+    # allowed is that this operation "repeatedly returned 404", i.e. it gave nothing away.
+    every_case_passed = re.search(r"(\d+) generated, \1 passed\n", done.stdout)
+    only_restore_warned = "1 operation repeatedly returned 404" in done.stdout and (
+        "- POST /api/user-status\n" in done.stdout
+    )
+    assert "No issues found" in done.stdout or (every_case_passed and only_restore_warned), done.stdout[
+        -3000:
+    ]

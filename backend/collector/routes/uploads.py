@@ -199,7 +199,13 @@ def _charge(services: Services, client: str, index: int) -> RateLimited | None:
 
 @router.post(
     "/api/user-status",
-    responses={404: {"model": ErrorResponse}, 400: {"model": ErrorResponse}},
+    responses={
+        **{code: doc for code, doc in _ERRORS.items() if code in (400, 408, 413, 415, 429, 503)},
+        404: {
+            "model": ErrorResponse,
+            "description": "Unknown, erased, or a missing or wrong key: one answer.",
+        },
+    },
     openapi_extra=_json_body_doc(RestoreRequest),
     summary="Read back one participant's status with its key (no submissions, no survey answers)",
 )

@@ -57,7 +57,11 @@ def parse_trial(value: Any) -> TrialUpload:
     trial_index = value.get("trialIndex")
     if trial_index is None:
         raise UnprocessableUpload("a trial needs trialIndex, its position in the session from 0")
-    # bool is an int in Python and 3.0 is a float in JSON: neither is an index.
+    # JSON (and its schema) has one number type: 3.0 is the integer 3, stored as 3 so the document
+    # agrees with its key. A bool is an int in Python, not a number in JSON.
+    if isinstance(trial_index, float) and trial_index.is_integer():
+        trial_index = int(trial_index)
+        value = {**value, "trialIndex": trial_index}
     if isinstance(trial_index, bool) or not isinstance(trial_index, int):
         raise UnprocessableUpload(f"trialIndex must be a whole number (got {preview(trial_index)})")
     if not 0 <= trial_index <= MAX_TRIAL_INDEX:
