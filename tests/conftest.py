@@ -77,3 +77,12 @@ def browser() -> Iterator[object]:
         launched = launch_chromium(playwright)
         yield launched
         launched.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that talks to the S3 server (moto), so the fast loop can leave them out."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_s3 = callspec is not None and callspec.params.get("backend") == "s3"
+        if on_s3 or "moto_endpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.s3)
