@@ -1,4 +1,4 @@
-"""The naive seed-style server a research team might write instead: Flask, two plain file writes.
+"""The naive server a research team might write instead of this collector: Flask, two plain file writes.
 
 No fsync, no atomic rename, no conditional writes: a crash can lose or tear what it answered 200
 for. It is the baseline ``bench_ingest.py`` compares the collector with; run it under gunicorn::
