@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..errors import StorageUnavailable
+from ..errors import storage_unavailable
 from ..keys import KeyLayout, format_timestamp
 from ..storage import ObjectStore, PreconditionFailed, StorageError
 from ..storage.retrying import shared_deadline
@@ -90,15 +90,13 @@ class TrialService:
         deadline = (
             shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
         )
-        try:
-            with deadline:
-                duplicate = self._create_once(key, document, trial)
-        except StorageError as exc:
-            logger.warning("⚠️ Storage failed for %s (trial %s): %s", trial.participant_id, key, exc)
-            raise StorageUnavailable(
-                "storage is unavailable right now; the trial was not stored, please retry",
-                retry_after=self.retry_after,
-            ) from exc
+        unavailable = storage_unavailable(
+            "storage is unavailable right now; the trial was not stored, please retry",
+            retry_after=self.retry_after,
+            log_context=f"{trial.participant_id}, trial {key}",
+        )
+        with unavailable, deadline:
+            duplicate = self._create_once(key, document, trial)
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", key)
         return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
