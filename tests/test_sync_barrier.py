@@ -91,3 +91,17 @@ def test_alone_a_wait_pays_one_sync(tmp_path: Path) -> None:
     for _ in range(3):
         barrier.wait()
     assert (sync.started, barrier.syncs) == (3, 3)
+
+
+def test_writes_in_one_block_share_the_last_barrier_and_are_durable_at_its_end(tmp_path: Path) -> None:
+    from collector.storage.local import LocalStore
+
+    store = LocalStore(tmp_path)
+    store.put("a/one.json", b"1", if_absent=True)  # alone: two barriers
+    alone = store._barrier.syncs
+    with store.names_synced_at_end():
+        store.put("a/two.json", b"2", if_absent=True)
+        store.put("a/three.json", b"3")
+        inside = store._barrier.syncs - alone
+    assert (alone, inside, store._barrier.syncs - alone) == (2, 2, 3)  # 3 barriers, not 4
+    assert store.get("a/two.json").body == b"2" and store.get("a/three.json").body == b"3"
