@@ -120,7 +120,9 @@ class UploadService:
             retry_after=self.retry_after,
             log_context=f"{pid}, {upload.upload_type} upload",
         )
-        with unavailable, deadline:
+        # The upload's writes share their last sync (a local folder: 3 barriers, not 4); all are
+        # durable when the block exits, before the log line and the 200.
+        with unavailable, deadline, self.store.names_synced_at_end():
             outcome = self._store_from_cache(upload, stamped, status_key)
             if outcome is None:
                 outcome = self._store_from_read(upload, stamped, status_key, on_new_participant)

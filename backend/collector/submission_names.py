@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from .keys import KeyLayout
@@ -29,16 +30,20 @@ TRIES_PER_NAME = 2
 _SECOND_SALT = b"same-second-name-2\0"
 
 
-def name_suffixes(upload: Upload) -> list[str]:
-    """The suffixes tried in order: none, then two 8-hex hashes of the upload's identity."""
+def name_suffixes(upload: Upload) -> Iterator[str]:
+    """The suffixes tried in order: none, then two 8-hex hashes of the upload's identity.
+
+    Lazily: the plain name is nearly always free, and hashing a large upload's content (sorted
+    and encoded) is a good part of a submission's CPU when it is not.
+    """
+    yield ""
     if upload.upload_id is not None:
         identity = upload.upload_id.encode()
     else:
         content = without_server_fields(upload.document)
         identity = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-    first = hashlib.sha256(identity).hexdigest()[:8]
-    second = hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
-    return ["", first, second]
+    yield hashlib.sha256(identity).hexdigest()[:8]
+    yield hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
 
 
 def store_submission(store: ObjectStore, layout: KeyLayout, upload: Upload, stamped: dict[str, Any]) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -106,6 +107,15 @@ class ObjectStore(ABC):
             return self.get(key)
         except ObjectNotFound:
             return None
+
+    def names_synced_at_end(self) -> AbstractContextManager[None]:
+        """A block whose writes may share their last sync: each is durable once the block exits.
+
+        Inside it, a ``put`` may return before its name is on disk (a local folder defers that
+        sync to the next write's or to the block's end, so one upload's writes share a barrier);
+        other stores write durably at once and need nothing here.
+        """
+        return nullcontext()
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or handles."""

@@ -70,6 +70,7 @@ class LocalStore(ObjectStore):
         self.min_free_bytes = min_free_bytes
         self.min_free_inodes = min_free_inodes
         self._barrier = SyncBarrier(self.root)
+        self._deferred = threading.local()  # names_synced_at_end, per thread (one upload's writes)
         self._space_checked_at = -_SPACE_CHECK_SECONDS
         self._space_problem: str | None = None
         if sweep_temporaries_older_than is not None and self.root.is_dir():
@@ -104,13 +105,43 @@ class LocalStore(ObjectStore):
             finally:
                 # Inside the try: a write that fails half-way (no space) leaves nothing behind.
                 _unlink_quietly(temp)
-            self._barrier.wait()  # the name (and any new directory) is on disk before we answer
+            if getattr(self._deferred, "active", False):
+                # The next write's first barrier, or the block's end, puts the name on disk.
+                self._deferred.pending = True
+            else:
+                self._barrier.wait()  # the name (and any new directory) is on disk before we answer
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self._space_checked_at = -_SPACE_CHECK_SECONDS  # look again on the next write
                 raise LowOnSpace("storage is low on space") from exc
             raise StorageError(f"local store cannot write {key}: {exc.strerror or exc}") from exc
         return content_etag(body)
+
+    @contextmanager
+    def names_synced_at_end(self) -> Iterator[None]:
+        """One upload's writes (one thread) share barriers: ``put`` skips its second barrier.
+
+        A submission and its status then cost three barriers, not four: the status's first
+        barrier (its data) also puts the submission's name on disk, and one barrier at the end
+        puts the last name there before the block exits (before any 200). Each name still
+        points only at data already on disk. If the block fails, nothing is promised, as
+        after a crash; names already linked become durable at any later barrier.
+        """
+        state = self._deferred
+        if getattr(state, "active", False):
+            yield  # nested: the outer block syncs
+            return
+        state.active, state.pending = True, False
+        try:
+            yield
+        finally:
+            state.active = False
+        if state.pending:
+            state.pending = False
+            try:
+                self._barrier.wait()
+            except OSError as exc:
+                raise StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}") from exc
 
     @staticmethod
     def _replace(temp: Path, path: Path, *, if_absent: bool, if_match: str | None) -> None:
@@ -263,18 +294,25 @@ class SyncBarrier:
 
     The first waiter becomes the leader and syncs the filesystem (``syncfs``: data, inodes and
     directory entries, one journal commit) for every waiter that arrived before it started; those
-    arriving during that sync share the next one. Under load, one sync serves a whole batch of
-    writes; alone, a write pays one sync, like an fsync. (ctypes releases the GIL during the call.)
-    Without ``syncfs`` (not Linux) it falls back to ``sync()``, which is slower but just as safe.
+    arriving during that sync share the next one, led by the first of them. Under load, one sync
+    serves a whole batch of writes; alone, a write pays one sync, like an fsync. (ctypes releases
+    the GIL during the call.) Without ``syncfs`` (not Linux) it falls back to ``sync()``, which is
+    slower but just as safe.
+
+    Each waiter sleeps on its own lock, which the leader releases once a sync covers it (or to
+    make it the next leader): a woken thread returns at once, where a ``Condition.notify_all``
+    would wake the whole batch to fight over one lock (a thundering herd of thread switches, a
+    large share of an upload's CPU when the event loop wants the GIL too).
     """
 
     def __init__(self, root: Path, sync: Callable[[], None] | None = None) -> None:
         self.root = root
         self._sync = sync or self._syncfs
-        self._condition = threading.Condition()
+        self._lock = threading.Lock()
         self._arrived = 0  # tickets handed out
         self._covered = 0  # every ticket up to this one is durable
-        self._syncing = False
+        self._syncing = False  # a leader is syncing (or has been handed the lead)
+        self._waiting: list[tuple[int, threading.Lock]] = []  # (ticket, held gate), by ticket
         self.syncs = 0  # barriers run (for benchmarks: writes per sync)
 
     def _syncfs(self) -> None:
@@ -290,28 +328,46 @@ class SyncBarrier:
             os.close(fd)
 
     def wait(self) -> None:
-        with self._condition:
+        with self._lock:
             self._arrived += 1
             ticket = self._arrived
-            while self._covered < ticket:
-                if self._syncing:
-                    self._condition.wait()
-                    continue
+            lead = not self._syncing
+            if lead:
                 self._syncing = True
-                covers = self._arrived  # everyone here now wrote before this sync starts
-                synced = False
-                self._condition.release()
-                try:
-                    self._sync()
-                    synced = True
-                finally:
-                    self._condition.acquire()
-                    self._syncing = False
-                    # On failure the leader raises; the others wake and one of them tries again.
-                    if synced:
-                        self._covered = max(self._covered, covers)
-                        self.syncs += 1
-                    self._condition.notify_all()
+            else:
+                gate = threading.Lock()
+                gate.acquire()
+                self._waiting.append((ticket, gate))
+        if not lead:
+            gate.acquire()  # released once a sync covers this ticket, or to hand over the lead
+            # _covered only grows, and was set before the gate was released.
+            if self._covered >= ticket:
+                return
+        # The leader (possibly handed the lead after a failed sync): sync for all who are here.
+        with self._lock:
+            covers = self._arrived  # everyone here now wrote before this sync starts
+        synced = False
+        try:
+            self._sync()
+            synced = True
+        finally:
+            # On failure the leader raises; the next waiter is handed the lead and tries again.
+            self._finish(covers if synced else None)
+
+    def _finish(self, covered: int | None) -> None:
+        """After a sync: wake the waiters it covered, and hand the lead to the next one, if any."""
+        with self._lock:
+            if covered is not None:
+                self._covered = max(self._covered, covered)
+                self.syncs += 1
+            done = [gate for ticket, gate in self._waiting if ticket <= self._covered]
+            self._waiting = [(ticket, gate) for ticket, gate in self._waiting if ticket > self._covered]
+            successor = self._waiting.pop(0)[1] if self._waiting else None
+            self._syncing = successor is not None
+        for gate in done:
+            gate.release()
+        if successor is not None:
+            successor.release()
 
 
 # --- files ---------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
@@ -114,6 +114,9 @@ class RetryingStore(ObjectStore):
 
     def check(self) -> None:
         self._call("check", self.inner.check)
+
+    def names_synced_at_end(self) -> AbstractContextManager[None]:
+        return self.inner.names_synced_at_end()
 
     def close(self) -> None:
         self.inner.close()
