@@ -40,10 +40,9 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -54,10 +53,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from collector.keys import KeyLayout, format_timestamp
-from collector.storage import LocalStore, MemoryStore, ObjectInfo, ObjectStore, S3Store, StoredObject
+from collector.storage import LocalStore, MemoryStore, ObjectStore, S3Store
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+sys.path.insert(0, str(REPO))  # the test helpers live in tests/support
+from tests.support.counting_store import CountingStore  # noqa: E402
+
 RESULTS_DIR = BENCH_DIR / "results"
 UPLOAD_PATH = "/api/upload-user-data"
 BARE_PATH = "/bench/bare"
@@ -134,48 +136,27 @@ def participant_ids(tag: str, count: int) -> list[str]:
 # --- server side: the real app plus a bare endpoint and a storage-request counter ----------------
 
 
-class CountingStore(ObjectStore):
-    """Passes every call to ``inner`` and counts it in a small file-backed array.
+class SharedCountingStore(CountingStore):
+    """Counts every request in a small file-backed array instead of in memory.
 
     Each server process maps its own file ``counts-<pid>.bin`` under ``BENCH_COUNTS_DIR``, so the
     benchmark can sum requests across ``--workers`` processes without asking them over HTTP.
     """
 
     def __init__(self, inner: ObjectStore, counts_dir: Path) -> None:
-        self.inner = inner
+        super().__init__(inner)
         path = counts_dir / f"counts-{os.getpid()}.bin"
         path.write_bytes(bytes(8 * len(COUNTED_OPERATIONS)))
         with open(path, "r+b") as handle:
             self._counts = mmap.mmap(handle.fileno(), 0)
-        self._lock = threading.Lock()
 
-    def _count(self, operation: str) -> None:
+    def _count(self, operation: str, key: str) -> None:
+        if operation not in COUNTED_OPERATIONS:
+            return  # uploads never delete
         offset = 8 * COUNTED_OPERATIONS.index(operation)
         with self._lock:
             (value,) = struct.unpack_from("<Q", self._counts, offset)
             struct.pack_into("<Q", self._counts, offset, value + 1)
-
-    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        self._count("put")
-        return self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
-
-    def get(self, key: str) -> StoredObject:
-        self._count("get")
-        return self.inner.get(key)
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        self._count("list")
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)  # not counted: uploads never delete
-
-    def check(self) -> None:
-        self._count("check")
-        self.inner.check()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def read_counts(counts_dir: Path) -> dict[str, int]:
@@ -199,7 +180,7 @@ def bench_app() -> FastAPI:
     settings = Settings()
     # ``memory`` is a diagnostic backend: the collector's own cost with storage taken away.
     inner = MemoryStore() if os.environ.get("BENCH_BACKEND") == "memory" else open_store(settings)
-    store = CountingStore(inner, Path(os.environ["BENCH_COUNTS_DIR"]))
+    store = SharedCountingStore(inner, Path(os.environ["BENCH_COUNTS_DIR"]))
     app = create_app(settings, store=store)
 
     @app.post(BARE_PATH, include_in_schema=False)

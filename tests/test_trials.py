@@ -22,13 +22,12 @@ from collector.keys import MAX_TRIAL_INDEX, KeyLayout
 from collector.settings import Settings
 from collector.storage import (
     AlreadyExists,
-    ObjectInfo,
     ObjectStore,
     PreconditionFailed,
-    StoredObject,
     TransientStorageError,
 )
 from tests.support.collector_process import CollectorProcess
+from tests.support.counting_store import CountingStore
 
 URL = "/api/upload-user-data"
 BATCH = "/api/upload-user-data/batch"
@@ -52,45 +51,6 @@ def trial(index: int = 0, *, pid: str = "T1", session: str = "run-A", **extra: A
     }
     body.update(extra)
     return body
-
-
-class CountingStore(ObjectStore):
-    """The real backend, with every request counted by operation and key."""
-
-    def __init__(self, inner: ObjectStore) -> None:
-        self.inner = inner
-        self.lock = threading.Lock()
-        self.requests: list[tuple[str, str]] = []  # (operation, key)
-        self.writes: list[str] = []  # puts that stored something
-
-    def _note(self, operation: str, key: str) -> None:
-        with self.lock:
-            self.requests.append((operation, key))
-
-    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        self._note("put", key)
-        etag = self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
-        with self.lock:
-            self.writes.append(key)
-        return etag
-
-    def get(self, key: str) -> StoredObject:
-        self._note("get", key)
-        return self.inner.get(key)
-
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        self._note("list", prefix)
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self._note("delete", key)
-        self.inner.delete(key)
-
-    def check(self) -> None:
-        self.inner.check()
-
-    def count(self, operation: str, key: str | None = None) -> int:
-        return sum(1 for op, k in self.requests if op == operation and (key is None or k == key))
 
 
 @pytest.fixture
@@ -335,7 +295,7 @@ class _RefusingStore(CountingStore):
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
         if self.lies > 0:
             self.lies -= 1
-            self._note("put", key)
+            self._count("put", key)
             raise AlreadyExists(key) if self.lies % 2 else PreconditionFailed(key)
         return super().put(key, body, if_absent=if_absent, if_match=if_match)
 
@@ -353,7 +313,7 @@ def test_a_racing_write_that_did_not_land_leaves_the_key_free(
 
 class _DownStore(CountingStore):
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        self._note("put", key)
+        self._count("put", key)
         raise TransientStorageError("injected: connection reset")
 
 
