@@ -19,6 +19,7 @@ from .routes import health, static, uploads
 from .settings import Settings
 from .status_cache import StatusCache
 from .storage import ObjectStore, RetryingStore, open_store
+from .trials import TrialService
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
 from .web.error_handlers import install_error_handlers
@@ -47,6 +48,12 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
             participant_keys=settings.participant_keys,
             clock_skew=timedelta(seconds=settings.clock_skew_seconds),
             status_cache=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
+        ),
+        trials=TrialService(
+            retrying,
+            layout,
+            retry_after=settings.retry_after_seconds,
+            deadline_seconds=settings.storage_deadline_seconds,
         ),
         limits=limits,
     )

@@ -24,7 +24,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -112,9 +111,7 @@ class UploadService:
         pid = upload.participant_id
         stamped = {**upload.document, "serverReceivedAt": format_timestamp(received_at)}
         status_key = self.layout.status_key(pid)
-        deadline = (
-            shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
-        )
+        deadline = shared_deadline(self.deadline_seconds, self._clock)
         unavailable = storage_unavailable(
             "storage is unavailable right now; the upload was not stored, please retry",
             retry_after=self.retry_after,

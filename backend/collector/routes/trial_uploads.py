@@ -11,19 +11,8 @@ from typing import Any
 from fastapi.concurrency import run_in_threadpool
 
 from ..errors import CollectorError
-from ..trials import TrialService, parse_trial
+from ..trials import parse_trial
 from ..web.services import Services
-
-
-def trial_service(services: Services) -> TrialService:
-    """A trial writer over the app's store; it holds no state, so one per request costs nothing."""
-    settings = services.settings
-    return TrialService(
-        services.store,
-        services.layout,
-        retry_after=settings.retry_after_seconds,
-        deadline_seconds=settings.storage_deadline_seconds,
-    )
 
 
 async def store_trial_upload(services: Services, value: Any) -> dict[str, Any]:
@@ -37,7 +26,7 @@ async def store_trial_upload(services: Services, value: Any) -> dict[str, Any]:
     verified = verdict is not False  # None: no key in play (unclaimed, or PARTICIPANT_KEYS=off)
     try:
         result = await run_in_threadpool(
-            trial_service(services).store_trial, trial, received_at=received_at, verified=verified
+            services.trials.store_trial, trial, received_at=received_at, verified=verified
         )
     except CollectorError:
         services.metrics.uploads.labels("trial", "storage_error").inc()

@@ -31,8 +31,14 @@ _budget: ContextVar[_Budget | None] = ContextVar("storage_budget", default=None)
 
 
 @contextmanager
-def shared_deadline(seconds: float, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
-    """Calls inside share one retry deadline; once it has passed after a failure, none is tried again."""
+def shared_deadline(seconds: float | None, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Calls inside share one retry deadline; once it has passed after a failure, none is tried again.
+
+    ``None`` (or 0): no shared deadline, each call keeps its own.
+    """
+    if not seconds:
+        yield
+        return
     token = _budget.set(_Budget(clock() + seconds))
     try:
         yield

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -87,9 +86,7 @@ class TrialService:
         """
         key = self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
         document = stored_document(trial, received_at=received_at, verified=verified)
-        deadline = (
-            shared_deadline(self.deadline_seconds, self._clock) if self.deadline_seconds else nullcontext()
-        )
+        deadline = shared_deadline(self.deadline_seconds, self._clock)
         unavailable = storage_unavailable(
             "storage is unavailable right now; the trial was not stored, please retry",
             retry_after=self.retry_after,

@@ -1,4 +1,4 @@
-"""What one app instance holds (settings, store, key layout, metrics, upload service), and the
+"""What one app instance holds (settings, store, key layout, metrics, upload and trial services), and the
 dependency aliases route handlers declare to receive it (``services: ServicesDep``)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from ..keys import KeyLayout
 from ..metrics import Metrics
 from ..settings import Settings
 from ..storage import ObjectStore
+from ..trials import TrialService
 from .rate_limit import ParticipantLimits
 
 
@@ -23,6 +24,7 @@ class Services:
     layout: KeyLayout
     metrics: Metrics
     uploads: UploadService
+    trials: TrialService
     limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
 
 
