@@ -17,6 +17,7 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
 from tests.support.collector_process import settings_environment
+from tests.support.exports import read_table
 from tests.support.factories import BASE_TIME, make_status, make_submission, put_status, put_submission
 from tests.support.settings import s3_settings
 
@@ -43,15 +44,6 @@ def seeded(store: ObjectStore, layout: KeyLayout) -> dict[str, str]:
 
 def run_export(store: ObjectStore, layout: KeyLayout, out: Path, fmt: str, **options: object):
     return export_bucket(store, layout, DirectorySink(out), fmt=fmt, **options)  # type: ignore[arg-type]
-
-
-def read_table(out: Path, name: str, fmt: str) -> pd.DataFrame:
-    path = out / f"{name}.{fmt}"
-    if fmt == "csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    if fmt == "jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
-    return pq.read_table(path).to_pandas()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])

@@ -24,6 +24,7 @@ from collector.settings import Settings
 from collector.storage import ObjectStore
 from collector.verify import NO_STATUS, NOT_JSON, STRAY_KEY, WRONG_PARTICIPANT, WRONG_TRIAL, verify_bucket
 from tests.support.collector_process import settings_environment
+from tests.support.exports import read_table
 from tests.test_admin_http import log_in
 
 URL = "/api/upload-user-data"
@@ -73,15 +74,6 @@ def trials_stored(client: TestClient) -> None:
     assert client.post(URL, json=finished).status_code == 200
 
 
-def read(out: Path, name: str, fmt: str) -> pd.DataFrame:
-    path = out / f"{name}.{fmt}"
-    if fmt == "csv":
-        return pd.read_csv(path, dtype=str, keep_default_na=False)
-    if fmt == "jsonl":
-        return pd.read_json(path, lines=True, dtype=False)
-    return pq.read_table(path).to_pandas()
-
-
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 def test_trials_table_has_one_row_per_stored_trial(
     store: ObjectStore, layout: KeyLayout, trials_stored: None, tmp_path: Path, fmt: str
@@ -89,7 +81,7 @@ def test_trials_table_has_one_row_per_stored_trial(
     report = export_bucket(store, layout, DirectorySink(tmp_path), fmt=fmt)  # type: ignore[arg-type]
     stored = [i.key for i in store.list(layout.participants_root) if "/trials/" in i.key]
     assert report.rows["trials"] == len(stored) == 10
-    trials = read(tmp_path, "trials", fmt)
+    trials = read_table(tmp_path, "trials", fmt)
     assert len(trials) == 10
     assert list(trials.columns[:6]) == [
         "participant_id",
@@ -155,7 +147,7 @@ def test_trials_table_has_one_row_per_stored_trial(
 
     readme = (tmp_path / "README.md").read_text("utf-8")
     for table in ("trials", "trial_sessions"):
-        for column in read(tmp_path, table, fmt).columns:
+        for column in read_table(tmp_path, table, fmt).columns:
             assert f"`{column}`" in readme, f"{table}.{column} is not in the data dictionary"
 
 
@@ -165,7 +157,7 @@ def test_trial_sessions_are_complete_or_partial(
 ) -> None:
     report = export_bucket(store, layout, DirectorySink(tmp_path), fmt=fmt)  # type: ignore[arg-type]
     assert report.rows["trial_sessions"] == 3
-    sessions = read(tmp_path, "trial_sessions", fmt)
+    sessions = read_table(tmp_path, "trial_sessions", fmt)
     rows = [
         (r.participant_id, r.session_id, r.completion, str(r.trial_count), str(r.missing_trials))
         for r in sessions.itertuples()
@@ -179,7 +171,7 @@ def test_trial_sessions_are_complete_or_partial(
     assert sessions.iloc[1]["submission_key"] in ("", None) or pd.isna(sessions.iloc[1]["submission_key"])
     assert sessions.iloc[0]["first_received_at"] <= sessions.iloc[0]["last_received_at"]
     # The table about sessionHistory keeps its name and is not this one.
-    assert list(read(tmp_path, "sessions", fmt).columns)[:2] == ["participant_id", "session_index"]
+    assert list(read_table(tmp_path, "sessions", fmt).columns)[:2] == ["participant_id", "session_index"]
 
 
 def test_trial_exports_are_byte_identical(
@@ -216,7 +208,7 @@ def test_a_tampered_trial_is_reported_and_left_out(
     store.put(odd, json.dumps({"participantId": "P3", "trialData": [1, 2]}).encode())
     report = export_bucket(store, layout, DirectorySink(tmp_path))
     assert [p.key for p in report.problems] == [broken]
-    trials = read(tmp_path, "trials", "csv")
+    trials = read_table(tmp_path, "trials", "csv")
     row = trials[trials["participant_id"] == "P3"].iloc[0]
     assert json.loads(row["upload_json"]) == {"trialData": [1, 2]}  # kept, not lost
 
