@@ -94,20 +94,11 @@ def erased(tmp_path: Path) -> Scene:
     return here
 
 
-def has_participant_keys() -> bool:
-    return importlib.util.find_spec("collector.participant_keys") is not None
-
-
-def has_restore_by_post(tmp_path: Path) -> bool:
-    paths = scene(tmp_path).client.get("/openapi.json").json()["paths"]
-    return "post" in paths.get(RESTORE, {})
-
-
 Provoke = Callable[[Path], httpx.Response]
 
 
-def case(route: str, status: int, provoke: Provoke, *, needs: str | None = None, id: str) -> pytest.param:  # type: ignore[valid-type]
-    return pytest.param(route, status, provoke, needs, id=id)
+def case(route: str, status: int, provoke: Provoke, *, id: str) -> pytest.param:  # type: ignore[valid-type]
+    return pytest.param(route, status, provoke, id=id)
 
 
 def tiny(tmp_path: Path) -> Scene:
@@ -118,7 +109,7 @@ BIG = {**STATUS, "padding": "x" * 2048}
 XML = {"content": b"<upload/>", "headers": {"Content-Type": "application/xml"}}
 
 # Every status docs/api.md §2 lists, on every route where a request can provoke it:
-# (route as documented, status, how to provoke it). `needs` names a feature of a later build.
+# (route as documented, status, how to provoke it).
 ERROR_CASES = [
     case("GET /no/such/route", 404, lambda t: scene(t).client.get("/no/such/route"), id="unknown-route-404"),
     # POST /api/upload-user-data
@@ -138,7 +129,6 @@ ERROR_CASES = [
         "POST " + UPLOAD,
         403,
         lambda t: claimed(t).client.post(UPLOAD, json={**STATUS, "participantKey": "w" * 22}),
-        needs="keys",
         id="upload-403-wrong-key",
     ),
     case("POST " + UPLOAD, 405, lambda t: scene(t).client.get(UPLOAD), id="upload-405"),
@@ -146,7 +136,6 @@ ERROR_CASES = [
         "POST " + UPLOAD,
         410,
         lambda t: erased(t).client.post(UPLOAD, json=STATUS),
-        needs="keys",
         id="upload-410-erased",
     ),
     case("POST " + UPLOAD, 413, lambda t: tiny(t).client.post(UPLOAD, json=BIG), id="upload-413"),
@@ -198,56 +187,48 @@ ERROR_CASES = [
         "POST " + RESTORE,
         400,
         lambda t: scene(t).client.post(RESTORE, json={"participantId": "bad id"}),
-        needs="restore",
         id="restore-400",
     ),
     case(
         "POST " + RESTORE,
         404,
         lambda t: scene(t).client.post(RESTORE, json={"participantId": "NOBODY", "participantKey": "k" * 22}),
-        needs="restore",
         id="restore-404-unknown",
     ),
     case(
         "POST " + RESTORE,
         404,
         lambda t: claimed(t).client.post(RESTORE, json={"participantId": "E1", "participantKey": "w" * 22}),
-        needs="restore",
         id="restore-404-wrong-key",
     ),
     case(
         "POST " + RESTORE,
         404,
         lambda t: erased(t).client.post(RESTORE, json={"participantId": "E1", "participantKey": "k" * 22}),
-        needs="restore",
         id="restore-404-erased",
     ),
     case(
         "POST " + RESTORE,
         405,
         lambda t: scene(t).client.put(RESTORE, json={}),
-        needs="restore",
         id="restore-405",
     ),
     case(
         "POST " + RESTORE,
         413,
         lambda t: tiny(t).client.post(RESTORE, json=BIG),
-        needs="restore",
         id="restore-413",
     ),
     case(
         "POST " + RESTORE,
         415,
         lambda t: scene(t).client.post(RESTORE, **XML),
-        needs="restore",
         id="restore-415",
     ),
     case(
         "POST " + RESTORE,
         429,
         lambda t: rate_limited(t).client.post(RESTORE, json={"participantId": "E1"}),
-        needs="restore",
         id="restore-429",
     ),
     case(
@@ -256,7 +237,6 @@ ERROR_CASES = [
         lambda t: unreachable_s3().client.post(
             RESTORE, json={"participantId": "E1", "participantKey": "k" * 22}
         ),
-        needs="restore",
         id="restore-503",
     ),
     # Operations and the module
@@ -303,14 +283,10 @@ RETRY_STATUSES = {429, 503}
 CLOSING_STATUSES = {408, 413}
 
 
-@pytest.mark.parametrize(("route", "status", "provoke", "needs"), ERROR_CASES)
+@pytest.mark.parametrize(("route", "status", "provoke"), ERROR_CASES)
 def test_every_refusal_has_the_one_error_shape(
-    route: str, status: int, provoke: Provoke, needs: str | None, tmp_path: Path
+    route: str, status: int, provoke: Provoke, tmp_path: Path
 ) -> None:
-    if needs == "keys" and not has_participant_keys():
-        pytest.skip("participant keys and erasure are not in this build")
-    if needs == "restore" and not has_restore_by_post(tmp_path):
-        pytest.skip("restore by POST /api/user-status is not in this build")
     answer = provoke(tmp_path)
     assert answer.status_code == status, answer.text
     payload = answer.json()
@@ -365,8 +341,6 @@ def test_a_missing_pyarrow_is_the_servers_problem_not_the_clients(
 @pytest.mark.processes
 @pytest.mark.parametrize("path", [UPLOAD, BATCH, RESTORE])
 def test_a_body_slower_than_the_timeout_is_408_in_the_one_shape(tmp_path: Path, path: str) -> None:
-    if path == RESTORE and not has_restore_by_post(tmp_path):
-        pytest.skip("restore by POST /api/user-status is not in this build")
     settings = local_settings(tmp_path / "data", body_timeout_seconds=0.5)
     with (
         CollectorProcess(settings) as collector,
