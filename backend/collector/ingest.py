@@ -126,7 +126,7 @@ class UploadService:
         status_written, submission_key, verdict = outcome
         files = ([status_key] if status_written else []) + ([submission_key] if submission_key else [])
         if verdict.verified is False:
-            logger.warning("⚠️ Stored %s for %s without a valid participant key: %s", "submission", pid, files)
+            logger.warning("⚠️ Stored a submission for %s without a valid participant key: %s", pid, files)
         else:
             logger.info("✅ Uploaded user data for %s: %s", pid, files)
         superseded = verdict.may_change_status and not status_written
