@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -19,13 +21,24 @@ from tests.support.settings import local_settings, s3_settings
 
 
 @pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A real S3 protocol server (moto's standalone server) on a free loopback port."""
+def _moto_server() -> Iterator[str]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture
+def moto_endpoint(_moto_server: str, request: pytest.FixtureRequest) -> str:
+    """A real S3 protocol server (moto's standalone server) on a free loopback port.
+
+    Function-scoped over one server per session, so that every test that reaches moto, however
+    it asks for it (``getfixturevalue`` included), is checked for its ``s3`` marker.
+    """
+    if request.node.get_closest_marker("s3") is None:
+        pytest.fail("this test talks to moto but is not marked s3: the fast loop would run it")
+    return _moto_server
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -80,9 +93,41 @@ def browser() -> Iterator[object]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that talks to the S3 server (moto), so the fast loop can leave them out."""
+    """Mark every test that talks to the S3 server (moto), so the fast loop can leave them out.
+
+    A test is on moto when any of its parameters is ``"s3"`` (``backend``, ``any_store``, ...)
+    or when it asks for ``moto_endpoint``; the ``moto_endpoint`` fixture fails a test it reaches
+    without the marker, so a new way of reaching moto cannot slip into the fast loop unseen.
+    """
     for item in items:
         callspec = getattr(item, "callspec", None)
-        on_s3 = callspec is not None and callspec.params.get("backend") == "s3"
+        on_s3 = callspec is not None and "s3" in callspec.params.values()
         if on_s3 or "moto_endpoint" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.s3)
+
+
+# Commands a fast test may run: quick system tools (the repository's file list, a small tmpfs),
+# not a server or an interpreter under test.
+_FAST_LOOP_COMMANDS = {"git", "mount", "umount"}
+_OUT_OF_FAST_LOOP = ("slow", "browser", "processes")
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without a ``slow``, ``browser`` or ``processes`` marker may not start a process.
+
+    The fast loop deselects those markers; a process started from an unmarked test (a collector,
+    a server, a browser) would make it slow and flaky, so the test fails and says which marker
+    it lacks.
+    """
+    if any(request.node.get_closest_marker(name) for name in _OUT_OF_FAST_LOOP):
+        return
+    original_init = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen, args: Any, *rest: Any, **kwargs: Any) -> None:
+        program = args if isinstance(args, str) else args[0]
+        if Path(str(program).split()[0]).name not in _FAST_LOOP_COMMANDS:
+            pytest.fail(f"this test starts a process ({program!r}) but is not marked processes")
+        original_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)

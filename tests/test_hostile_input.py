@@ -259,6 +259,7 @@ def live_collector(tmp_path: Path) -> Iterator[CollectorProcess]:
     process.stop()
 
 
+@pytest.mark.processes
 def test_a_body_trickling_one_byte_at_a_time_is_cut_off(
     live_collector: CollectorProcess, tmp_path: Path
 ) -> None:
@@ -294,6 +295,7 @@ def test_a_body_trickling_one_byte_at_a_time_is_cut_off(
     assert "Traceback" not in (tmp_path / "collector.log").read_text()
 
 
+@pytest.mark.processes
 def test_an_absurd_declared_length_is_refused_before_reading(live_collector: CollectorProcess) -> None:
     with socket.create_connection(("127.0.0.1", live_collector.port), timeout=10) as sock:
         sock.sendall(

@@ -484,6 +484,7 @@ def test_metrics_are_prometheus_text(client: TestClient) -> None:
     assert 'collector_storage_request_seconds_count{operation="put"}' in text
 
 
+@pytest.mark.processes
 @pytest.mark.parametrize(
     "command",
     [
