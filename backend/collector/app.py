@@ -5,26 +5,24 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, admin
-from .ingest import UploadService
 from .keys import KeyLayout
 from .metrics import Metrics
 from .routes import health, static, uploads
 from .settings import Settings
-from .status_cache import StatusCache
 from .storage import ObjectStore, RetryingStore, open_store
-from .trials import TrialService
+from .studies.cors import StudyCORSMiddleware
+from .studies.registry import RegistryCache
+from .studies.routing import StudyServices
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
 from .web.error_handlers import install_error_handlers
 from .web.rate_limit import ParticipantLimits
-from .web.services import Services
+from .web.services import Services, upload_services
 
 
 def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastAPI:
@@ -35,27 +33,20 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     )
     layout = KeyLayout(settings.data_prefix)
     limits = ParticipantLimits.from_settings(settings)
+    upload_service, trial_service = upload_services(retrying, layout, settings)
+    # Registered studies: their own services over the same store, refusals before storing.
+    registry = RegistryCache(
+        retrying, settings.data_prefix, check_seconds=settings.study_registry_check_seconds
+    )
     services = Services(
         settings=settings,
         store=retrying,
         layout=layout,
         metrics=metrics,
-        uploads=UploadService(
-            retrying,
-            layout,
-            retry_after=settings.retry_after_seconds,
-            deadline_seconds=settings.storage_deadline_seconds,
-            participant_keys=settings.participant_keys,
-            clock_skew=timedelta(seconds=settings.clock_skew_seconds),
-            status_cache=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
-        ),
-        trials=TrialService(
-            retrying,
-            layout,
-            retry_after=settings.retry_after_seconds,
-            deadline_seconds=settings.storage_deadline_seconds,
-        ),
+        uploads=upload_service,
+        trials=trial_service,
         limits=limits,
+        studies=StudyServices(registry),
     )
 
     @asynccontextmanager
@@ -86,7 +77,8 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     # Inside CORS, so a browser can read the 413 (and drop the upload rather than retry it).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(
-        CORSMiddleware,
+        StudyCORSMiddleware,
+        registry=registry,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type"],

@@ -1,5 +1,5 @@
-"""The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``,
-``reconcile`` and ``release-key``."""
+"""The ``collector`` command line: ``serve``, the research tools ``export``, ``verify``, ``erase``,
+``reconcile`` and ``release-key`` (each with ``--study ID``), and ``study`` (collector.studies.cli)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from .reconcile import NotAnExport, read_export, recover, scan_backup, write_row
 from .reconcile import reconcile as match_backup
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, StorageError, open_store
+from .studies.cli import settings_for_study, study, study_option
 from .verify import VerifyFailed, verify_bucket
 
 logger = logging.getLogger("collector")
@@ -142,8 +143,15 @@ def _since(value: str | None) -> datetime | None:
 @click.option(
     "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
 )
+@study_option
 def export(
-    out_dir: Path, fmt: str, participants: tuple[str, ...], since: str | None, strict: bool, workers: int
+    out_dir: Path,
+    fmt: str,
+    participants: tuple[str, ...],
+    since: str | None,
+    strict: bool,
+    workers: int,
+    study_id: str | None,
 ) -> None:
     """Export the bucket as tables (participants, submissions, sessions, responses) + README."""
     configure_logging()
@@ -153,6 +161,7 @@ def export(
     settings = load_settings()
     store = open_bucket(settings)
     try:
+        settings = settings_for_study(settings, store, study_id)
         with ObjectProgress("Exporting") as progress:
             report = export_bucket(
                 store,
@@ -182,12 +191,14 @@ def export(
 @click.option(
     "--max-listed", type=int, default=50, show_default=True, help="Defects listed per kind (all are counted)."
 )
-def verify(workers: int, max_listed: int) -> None:
+@study_option
+def verify(workers: int, max_listed: int, study_id: str | None) -> None:
     """Check the bucket against the layout; exit status 1 when anything is wrong."""
     configure_logging()
     settings = load_settings()
     store = open_bucket(settings)
     try:
+        settings = settings_for_study(settings, store, study_id)
         with ObjectProgress("Verifying") as progress:
             report = verify_bucket(
                 store, KeyLayout(settings.data_prefix), workers=workers, on_object=progress.advance
@@ -231,7 +242,8 @@ def _os_user() -> str:
     "--reason", required=True, help="Why (e.g. 'withdrew 2025-11-20, ticket 42'); kept in the audit record."
 )
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def erase(participant_id: str, reason: str, yes: bool) -> None:
+@study_option
+def erase(participant_id: str, reason: str, yes: bool, study_id: str | None) -> None:
     """Delete every object of one participant, leave a tombstone, write an audit record.
 
     Later uploads for that ID are refused. Run it again to finish an interrupted erasure.
@@ -239,8 +251,9 @@ def erase(participant_id: str, reason: str, yes: bool) -> None:
     configure_logging()
     settings = load_settings()
     store = open_bucket(settings)
-    layout = KeyLayout(settings.data_prefix)
     try:
+        settings = settings_for_study(settings, store, study_id)
+        layout = KeyLayout(settings.data_prefix)
         try:
             preview = preview_erasure(store, layout, participant_id)
         except ErasureRefused as exc:
@@ -297,7 +310,10 @@ def erase(participant_id: str, reason: str, yes: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Write each backup_only participant's latest submission (JSON) and status fields (CSV) here.",
 )
-def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_dir: Path | None) -> None:
+@study_option
+def reconcile(
+    export_path: Path, id_column: str, out_path: Path | None, recover_dir: Path | None, study_id: str | None
+) -> None:
     """Compare a Qualtrics export with the bucket: one row per participant ID with its category."""
     configure_logging()
     try:
@@ -307,6 +323,7 @@ def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_
     settings = load_settings()
     store = open_bucket(settings)
     try:
+        settings = settings_for_study(settings, store, study_id)
         backup = scan_backup(store, KeyLayout(settings.data_prefix))
         result = match_backup(export, backup)
         if out_path is None:
@@ -337,7 +354,8 @@ def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_
 @click.argument("participant_id")
 @click.option("--reason", required=True, help="Why (kept in the audit record), e.g. 'new laptop'.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
-def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
+@study_option
+def release_key_command(participant_id: str, reason: str, yes: bool, study_id: str | None) -> None:
     """Release a participant's key (they changed device): their next keyed upload claims them again.
 
     Recorded under {prefix}/audit/key-releases/ (who, when, why; never the key or its hash).
@@ -356,6 +374,7 @@ def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
     settings = load_settings()
     store = open_bucket(settings)
     try:
+        settings = settings_for_study(settings, store, study_id)
         result = release_key(
             store, KeyLayout(settings.data_prefix), participant_id, reason=reason, by=_os_user()
         )
@@ -369,3 +388,6 @@ def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
         click.echo(f"Released the key of {participant_id}; recorded at {result.audit_key}")
     else:
         click.echo(f"{participant_id} held no key; the request was recorded at {result.audit_key}")
+
+
+main.add_command(study)

@@ -9,9 +9,14 @@
     ├── NotAuthenticated             401
     │   └── LoginRequired            401  no dashboard session (pages redirect to the login form)
     ├── Forbidden                    403  refused whoever asks (e.g. a cross-site dashboard form)
-    │   └── ParticipantKeyMismatch   403  wrong/missing participant key; status not changed
+    │   ├── ParticipantKeyMismatch   403  wrong/missing participant key; status not changed
+    │   ├── StudyClosed              403  the study takes no new participants (reason study-closed)
+    │   ├── StudyFull                403  the study's participant cap is reached (reason study-full)
+    │   └── OriginRefused            403  a browser page outside the study's origins (reason origin)
     ├── NotFound                     404
+    │   └── UnknownStudy             404  no study with that studyId (reason unknown-study)
     ├── ParticipantErased            410  the research team erased this participant
+    ├── StudyArchived                410  the study is archived; nothing more is stored
     ├── RateLimited                  429  retry later
     ├── NotImplementedOnServer       501  this server lacks an optional part (e.g. pyarrow)
     ├── Overloaded                   503  too many uploads in progress; retry later
@@ -96,6 +101,27 @@ class ParticipantKeyMismatch(Forbidden):
 class ParticipantErased(CollectorError):
     status = 410
     reason = "erased"
+
+
+class UnknownStudy(NotFound):
+    reason = "unknown-study"
+
+
+class StudyClosed(Forbidden):
+    reason = "study-closed"
+
+
+class StudyFull(Forbidden):
+    reason = "study-full"
+
+
+class OriginRefused(Forbidden):
+    reason = "origin"
+
+
+class StudyArchived(CollectorError):
+    status = 410
+    reason = "study-archived"
 
 
 class RateLimited(CollectorError):

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Participants whose last status.json this process remembers, so their next upload skips the
     # status read (collector.status_cache; about 200 bytes each). 0: read before every upload.
     status_cache_size: int = Field(default=10_000, ge=0)
+    # How stale a process's view of the study registry may be (seconds): a study closed or
+    # added on one instance takes effect on the others within this (docs/studies.md).
+    study_registry_check_seconds: float = Field(default=2.0, ge=0)
 
     # A local folder with less free space or fewer free inodes than this refuses uploads (503 +
     # Retry-After) and /healthz says so, rather than filling the disk to the last byte.

@@ -27,6 +27,7 @@ from ..trials import is_trial
 from ..web.rate_limit import client_address, too_many_uploads
 from ..web.request_body import read_json_body
 from ..web.services import Services, ServicesDep
+from .study_uploads import admit_trial, route_to_study
 from .trial_uploads import store_trial_upload
 
 logger = logging.getLogger(__name__)
@@ -92,14 +93,18 @@ async def _body(request: Request, services: Services) -> Any:
     )
 
 
-async def _store(services: Services, value: Any, client: str) -> dict[str, Any]:
+async def _store(services: Services, value: Any, client: str, origin: str | None) -> dict[str, Any]:
     """Validate and store one upload; the answer body of a 200."""
+    study = await route_to_study(services, value, origin)  # its studyId: unknown, archived, origin
+    services = study.services
     if is_trial(value):  # uploadType "trial": stored once per (session, index), see trial_uploads
+        await admit_trial(study, value)  # a closed or full study refuses new participants
         return await store_trial_upload(services, value)
     received_at = datetime.now(UTC)
     upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
     limits = services.limits
     admit = (lambda: limits.admit_new_participant(client)) if limits is not None else None
+    admit = study.new_participant_hook(upload.participant_id, admit)
     try:
         result = await run_in_threadpool(
             services.uploads.store_upload, upload, received_at=received_at, on_new_participant=admit
@@ -125,7 +130,8 @@ async def upload_user_data(request: Request, services: ServicesDep) -> JSONRespo
     """Store a status or submission upload; 200 only once it is durably stored."""
     try:
         value = await _body(request, services)
-        return JSONResponse(await _store(services, value, client_address(request)))
+        origin = request.headers.get("origin")
+        return JSONResponse(await _store(services, value, client_address(request), origin))
     except InvalidUpload:
         services.metrics.uploads.labels("unknown", "refused").inc()
         raise
@@ -151,6 +157,7 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
     value = await _body(request, services)
     items = parse_batch(value, max_items=services.settings.max_batch_items)
     client = client_address(request)
+    origin = request.headers.get("origin")
     results: list[dict[str, Any]] = []
     storage_down: StorageUnavailable | None = None
     retry_after: int | None = None
@@ -170,7 +177,7 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
             results.append({"index": index, "uploadId": upload_id, **answer})
             continue
         try:
-            answer = {**await _store(services, item, client), "httpStatus": 200}
+            answer = {**await _store(services, item, client, origin), "httpStatus": 200}
         except CollectorError as exc:
             log_refusal(request.method, f"{request.url.path} item {index}", exc.status, exc.message)
             if isinstance(exc, InvalidUpload):
@@ -221,6 +228,7 @@ async def restore_user_status(request: Request, services: ServicesDep) -> JSONRe
     participant_id = value.get("participantId")
     if not is_valid_participant_id(participant_id):
         raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")
+    services = (await route_to_study(services, value, request.headers.get("origin"))).services
     key = value.get(KEY_FIELD)
     status = await run_in_threadpool(
         services.uploads.read_status, participant_id, key if isinstance(key, str) else None

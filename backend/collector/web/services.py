@@ -1,10 +1,12 @@
-"""What one app instance holds (settings, store, key layout, metrics, upload and trial services), and the
+"""What one app instance holds (settings, store, key layout, metrics, upload and trial services, the
+registered studies), and the
 dependency aliases route handlers declare to receive it (``services: ServicesDep``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import timedelta
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -12,9 +14,13 @@ from ..ingest import UploadService
 from ..keys import KeyLayout
 from ..metrics import Metrics
 from ..settings import Settings
+from ..status_cache import StatusCache
 from ..storage import ObjectStore
 from ..trials import TrialService
 from .rate_limit import ParticipantLimits
+
+if TYPE_CHECKING:
+    from ..studies.routing import StudyServices
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,30 @@ class Services:
     uploads: UploadService
     trials: TrialService
     limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
+    # The registered studies' services (collector.studies); None: the default study only (tools).
+    studies: StudyServices | None = None
+
+
+def upload_services(
+    store: ObjectStore, layout: KeyLayout, settings: Settings
+) -> tuple[UploadService, TrialService]:
+    """The upload and trial services of one study (one key layout) over ``store``."""
+    uploads = UploadService(
+        store,
+        layout,
+        retry_after=settings.retry_after_seconds,
+        deadline_seconds=settings.storage_deadline_seconds,
+        participant_keys=settings.participant_keys,
+        clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+        status_cache=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
+    )
+    trials = TrialService(
+        store,
+        layout,
+        retry_after=settings.retry_after_seconds,
+        deadline_seconds=settings.storage_deadline_seconds,
+    )
+    return uploads, trials
 
 
 async def get_services(request: Request) -> Services:
