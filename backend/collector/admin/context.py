@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
@@ -12,7 +12,9 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.templating import Jinja2Templates
 
-from ..errors import Forbidden, LoginRequired, storage_unavailable
+from ..errors import Forbidden, LoginRequired, NotFound, storage_unavailable
+from ..keys import is_valid_participant_id
+from ..studies.registry import Study
 from ..web.services import Services
 from .auth import COOKIE_NAME, AdminAuth, LoginThrottle, SessionStateStore
 from .index import ParticipantIndex
@@ -30,6 +32,10 @@ class AdminContext:
     throttle: LoginThrottle
     index: ParticipantIndex
     templates: Jinja2Templates
+    # The registered study these pages show (``?study=ID``); None: the default study.
+    study: Study | None = None
+    # The per-study contexts built so far (by study and milestones), shared by all of them.
+    by_study: dict[tuple[str, tuple[str, ...]], AdminContext] = field(default_factory=dict, compare=False)
 
 
 def build_context(services: Services) -> AdminContext:
@@ -70,7 +76,36 @@ def require_session(request: Request) -> AdminContext:
         valid = admin.auth.valid(request.cookies.get(COOKIE_NAME))
     if not valid:
         raise LoginRequired("log in to the admin dashboard first")
-    return admin
+    return study_context(admin, request.query_params.get("study"))
+
+
+def study_context(admin: AdminContext, study_id: str | None) -> AdminContext:
+    """The dashboard's context for one registered study (``?study=ID``), or the default study's.
+
+    Its services, layout and index are the study's; the session, templates and throttle are
+    shared. Blocking (may read the study registry): called on the thread pool.
+    """
+    studies = admin.services.studies
+    if not study_id or studies is None:
+        return admin
+    if not is_valid_participant_id(study_id):
+        raise NotFound("no such study")
+    with storage_unavailable(
+        "cannot read the study registry: storage unavailable",
+        retry_after=admin.services.settings.retry_after_seconds,
+        log_context="admin study registry",
+    ):
+        study = studies.registry.current().get(study_id)
+    if study is None:
+        raise NotFound(f"no study {study_id} is registered")
+    cache_key = (study.id, study.milestones)
+    built = admin.by_study.get(cache_key)
+    if built is None:
+        services, _ = studies.services_for(admin.services, study)
+        index = ParticipantIndex(services.store, services.layout, milestones=study.milestones)
+        built = admin.by_study[cache_key] = replace(admin, services=services, index=index, study=study)
+    # The study's settings as read now (status, title), with the index built for its milestones.
+    return replace(built, study=study)
 
 
 async def off_loop(admin: AdminContext, function: Callable[..., T], *args: Any) -> T:

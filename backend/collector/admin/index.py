@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +49,9 @@ class ParticipantSummary:
     submission_times: tuple[datetime, ...] = ()  # server receipt times, from the listing
     completed_session_times: tuple[datetime, ...] = ()  # the browser's own dates: may be anything
     erased: bool = False  # status.json is an erasure tombstone
+    trial_count: int = 0
+    trial_session_count: int = 0
+    milestones: tuple[bool, ...] = ()  # the study's milestone fields, in order (True when reached)
 
 
 @dataclass
@@ -66,10 +69,17 @@ class ParticipantIndex:
     """``get()`` answers from the cache; the first call (or ``refresh()``) reads the bucket."""
 
     def __init__(
-        self, store: ObjectStore, layout: KeyLayout, *, ttl: float = 30.0, workers: int = DEFAULT_READERS
+        self,
+        store: ObjectStore,
+        layout: KeyLayout,
+        *,
+        ttl: float = 30.0,
+        workers: int = DEFAULT_READERS,
+        milestones: tuple[str, ...] = (),
     ) -> None:
         self.store = store
         self.layout = layout
+        self.milestones = milestones  # a registered study's funnel fields (collector.studies)
         self.ttl = ttl
         self.workers = workers
         self._snapshot: Snapshot | None = None
@@ -123,9 +133,8 @@ class ParticipantIndex:
         summaries = []
         for entry in listing.participants.values():
             status = self._statuses.get(entry.status.key, (None, None))[1] if entry.status else None
-            summaries.append(
-                _summary(self.layout, entry.participant_id, entry.status, status, entry.submissions)
-            )
+            summary = _summary(self.layout, entry.participant_id, entry.status, status, entry.submissions)
+            summaries.append(_with_trials(summary, entry.trials, status, self.milestones))
         logger.info(
             "Admin index: %d participants (%d status files read) in %.2f s",
             len(summaries),
@@ -173,6 +182,26 @@ def _summary(
         submission_times=times,
         completed_session_times=completed,
         erased=is_tombstone(status),
+    )
+
+
+def _with_trials(
+    summary: ParticipantSummary,
+    trials: list[ObjectInfo],
+    status: dict[str, Any] | None,
+    milestones: tuple[str, ...],
+) -> ParticipantSummary:
+    """The summary with the participant's trial counts and milestones (from the listing and status)."""
+    doc = status or {}
+    last = max((info.last_modified for info in trials), default=None)
+    if last is not None and summary.last_upload is not None:
+        last = max(last, summary.last_upload)
+    return replace(
+        summary,
+        trial_count=len(trials),
+        trial_session_count=len({info.key.rsplit("/", 2)[-2] for info in trials}),
+        last_upload=last or summary.last_upload,
+        milestones=tuple(as_bool(doc.get(name)) is True for name in milestones),
     )
 
 

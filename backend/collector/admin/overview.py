@@ -73,7 +73,10 @@ class Overview:
     erased: int = 0  # erased participants, not counted in ``participants``
 
 
-def build_overview(snapshot: Snapshot, now: datetime | None = None) -> Overview:
+def build_overview(
+    snapshot: Snapshot, now: datetime | None = None, milestones: tuple[str, ...] = ()
+) -> Overview:
+    """The overview; ``milestones`` (a registered study's) replace the volcano study's funnel."""
     erased = sum(1 for p in snapshot.participants if p.erased)
     people = [p for p in snapshot.participants if not p.erased]
     now = now or datetime.now(UTC)
@@ -90,14 +93,19 @@ def build_overview(snapshot: Snapshot, now: datetime | None = None) -> Overview:
     kept_completed = [moment for moment in completed if inside(moment)]
     left_out = len(submitted) - len(kept_submitted) + len(completed) - len(kept_completed)
     with_status = [p for p in people if p.status_readable]
-    reached = [
-        *(sum(1 for p in with_status if p.flags[i]) for i in range(4)),
-        sum(1 for p in with_status if (p.sessions_completed or 0) >= 1),
-    ]
+    if milestones:
+        steps: tuple[str, ...] = milestones
+        reached = [sum(1 for p in with_status if p.milestones[i]) for i in range(len(milestones))]
+    else:
+        steps = FUNNEL_STEPS
+        reached = [
+            *(sum(1 for p in with_status if p.flags[i]) for i in range(4)),
+            sum(1 for p in with_status if (p.sessions_completed or 0) >= 1),
+        ]
     base = max(len(with_status), 1)
     funnel = [
         FunnelStep(label, count, count / base, 100 * count / base)
-        for label, count in zip(FUNNEL_STEPS, reached, strict=True)
+        for label, count in zip(steps, reached, strict=True)
     ]
     days = Counter(moment.date() for moment in kept_submitted)
     weeks = Counter(_monday(moment.date()) for moment in kept_completed)

@@ -279,7 +279,10 @@ async def release_participant_key(request: Request, participant_id: str, admin: 
     )
     services.uploads.forget(participant_id)  # the released hash no longer decides a trial here
     outcome = "1" if result.released else "none"
-    return RedirectResponse(f"/admin/participants/{participant_id}?released={outcome}", status_code=303)
+    study = f"&study={admin.study.id}" if admin.study is not None else ""
+    return RedirectResponse(
+        f"/admin/participants/{participant_id}?released={outcome}{study}", status_code=303
+    )
 
 
 def _objects(admin: AdminContext, participant_id: str) -> list[ObjectInfo]:

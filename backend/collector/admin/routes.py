@@ -99,7 +99,8 @@ async def logout(request: Request, admin: AdminDep) -> Response:
 @router.get("")
 async def overview(request: Request, admin: SessionDep) -> HTMLResponse:
     snapshot = await off_loop(admin, admin.index.get)
-    summary = await run_in_threadpool(build_overview, snapshot)
+    milestones = admin.study.milestones if admin.study is not None else ()
+    summary = await run_in_threadpool(build_overview, snapshot, None, milestones)
     return await render_html(
         request, admin, "overview.html", {"o": summary, "built": _built(snapshot.built_wall)}
     )
@@ -142,7 +143,8 @@ async def participants(
 @router.post("/refresh", dependencies=[Depends(same_origin)])
 async def refresh(admin: SessionDep) -> Response:
     await off_loop(admin, admin.index.refresh)
-    return RedirectResponse("/admin/participants", status_code=303)
+    study = f"?study={admin.study.id}" if admin.study is not None else ""
+    return RedirectResponse(f"/admin/participants{study}", status_code=303)
 
 
 @router.get("/export.zip")

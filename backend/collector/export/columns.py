@@ -31,7 +31,8 @@ _TIME = "ISO-8601 UTC text"
 
 PARTICIPANTS = Table(
     "participants",
-    "One row per participant that has a status.json (their latest state), ordered by participant_id.",
+    "One row per participant, ordered by participant_id: their latest state from status.json, or "
+    "only their counts when they sent trials (or submissions) and no status (status_key empty).",
     (
         Column("participant_id", "string", "Participant ID (the folder name in the bucket)."),
         Column("status_key", "string", "Object key of the status.json."),
@@ -68,6 +69,8 @@ PARTICIPANTS = Table(
         Column("session_count", "int64", "Records in sessionHistory (see the sessions table)."),
         Column("response_count", "int64", "Answers in participantResponses (see the responses table)."),
         Column("submission_count", "int64", "Submission files stored for this participant."),
+        Column("trial_count", "int64", "Trials stored for this participant (see the trials table)."),
+        Column("trial_session_count", "int64", "Trial sessions (runs of the experiment) they sent."),
         Column(
             "extra_json",
             "string",

@@ -28,7 +28,7 @@ from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
 from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
 from .dictionary import data_dictionary
-from .rows import participant_row, received_at, response_rows, session_rows, submission_row
+from .rows import Row, participant_row, received_at, response_rows, session_rows, submission_row
 from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
 
@@ -100,7 +100,9 @@ def export_bucket(
         for info in entry.submissions
         if since is None or info.last_modified >= since
     ]
-    statuses = [entry for entry in listing.participants.values() if entry.status is not None]
+    # Every participant with anything stored: one who sent only trials (a jsPsych study) has no
+    # status.json and is still a participant, with their counts.
+    statuses = [entry for entry in listing.participants.values() if entry.status or entry.trials or entry.submissions]
     trials = TrialTables()
     progress.start(len(statuses) + len(submissions) + trials.count(listing))
 
@@ -159,12 +161,17 @@ def _export_statuses(
     workers: int,
 ) -> None:
     by_key = {entry.status.key: entry for entry in statuses if entry.status}
-    for key, body in read_many(store, by_key, workers=workers):
+    bodies = read_many(store, by_key, workers=workers)
+    for entry in statuses:
+        if entry.status is None:
+            progress.advance()
+            _export_without_status(entry, writers, report, since)
+            continue
+        key, body = next(bodies)
         progress.advance()
         status = _decoded(key, body, report, strict)
         if status is None:
             continue
-        entry = by_key[key]
         if is_tombstone(status):
             report.erased.append(entry.participant_id)
             continue
@@ -174,7 +181,7 @@ def _export_statuses(
                 continue
         pid = entry.participant_id
         rows = {
-            PARTICIPANTS.name: [participant_row(pid, key, status, len(entry.submissions))],
+            PARTICIPANTS.name: [_with_trial_counts(participant_row(pid, key, status, len(entry.submissions)), entry)],
             SESSIONS.name: list(session_rows(pid, status)),
             RESPONSES.name: list(response_rows(pid, status)),
         }
@@ -182,6 +189,25 @@ def _export_statuses(
             for row in table_rows:
                 writers[table_name].write(row)
             report.rows[table_name] += len(table_rows)
+
+
+def _with_trial_counts(row: Row, entry: ParticipantObjects) -> Row:
+    row["trial_count"] = len(entry.trials)
+    row["trial_session_count"] = len({info.key.rsplit("/", 2)[-2] for info in entry.trials})
+    return row
+
+
+def _export_without_status(
+    entry: ParticipantObjects, writers: dict[str, TableWriter], report: ExportReport, since: datetime | None
+) -> None:
+    """The participants row of someone with trials or submissions and no status.json."""
+    stored = [*entry.trials, *entry.submissions]
+    if since is not None and all(info.last_modified < since for info in stored):
+        return
+    row = participant_row(entry.participant_id, "", {}, len(entry.submissions))
+    row["status_key"] = None
+    writers[PARTICIPANTS.name].write(_with_trial_counts(row, entry))
+    report.rows[PARTICIPANTS.name] += 1
 
 
 def _export_submissions(

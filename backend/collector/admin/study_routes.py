@@ -1,0 +1,203 @@
+"""The dashboard's study pages: every study at a glance, one study's settings with its close and
+archive actions, and a trial session's trials as a table (docs/studies.md).
+
+Every dashboard page takes ``?study=ID`` (``collector.admin.context.study_context``); the links
+the pages make keep it (``in_study``), so a study's overview, participants, files and export are
+that study's alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import pass_context
+
+from ..errors import Forbidden, NotFound
+from ..keys import is_valid_participant_id
+from ..reading.scan import decode_object, read_many
+from ..storage import StorageError
+from ..studies.manage import change_study_settings
+from ..studies.registry import STUDY_STATUSES, InvalidStudy, Study
+from .auth import COOKIE_NAME
+from .bounded import MAX_COLUMNS, cell_text, page_of, session_columns
+from .context import AdminContext, SessionDep, off_loop, same_origin, study_context
+from .rendering import render_html
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/admin", include_in_schema=False)
+
+WHO = "dashboard"
+_MAX_FORM_BYTES = 4096
+# Trial fields shown as columns first, when present (what jsPsych records for every trial).
+PREFERRED_TRIAL_FIELDS = ("trial_type", "stimulus", "response", "rt", "correct")
+
+
+@pass_context
+def in_study(context: Any, url: str) -> str:
+    """``url`` within the study the page shows (``?study=ID`` appended), for links and forms."""
+    request = context.get("request")
+    study_id = request.query_params.get("study") if request is not None else None
+    if not study_id or not is_valid_participant_id(study_id):
+        return url
+    return f"{url}{'&' if '?' in url else '?'}study={quote(study_id)}"
+
+
+@router.get("/studies")
+async def all_studies(request: Request, admin: SessionDep) -> HTMLResponse:
+    """The default study and every registered one, with their figures (each study's own index)."""
+    rows = await off_loop(admin, _study_rows, request.app.state.admin)
+    return await render_html(request, admin, "studies.html", {"rows": rows})
+
+
+def _study_rows(base: AdminContext) -> list[dict[str, Any]]:
+    studies = base.services.studies
+    registered = list(studies.registry.current().studies.values()) if studies is not None else []
+    # ``base``: the default study's context (the app's own), which every study's is built from.
+    contexts: list[tuple[Study | None, AdminContext]] = [(None, base)]
+    contexts += [(study, study_context(base, study.id)) for study in registered]
+    rows = []
+    for study, context in contexts:
+        snapshot = context.index.get()
+        people = [p for p in snapshot.participants if not p.erased]
+        rows.append(
+            {
+                "study": study,
+                "prefix": context.services.layout.prefix,
+                "participants": len(people),
+                "submissions": sum(p.submission_count for p in people),
+                "trials": sum(p.trial_count for p in people),
+                "trial_only": sum(1 for p in people if p.trial_count and not p.has_status),
+            }
+        )
+    return rows
+
+
+@router.get("/studies/{study_id}")
+async def study_page(request: Request, study_id: str, admin: SessionDep) -> HTMLResponse:
+    return await _study_page(request, admin, study_id)
+
+
+async def _study_page(
+    request: Request, admin: AdminContext, study_id: str, *, error: str | None = None, status_code: int = 200
+) -> HTMLResponse:
+    context = await off_loop(admin, study_context, request.app.state.admin, study_id)
+    assert context.study is not None
+    token = await off_loop(admin, admin.auth.form_token, request.cookies.get(COOKIE_NAME) or "")
+    return await render_html(
+        request,
+        admin,
+        "study.html",
+        {"study": context.study, "statuses": STUDY_STATUSES, "form_token": token, "error": error},
+        status_code=status_code,
+    )
+
+
+@router.post("/studies/{study_id}/status", dependencies=[Depends(same_origin)])
+async def change_status(request: Request, study_id: str, admin: SessionDep) -> Response:
+    """Open, close or archive a study (a form with the session's form token)."""
+    context = await off_loop(admin, study_context, request.app.state.admin, study_id)
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise Forbidden("the form is too large")
+    form = parse_qs(body.decode("utf-8", "replace"))
+    token = form.get("form_token", [""])[0]
+    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
+        raise Forbidden("the form expired; reload the page and try again")
+    status = form.get("status", [""])[0]
+    if status not in STUDY_STATUSES:
+        return await _study_page(
+            request, admin, study_id, error="Choose open, closed or archived.", status_code=400
+        )
+    reason = form.get("reason", [""])[0].strip()[:500]
+    services = admin.services
+    try:
+        await run_in_threadpool(
+            change_study_settings,
+            services.store,
+            services.settings.data_prefix,
+            study_id,
+            {"status": status},
+            who=WHO,
+            reason=reason,
+        )
+    except (InvalidStudy, StorageError) as exc:
+        logger.warning("Dashboard change of study %s not made: %s", study_id, exc)
+        return await _study_page(request, admin, study_id, error=f"Not changed: {exc}", status_code=503)
+    assert context.services.studies is not None
+    context.services.studies.registry.forget()  # this process sees the change at once
+    logger.info("Dashboard set study %s to %s", study_id, status)
+    return RedirectResponse(f"/admin/studies/{quote(study_id)}", status_code=303)
+
+
+@router.get("/participants/{participant_id}/trials/{session_id}")
+async def trial_session(
+    request: Request,
+    participant_id: str,
+    session_id: str,
+    admin: SessionDep,
+    page: int = Query(1, ge=1),
+) -> HTMLResponse:
+    """One trial session's trials as a table: index, received time, verified, the trial's fields."""
+    if not is_valid_participant_id(participant_id) or not is_valid_participant_id(session_id):
+        raise NotFound("no such trial session")
+    table = await off_loop(admin, _trial_table, admin, participant_id, session_id, page)
+    return await render_html(
+        request, admin, "trial_session.html", {"pid": participant_id, "session_id": session_id, **table}
+    )
+
+
+def _trial_table(admin: AdminContext, participant_id: str, session_id: str, requested: int) -> dict[str, Any]:
+    layout = admin.services.layout
+    infos = [
+        info
+        for info in admin.services.store.list(layout.trials_dir(participant_id, session_id))
+        if (parsed := layout.parse(info.key)) is not None and parsed.kind == "trial"
+    ]
+    if not infos:
+        raise NotFound("no such trial session")
+    page = page_of(len(infos), requested)
+    shown = infos[page.slice]
+    documents: list[tuple[int, dict[str, Any] | None]] = []
+    for key, body in read_many(admin.services.store, [info.key for info in shown]):
+        parsed = layout.parse(key)
+        index = parsed.trial_index if parsed is not None and parsed.trial_index is not None else -1
+        document = None
+        if not isinstance(body, StorageError):
+            try:
+                document = decode_object(body)
+            except ValueError:
+                document = None
+        documents.append((index, document))
+    trial_data = [
+        d.get("trialData") if d is not None and isinstance(d.get("trialData"), dict) else {}
+        for _, d in documents
+    ]
+    columns, folded = session_columns(trial_data, PREFERRED_TRIAL_FIELDS)
+    shown_names = set(columns)
+    rows = []
+    for (index, document), data in zip(documents, trial_data, strict=True):
+        cells = [cell_text(data.get(name)) for name in columns]
+        if folded:
+            rest = {name: value for name, value in data.items() if name not in shown_names}
+            cells.append(cell_text(rest) if rest else "")
+        rows.append(
+            {
+                "index": index,
+                "received": cell_text(document.get("serverReceivedAt")) if document else "",
+                "verified": "unreadable"
+                if document is None
+                else ("no" if document.get("keyVerified") is False else "yes"),
+                "cells": cells,
+            }
+        )
+    return {
+        "columns": [*columns, "other fields (JSON)"] if folded else columns,
+        "rows": rows,
+        "page": page,
+        "max_columns": MAX_COLUMNS,
+    }
