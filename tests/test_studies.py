@@ -32,6 +32,7 @@ from collector.studies.registry import (
     study_prefix,
 )
 from tests.support.collector_process import settings_environment
+from tests.support.counting_store import CountingStore
 
 URL = "/api/upload-user-data"
 BATCH = "/api/upload-user-data/batch"
@@ -266,8 +267,11 @@ def test_origins_are_checked_per_study_and_cors_allows_their_union(
     assert preflight(PILOT_ORIGIN) == PILOT_ORIGIN
     assert preflight(MAIN_ORIGIN) == MAIN_ORIGIN
     assert preflight("https://evil.example") is None
-    change(store, study_settings, status="archived")  # an archived study opens no origin
-    assert preflight(PILOT_ORIGIN) is None
+    # An archived study's page still reads its answers: the 410 tells the module to drop its queue.
+    change(store, study_settings, status="archived")
+    assert preflight(PILOT_ORIGIN) == PILOT_ORIGIN
+    archived = client.post(URL, json=status("O1", "pilot"), headers={"Origin": PILOT_ORIGIN})
+    assert archived.status_code == 410 and archived.headers["access-control-allow-origin"] == PILOT_ORIGIN
 
 
 def test_registry_changes_are_compare_and_swap_and_audited(store: ObjectStore, settings: Settings) -> None:
@@ -356,3 +360,36 @@ def test_cli_study_commands_and_tools_on_one_study(store: ObjectStore, settings:
     assert (
         run(main, ["release-key", "S1", "--study", "pilot", "--reason", "x", "--yes"], env=env).exit_code == 0
     )
+
+
+def test_what_a_study_costs_in_storage_requests(store: ObjectStore, settings: Settings) -> None:
+    """An open study costs what the default study does; closed and capped ones say what they add."""
+    register(store, settings, "open1")
+    register(store, settings, "closed1")
+    register(store, settings, "capped1", max_participants=100)
+    counting = CountingStore(store)
+    quiet = settings.model_copy(update={"study_registry_check_seconds": 3600})
+    with TestClient(create_app(quiet, store=counting)) as client:
+
+        def cost(*bodies: dict[str, Any]) -> list[str]:
+            counting.reset()
+            for body in bodies:
+                assert client.post(URL, json=body).status_code == 200, body
+            return [op for op, _ in counting.requests]
+
+        cost(status("WARM", "open1"))  # the registry's one read for this process
+        default = cost(status("N1"), submission("N1"), trial("N1"))
+        assert cost(status("N1", "open1"), submission("N1", "open1"), trial("N1", "open1")) == default
+        # A closed study: one listing the first time this process meets a participant, then none.
+        assert client.post(URL, json=trial("IN", "closed1")).status_code == 200
+        change(store, settings, "closed1", status="closed")
+        client.app.state.services.studies.registry.forget()
+        cost(status("WARM", "open1"))  # reads the changed registry
+        first = cost(trial("IN", "closed1", index=1))
+        again = cost(trial("IN", "closed1", index=2))
+        assert first == ["list", *again] and "list" not in again
+        # A capped study: a new participant's admission is one read and one conditional write.
+        capped = cost(status("N2", "capped1"))
+        assert capped == ["get", "get", "put", "put"], capped  # status read, admissions read + swap, status
+        cost(status("N2"))  # the default study's N2, known to this process too
+        assert cost(status("N2", "capped1")) == cost(status("N2"))  # admitted: nothing more
