@@ -192,3 +192,36 @@ def test_the_all_studies_page_counts_each_study(client: TestClient) -> None:
     assert page.status_code == 200
     assert 'href="/admin?study=jspsych">jspsych</a>' in page.text
     assert re.search(r'id="all-participants">4<', page.text)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_export_of_all_studies_has_a_study_id_column(
+    client: TestClient, settings: Settings, store: ObjectStore, tmp_path: Path, fmt: str
+) -> None:
+    seed(client)
+    register_study(store, settings.data_prefix, make_study(settings.data_prefix, "-empty"), who="test")
+    env = settings_environment(settings)
+    result = CliRunner().invoke(
+        main, ["export", "--all-studies", "--format", fmt, "--out", str(tmp_path)], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "Exported 4 participants" in result.output
+    participants = read_table(tmp_path, "participants", fmt)
+    assert list(participants.columns[:2]) == ["study_id", "participant_id"]
+    # The default study's rows: empty in CSV, null in JSON Lines and Parquet.
+    study_ids = [s if isinstance(s, str) and s else None for s in participants["study_id"]]
+    assert ("" in list(participants["study_id"])) == (fmt == "csv")
+    by_study = set(zip(study_ids, participants["participant_id"], strict=True))
+    assert by_study == {(None, "D1"), ("jspsych", "T1"), ("jspsych", "T2"), ("jspsych", "T3")}
+    trials = read_table(tmp_path, "trials", fmt)
+    assert (
+        list(trials.columns[:1]) == ["study_id"]
+        and set(trials["study_id"]) == {"jspsych"}
+        and len(trials) == 6
+    )
+    assert "# Study: jspsych" in (tmp_path / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no scratch left
+    both = CliRunner().invoke(
+        main, ["export", "--all-studies", "--study", "jspsych", "--out", str(tmp_path)], env=env
+    )
+    assert both.exit_code != 0

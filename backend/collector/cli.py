@@ -26,6 +26,8 @@ from .reconcile import reconcile as match_backup
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, StorageError, open_store
 from .studies.cli import settings_for_study, study, study_option
+from .studies.export_all import export_all_studies
+from .studies.registry import InvalidStudy
 from .verify import VerifyFailed, verify_bucket
 
 logger = logging.getLogger("collector")
@@ -144,6 +146,7 @@ def _since(value: str | None) -> datetime | None:
     "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
 )
 @study_option
+@click.option("--all-studies", is_flag=True, help="Every study in one set of tables, with a study_id column.")
 def export(
     out_dir: Path,
     fmt: str,
@@ -152,29 +155,35 @@ def export(
     strict: bool,
     workers: int,
     study_id: str | None,
+    all_studies: bool,
 ) -> None:
     """Export the bucket as tables (participants, submissions, sessions, responses) + README."""
     configure_logging()
     for pid in participants:
         if not is_valid_participant_id(pid):
             raise click.BadParameter(f"not a participant ID: {pid!r}", param_hint="--participant")
+    if all_studies and study_id is not None:
+        raise click.UsageError("give --study or --all-studies, not both")
     settings = load_settings()
     store = open_bucket(settings)
     try:
         settings = settings_for_study(settings, store, study_id)
         with ObjectProgress("Exporting") as progress:
-            report = export_bucket(
-                store,
-                KeyLayout(settings.data_prefix),
-                DirectorySink(out_dir),
-                fmt=fmt,  # type: ignore[arg-type]
-                participant_ids=participants,
-                since=_since(since),
-                strict=strict,
-                workers=workers,
-                progress=progress,
-            )
-    except (ExportFailed, ExportDependencyMissing) as exc:
+            options = {
+                "fmt": fmt,
+                "participant_ids": participants,
+                "since": _since(since),
+                "strict": strict,
+                "workers": workers,
+                "progress": progress,
+            }
+            if all_studies:
+                report = export_all_studies(store, settings.data_prefix, out_dir, **options)
+            else:
+                report = export_bucket(
+                    store, KeyLayout(settings.data_prefix), DirectorySink(out_dir), **options
+                )
+    except (ExportFailed, ExportDependencyMissing, InvalidStudy) as exc:
         raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
