@@ -225,3 +225,29 @@ def test_export_of_all_studies_has_a_study_id_column(
         main, ["export", "--all-studies", "--study", "jspsych", "--out", str(tmp_path)], env=env
     )
     assert both.exit_code != 0
+
+
+def test_dashboard_erasure_and_key_release_stay_inside_the_study(
+    client: TestClient, store: ObjectStore, settings: Settings
+) -> None:
+    key = "k" * 32
+    for study in (None, "jspsych"):
+        body = {"participantId": "SAME", "participantKey": key, "consented": True}
+        if study:
+            body["studyId"] = study
+        assert client.post(URL, json=body).status_code == 200
+    form = client.get("/admin/participants/SAME/erase?study=jspsych").text
+    assert 'action="/admin/participants/SAME/erase?study=jspsych"' in form
+    erased = client.post(
+        "/admin/participants/SAME/erase?study=jspsych", data={"confirm": "SAME", "reason": "withdrew"}
+    )
+    assert erased.status_code == 200, erased.text
+    default = KeyLayout(settings.data_prefix)
+    study = KeyLayout(study_prefix(settings.data_prefix, "jspsych"))
+    assert json.loads(store.get(study.status_key("SAME")).body)["erased"] is True
+    assert json.loads(store.get(default.status_key("SAME")).body)["consented"] is True
+    assert client.post(URL, json={"participantId": "SAME", "studyId": "jspsych"}).status_code == 410
+    assert client.post(URL, json={"participantId": "SAME", "participantKey": key}).status_code == 200
+    page = client.get("/admin/participants/SAME").text
+    assert 'action="/admin/participants/SAME/release-key"' in page
+    assert "participantKeyHash" in store.get(default.status_key("SAME")).body.decode()
