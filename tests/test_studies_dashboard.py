@@ -251,3 +251,56 @@ def test_dashboard_erasure_and_key_release_stay_inside_the_study(
     page = client.get("/admin/participants/SAME").text
     assert 'action="/admin/participants/SAME/release-key"' in page
     assert "participantKeyHash" in store.get(default.status_key("SAME")).body.decode()
+
+
+def test_studies_are_registered_and_changed_from_the_dashboard(
+    client: TestClient, store: ObjectStore, settings: Settings
+) -> None:
+    page = client.get("/admin/studies").text
+    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)
+    fields = {
+        "form_token": token,
+        "study_id": "pilot2",
+        "title": "Second pilot",
+        "origins": "https://a.example.org\nhttps://b.example.org:8443",
+        "max_participants": "40",
+        "milestones": "consented, finished",
+    }
+    added = client.post("/admin/studies", data=fields, follow_redirects=False)
+    assert added.status_code == 303 and added.headers["location"] == "/admin/studies/pilot2"
+    study = read_registry(store, settings.data_prefix).get("pilot2")
+    assert study.origins == ("https://a.example.org", "https://b.example.org:8443")
+    assert (study.max_participants, study.milestones, study.status) == (40, ("consented", "finished"), "open")
+    again = client.post("/admin/studies", data=fields)
+    assert again.status_code == 400 and "already registered" in again.text
+    for bad in ({"study_id": "../x"}, {"origins": "javascript:alert(1)"}, {"max_participants": "-3"}):
+        answer = client.post("/admin/studies", data={**fields, "study_id": "pilot3", **bad})
+        assert answer.status_code == 400, bad
+    assert (
+        client.post("/admin/studies", data={**fields, "study_id": "pilot4", "form_token": "no"}).status_code
+        == 403
+    )
+    assert set(read_registry(store, settings.data_prefix).studies) == {"jspsych", "pilot2"}
+
+    shown = client.get("/admin/studies/pilot2").text
+    assert "https://a.example.org\nhttps://b.example.org:8443</textarea>" in shown
+    changed = client.post(
+        "/admin/studies/pilot2/settings",
+        data={"form_token": token, "title": "Renamed", "origins": "https://c.example.org", "milestones": "x"},
+        follow_redirects=False,
+    )
+    assert changed.status_code == 303
+    study = read_registry(store, settings.data_prefix).get("pilot2")
+    assert (study.title, study.origins, study.max_participants, study.milestones) == (
+        "Renamed",
+        ("https://c.example.org",),
+        None,
+        ("x",),
+    )
+    refused = client.post(
+        "/admin/studies/pilot2/settings", data={"form_token": token, "max_participants": "lots"}
+    )
+    assert (
+        refused.status_code == 400
+        and read_registry(store, settings.data_prefix).get("pilot2").title == "Renamed"
+    )

@@ -21,8 +21,8 @@ from ..errors import Forbidden, NotFound
 from ..keys import is_valid_participant_id
 from ..reading.scan import decode_object, read_many
 from ..storage import StorageError
-from ..studies.manage import change_study_settings
-from ..studies.registry import STUDY_STATUSES, InvalidStudy, Study
+from ..studies.manage import change_study_settings, register_study
+from ..studies.registry import STUDY_STATUSES, InvalidStudy, Study, make_study
 from .auth import COOKIE_NAME
 from .bounded import MAX_COLUMNS, cell_text, page_of, session_columns
 from .context import AdminContext, SessionDep, off_loop, same_origin, study_context
@@ -49,9 +49,92 @@ def in_study(context: Any, url: str) -> str:
 
 @router.get("/studies")
 async def all_studies(request: Request, admin: SessionDep) -> HTMLResponse:
-    """The default study and every registered one, with their figures (each study's own index)."""
+    return await _studies_page(request, admin)
+
+
+async def _studies_page(
+    request: Request,
+    admin: AdminContext,
+    *,
+    error: str | None = None,
+    form: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    """The default study and every registered one, with their figures (each study's own index),
+    and the form that registers a study."""
     rows = await off_loop(admin, _study_rows, request.app.state.admin)
-    return await render_html(request, admin, "studies.html", {"rows": rows})
+    token = await off_loop(admin, admin.auth.form_token, request.cookies.get(COOKIE_NAME) or "")
+    context = {"rows": rows, "form_token": token, "error": error, "form": form or {}}
+    return await render_html(request, admin, "studies.html", context, status_code=status_code)
+
+
+@router.post("/studies", dependencies=[Depends(same_origin)])
+async def register(request: Request, admin: SessionDep) -> Response:
+    """Register a study from the dashboard (the same rules and audit as ``collector study add``)."""
+    form = await _checked_form(request, admin)
+    study_id = form.get("study_id", "").strip()
+    services = admin.services
+    prefix = services.settings.data_prefix
+    try:
+        study = make_study(prefix, study_id, status="open", **_settings_of(form))
+        await run_in_threadpool(register_study, services.store, prefix, study, who=WHO)
+    except InvalidStudy as exc:
+        return await _studies_page(request, admin, error=str(exc), form=form, status_code=400)
+    except StorageError as exc:
+        logger.warning("Dashboard registration of study %r not made: %s", study_id, exc)
+        error = f"Not registered: {exc}"
+        return await _studies_page(request, admin, error=error, form=form, status_code=503)
+    _forget_registry(admin)
+    logger.info("Dashboard registered study %s", study_id)
+    return RedirectResponse(f"/admin/studies/{quote(study_id)}", status_code=303)
+
+
+@router.post("/studies/{study_id}/settings", dependencies=[Depends(same_origin)])
+async def change_settings(request: Request, study_id: str, admin: SessionDep) -> Response:
+    """Change a study's title, origins, cap and milestones (as ``collector study set``)."""
+    await off_loop(admin, study_context, request.app.state.admin, study_id)
+    form = await _checked_form(request, admin)
+    try:
+        changes = _settings_of(form)
+    except InvalidStudy as exc:
+        return await _study_page(request, admin, study_id, error=f"Not changed: {exc}", status_code=400)
+    return await _change(request, admin, study_id, changes, form.get("reason", ""))
+
+
+def _settings_of(form: dict[str, str]) -> dict[str, Any]:
+    """A study's settings from a dashboard form (lists: one per line, or comma-separated)."""
+
+    def listed(name: str) -> list[str]:
+        text = form.get(name, "").replace(",", "\n")
+        return [item.strip() for item in text.splitlines() if item.strip()]
+
+    cap = form.get("max_participants", "").strip()
+    if cap and not cap.isdigit():
+        raise InvalidStudy("max participants is a whole number from 1 (or empty: no cap)")
+    return {
+        "title": form.get("title", "").strip(),
+        "origins": listed("origins"),
+        "max_participants": int(cap) if cap else None,
+        "milestones": listed("milestones"),
+    }
+
+
+async def _checked_form(request: Request, admin: AdminContext) -> dict[str, str]:
+    """The posted form's fields (first value each), once its size and form token are checked."""
+    body = await request.body()
+    if len(body) > _MAX_FORM_BYTES:
+        raise Forbidden("the form is too large")
+    form = {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
+    token = form.get("form_token", "")
+    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
+        raise Forbidden("the form expired; reload the page and try again")
+    return form
+
+
+def _forget_registry(admin: AdminContext) -> None:
+    """This process sees a change made here at once (the others within the registry's interval)."""
+    if admin.services.studies is not None:
+        admin.services.studies.registry.forget()
 
 
 def _study_rows(base: AdminContext) -> list[dict[str, Any]]:
@@ -100,20 +183,18 @@ async def _study_page(
 @router.post("/studies/{study_id}/status", dependencies=[Depends(same_origin)])
 async def change_status(request: Request, study_id: str, admin: SessionDep) -> Response:
     """Open, close or archive a study (a form with the session's form token)."""
-    context = await off_loop(admin, study_context, request.app.state.admin, study_id)
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        raise Forbidden("the form is too large")
-    form = parse_qs(body.decode("utf-8", "replace"))
-    token = form.get("form_token", [""])[0]
-    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
-        raise Forbidden("the form expired; reload the page and try again")
-    status = form.get("status", [""])[0]
+    await off_loop(admin, study_context, request.app.state.admin, study_id)
+    form = await _checked_form(request, admin)
+    status = form.get("status", "")
     if status not in STUDY_STATUSES:
-        return await _study_page(
-            request, admin, study_id, error="Choose open, closed or archived.", status_code=400
-        )
-    reason = form.get("reason", [""])[0].strip()[:500]
+        error = "Choose open, closed or archived."
+        return await _study_page(request, admin, study_id, error=error, status_code=400)
+    return await _change(request, admin, study_id, {"status": status}, form.get("reason", ""))
+
+
+async def _change(
+    request: Request, admin: AdminContext, study_id: str, changes: dict[str, Any], reason: str
+) -> Response:
     services = admin.services
     try:
         await run_in_threadpool(
@@ -121,16 +202,17 @@ async def change_status(request: Request, study_id: str, admin: SessionDep) -> R
             services.store,
             services.settings.data_prefix,
             study_id,
-            {"status": status},
+            changes,
             who=WHO,
-            reason=reason,
+            reason=reason.strip()[:500],
         )
-    except (InvalidStudy, StorageError) as exc:
+    except InvalidStudy as exc:
+        return await _study_page(request, admin, study_id, error=f"Not changed: {exc}", status_code=400)
+    except StorageError as exc:
         logger.warning("Dashboard change of study %s not made: %s", study_id, exc)
         return await _study_page(request, admin, study_id, error=f"Not changed: {exc}", status_code=503)
-    assert context.services.studies is not None
-    context.services.studies.registry.forget()  # this process sees the change at once
-    logger.info("Dashboard set study %s to %s", study_id, status)
+    _forget_registry(admin)
+    logger.info("Dashboard changed study %s: %s", study_id, sorted(changes))
     return RedirectResponse(f"/admin/studies/{quote(study_id)}", status_code=303)
 
 
