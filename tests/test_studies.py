@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -326,7 +327,9 @@ def test_a_registry_pointing_a_study_at_the_default_prefix_stores_nothing(
     assert keys_under(store, study_settings.data_prefix + "/") == []
 
 
-def test_cli_study_commands_and_tools_on_one_study(store: ObjectStore, settings: Settings) -> None:
+def test_cli_study_commands_and_tools_on_one_study(
+    store: ObjectStore, settings: Settings, tmp_path: Path
+) -> None:
     env = settings_environment(settings)
     run = CliRunner().invoke
     added = run(main, ["study", "add", "pilot", "--title", "Pilot", "--origin", PILOT_ORIGIN], env=env)
@@ -357,6 +360,14 @@ def test_cli_study_commands_and_tools_on_one_study(store: ObjectStore, settings:
         assert client.post(URL, json=submission("S2", "pilot")).status_code == 410
         assert client.post(URL, json=submission("S2")).status_code == 200
     assert run(main, ["verify", "--study", "nosuch"], env=env).exit_code != 0
+    qualtrics = tmp_path / "responses.csv"
+    qualtrics.write_text("ResponseId,Finished,pid\nResponse ID,Finished,pid\nR_1,1,S1\nR_2,1,D1\n")
+    matched = run(
+        main, ["reconcile", "--qualtrics", str(qualtrics), "--id-column", "pid", "--study", "pilot"], env=env
+    )
+    assert matched.exit_code == 0, matched.output
+    categories = {line.split(",")[0]: line.split(",")[1] for line in matched.stdout.splitlines()[1:]}
+    assert categories["S1"] == "both" and categories["D1"] == "qualtrics_only"  # D1 is the default study's
     assert (
         run(main, ["release-key", "S1", "--study", "pilot", "--reason", "x", "--yes"], env=env).exit_code == 0
     )
