@@ -404,3 +404,15 @@ def test_what_a_study_costs_in_storage_requests(store: ObjectStore, settings: Se
         assert capped == ["get", "get", "put", "put"], capped  # status read, admissions read + swap, status
         cost(status("N2"))  # the default study's N2, known to this process too
         assert cost(status("N2", "capped1")) == cost(status("N2"))  # admitted: nothing more
+
+
+def test_an_address_over_its_new_participant_cap_takes_no_place_in_a_capped_study(
+    store: ObjectStore, settings: Settings
+) -> None:
+    register(store, settings, max_participants=5)
+    limited = settings.model_copy(update={"study_registry_check_seconds": 0, "new_participants_per_hour": 1})
+    with TestClient(create_app(limited)) as client:
+        assert client.post(URL, json=status("F1", "pilot")).status_code == 200
+        assert client.post(URL, json=status("F2", "pilot")).status_code == 429
+    admitted = json.loads(store.get(admissions_key(settings.data_prefix, "pilot")).body)
+    assert admitted == {"participants": ["F1"]}

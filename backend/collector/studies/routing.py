@@ -49,16 +49,17 @@ class StudyRoute:
             self.gate.admit(self.study, participant_id)
 
     def new_participant_hook(
-        self, participant_id: str, then: Callable[[], None] | None
+        self, participant_id: str, first: Callable[[], None] | None
     ) -> Callable[[], None] | None:
-        """The upload service's ``on_new_participant``: the study's admission, then ``then``."""
+        """The upload service's ``on_new_participant``: ``first`` (the per-address cap), then the
+        study's admission, so that an address over its cap never takes a place in a capped study."""
         if self.study is None:
-            return then
+            return first
 
         def admit_new() -> None:
+            if first is not None:
+                first()
             self.admit(participant_id)
-            if then is not None:
-                then()
 
         return admit_new
 
