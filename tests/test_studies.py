@@ -416,3 +416,16 @@ def test_an_address_over_its_new_participant_cap_takes_no_place_in_a_capped_stud
         assert client.post(URL, json=status("F2", "pilot")).status_code == 429
     admitted = json.loads(store.get(admissions_key(settings.data_prefix, "pilot")).body)
     assert admitted == {"participants": ["F1"]}
+
+
+def test_the_default_study_never_reads_the_registry(store: ObjectStore, settings: Settings) -> None:
+    counting = CountingStore(store)
+    with TestClient(
+        create_app(settings.model_copy(update={"allowed_origins": MAIN_ORIGIN}), store=counting)
+    ) as client:
+        for headers in ({}, {"Origin": MAIN_ORIGIN}):
+            assert client.post(URL, json=submission("Q1"), headers=headers).status_code == 200
+            assert client.post(URL, json=trial("Q1"), headers=headers).status_code == 200
+            assert client.post(RESTORE, json={"participantId": "Q1"}, headers=headers).status_code == 404
+    touched = {key for _, key in counting.requests}
+    assert not any(key.startswith(studies_root(settings.data_prefix)) for key in touched), touched
