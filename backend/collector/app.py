@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import anyio.to_thread
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from . import __version__, admin
 from .ingest import UploadService
@@ -22,6 +21,7 @@ from .storage import ObjectStore, RetryingStore, open_store
 from .trials import TrialService
 from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import ConcurrencyLimit
+from .web.cors import LoggedCORSMiddleware
 from .web.error_handlers import install_error_handlers
 from .web.rate_limit import ParticipantLimits
 from .web.services import Services
@@ -86,7 +86,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     # Inside CORS, so a browser can read the 413 (and drop the upload rather than retry it).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.add_middleware(
-        CORSMiddleware,
+        LoggedCORSMiddleware,
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST"],
         allow_headers=["Content-Type"],

@@ -35,7 +35,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration: {exc}") from exc
+        raise click.ClickException(f"invalid configuration: {configuration_problems(exc)}") from None
     given = {k: v for k, v in overrides.items() if v is not None}
     return settings.model_copy(update=given) if given else settings
 
@@ -46,6 +46,16 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def configuration_problems(exc: ValidationError) -> str:
+    """What is wrong, naming each variable; never the values (they may be secrets)."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        names = [str(part).upper() for part in error["loc"]]
+        problems.append(f"{names[0]}: {message}" if names else message)
+    return "; ".join(problems)
 
 
 @click.group()
