@@ -24,7 +24,14 @@ from .progress import ObjectProgress
 from .reconcile import NotAnExport, read_export, recover, scan_backup, write_rows
 from .reconcile import reconcile as match_backup
 from .settings import Settings
-from .storage import ObjectStore, RetryingStore, StorageError, open_store
+from .storage import (
+    ConditionalWritesIgnored,
+    ObjectStore,
+    RetryingStore,
+    StorageError,
+    open_store,
+    prove_conditional_writes,
+)
 from .verify import VerifyFailed, verify_bucket
 
 logger = logging.getLogger("collector")
@@ -92,6 +99,7 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             "ALLOWED_ORIGINS is unset: browsers on other origins cannot upload. "
             "Set it to the study's origin, e.g. ALLOWED_ORIGINS=https://study.example.org"
         )
+    refuse_a_bucket_without_conditional_writes(settings)
     # Workers re-read the environment; overrides from the command line travel the same way.
     os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)})
     uvicorn.run(
@@ -104,6 +112,25 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         access_log=False,
         timeout_keep_alive=5,
     )
+
+
+def refuse_a_bucket_without_conditional_writes(settings: Settings) -> None:
+    """Stop here, with a plain message, when the bucket ignores conditional writes.
+
+    Each server process proves it again at start (``create_app``), which also keeps answering 503
+    while the bucket cannot be reached; this check only gives the refusal a clean message.
+    """
+    if settings.storage_kind != "s3":
+        return
+    store = RetryingStore(open_store(settings), Metrics(), deadline_seconds=settings.storage_deadline_seconds)
+    try:
+        prove_conditional_writes(store, KeyLayout(settings.data_prefix).conditional_probe_key)
+    except ConditionalWritesIgnored as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
+    except StorageError as exc:
+        logger.warning("⚠️ Bucket not reachable yet (%s); starting anyway, uploads wait for it", exc)
+    finally:
+        store.close()
 
 
 def open_bucket(settings: Settings) -> ObjectStore:
