@@ -17,7 +17,7 @@ from . import __version__, admin
 from .ingest import UploadService
 from .keys import KeyLayout
 from .metrics import Metrics
-from .routes import health, static, uploads
+from .routes import api_docs, health, static, uploads
 from .settings import Settings
 from .status_cache import StatusCache
 from .storage import (
@@ -97,6 +97,8 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         version=__version__,
         description="Backs up browser-study participant uploads to an S3-compatible bucket.",
         lifespan=lifespan,
+        docs_url=None,  # served from the collector's own copy of Swagger UI (routes/api_docs.py)
+        redoc_url=None,
     )
     app.state.services = services
     # The participant API: refuse a flooding address first (cheap), then bound uploads in progress.
@@ -106,6 +108,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     ]
     app.include_router(uploads.router, dependencies=participant_limits)
     app.include_router(health.router)
+    app.include_router(api_docs.router)
     admin.install(app, services)  # the research team's dashboard under /admin
     app.include_router(static.router)
     install_error_handlers(app)
