@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -95,13 +94,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_admin_password(self) -> Settings:
         # A placeholder password guarding real participant data is worse than none: refuse it.
-        if self.admin_password is not None and self.admin_password.strip().lower() in {
-            "",
-            "changeme",
-            "change-me",
-            "password",
-            "admin",
-        }:
+        if self.admin_password is not None and is_placeholder_password(self.admin_password):
             raise ValueError("ADMIN_PASSWORD is a placeholder; set a real secret or leave it unset")
         return self
 
@@ -165,11 +158,10 @@ class Settings(BaseSettings):
             return origins
         return ["*"] if self.storage_kind == "local" else []
 
-    def with_generated_admin_password(self) -> tuple[Settings, bool]:
-        """Return settings that have an admin password, and whether one had to be generated."""
-        if self.admin_password:
-            return self, False
-        return self.model_copy(update={"admin_password": secrets.token_urlsafe(18)}), True
+
+def is_placeholder_password(password: str) -> bool:
+    """A placeholder guarding real participant data is worse than none: refused wherever it is set."""
+    return password.strip().lower() in {"", "changeme", "change-me", "password", "admin"}
 
 
 def normalised_origin(entry: str) -> str:
