@@ -138,5 +138,6 @@ def test_after_an_outage_the_bucket_is_proven_again_before_any_200(
         time.sleep(1.1)  # past the gate's pause between proofs
         answers = [client.post(URL, json={**BODY, "participantId": "P3"}).status_code for _ in range(3)]
         assert answers == [503, 503, 503]
-        assert client.get("/healthz").status_code == 503
+        health = client.get("/healthz")
+        assert health.status_code == 503 and "ignores conditional writes" in health.json()["error"]
     assert not any("/P3/" in key for key in stored_participant_objects(settings, moto_endpoint))

@@ -19,11 +19,11 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
 from typing import TypeVar
 
 from .base import (
     AlreadyExists,
+    ForwardingStore,
     ObjectInfo,
     ObjectStore,
     PreconditionFailed,
@@ -82,7 +82,7 @@ def prove_conditional_writes(store: ObjectStore, key: str) -> None:
         raise ConditionalWritesIgnored(IF_MATCH)
 
 
-class ConditionalWriteGate(ObjectStore):
+class ConditionalWriteGate(ForwardingStore):
     """Passes calls to ``inner`` once the bucket has proven its conditional writes.
 
     Unproven (at start, after an outage), a call first runs the proof, at most once per
@@ -100,7 +100,7 @@ class ConditionalWriteGate(ObjectStore):
         reprobe_seconds: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.probe_key = probe_key
         self.reprobe_seconds = reprobe_seconds
         self._clock = clock
@@ -175,12 +175,3 @@ class ConditionalWriteGate(ObjectStore):
 
     def check(self) -> None:
         self._guarded(self.inner.check)
-
-    def names_synced_at_end(self) -> AbstractContextManager[None]:
-        return self.inner.names_synced_at_end()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def temporaries(self) -> Iterator[ObjectInfo]:
-        return self.inner.temporaries()
