@@ -14,6 +14,7 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
+from .admin.password import StoredPassword, generated_password
 from .erasure import ErasureRefused, erase_participant, preview_erasure
 from .errors import NotFound
 from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
@@ -23,8 +24,15 @@ from .participant_keys import release_key
 from .progress import ObjectProgress
 from .reconcile import NotAnExport, read_export, recover, scan_backup, write_rows
 from .reconcile import reconcile as match_backup
-from .settings import Settings
-from .storage import ObjectStore, RetryingStore, StorageError, open_store
+from .settings import Settings, is_placeholder_password
+from .storage import (
+    ConditionalWritesIgnored,
+    ObjectStore,
+    RetryingStore,
+    StorageError,
+    open_store,
+    prove_conditional_writes,
+)
 from .verify import VerifyFailed, verify_bucket
 
 logger = logging.getLogger("collector")
@@ -35,7 +43,7 @@ def load_settings(**overrides: object) -> Settings:
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise click.ClickException(f"invalid configuration: {exc}") from exc
+        raise click.ClickException(f"invalid configuration: {configuration_problems(exc)}") from None
     given = {k: v for k, v in overrides.items() if v is not None}
     return settings.model_copy(update=given) if given else settings
 
@@ -46,6 +54,16 @@ def configure_logging() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def configuration_problems(exc: ValidationError) -> str:
+    """What is wrong, naming each variable; never the values (they may be secrets)."""
+    problems = []
+    for error in exc.errors():
+        message = str(error["msg"]).removeprefix("Value error, ")
+        names = [str(part).upper() for part in error["loc"]]
+        problems.append(f"{names[0]}: {message}" if names else message)
+    return "; ".join(problems)
 
 
 @click.group()
@@ -60,11 +78,7 @@ def main() -> None:
 def serve(host: str | None, port: int | None, workers: int | None) -> None:
     """Run the collector until interrupted."""
     configure_logging()
-    settings, generated = load_settings(host=host, port=port, workers=workers).with_generated_admin_password()
-    if generated:
-        # Like Jupyter's token: printed once, handed to every worker through the environment.
-        click.echo(f"Admin dashboard password (generated): {settings.admin_password}", err=True)
-    os.environ["ADMIN_PASSWORD"] = settings.admin_password or ""
+    settings = load_settings(host=host, port=port, workers=workers)
     where = (
         f"bucket {settings.r2_bucket_name} at {settings.endpoint_url or 'AWS S3'}"
         if settings.storage_kind == "s3"
@@ -82,6 +96,9 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             "ALLOWED_ORIGINS is unset: browsers on other origins cannot upload. "
             "Set it to the study's origin, e.g. ALLOWED_ORIGINS=https://study.example.org"
         )
+    refuse_a_bucket_without_conditional_writes(settings)
+    if not settings.admin_password:
+        print_generated_admin_password(settings)
     # Workers re-read the environment; overrides from the command line travel the same way.
     os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)})
     uvicorn.run(
@@ -94,6 +111,48 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         access_log=False,
         timeout_keep_alive=5,
     )
+
+
+def refuse_a_bucket_without_conditional_writes(settings: Settings) -> None:
+    """Stop here, with a plain message, when the bucket ignores conditional writes.
+
+    Each server process proves it again at start (``create_app``), which also keeps answering 503
+    while the bucket cannot be reached; this check only gives the refusal a clean message.
+    """
+    if settings.storage_kind != "s3":
+        return
+    store = RetryingStore(open_store(settings), Metrics(), deadline_seconds=settings.storage_deadline_seconds)
+    try:
+        prove_conditional_writes(store, KeyLayout(settings.data_prefix).conditional_probe_key)
+    except ConditionalWritesIgnored as exc:
+        raise click.ClickException(f"refusing to start: {exc}") from None
+    except StorageError as exc:
+        logger.warning("⚠️ Bucket not reachable yet (%s); starting anyway, uploads wait for it", exc)
+    finally:
+        store.close()
+
+
+def print_generated_admin_password(settings: Settings) -> None:
+    """Without ADMIN_PASSWORD the dashboard password is kept hashed in the bucket; the first start
+    generates it and prints it, once: later starts, other workers and instances use the stored one."""
+    store = RetryingStore(open_store(settings), Metrics(), deadline_seconds=settings.storage_deadline_seconds)
+    try:
+        generated = StoredPassword(store, KeyLayout(settings.data_prefix).admin_password_key).ensure()
+    except StorageError as exc:
+        logger.warning(
+            "⚠️ Cannot reach the storage to set up the dashboard password (%s); the first login "
+            "attempt will, or run `collector admin-password`",
+            exc,
+        )
+        return
+    finally:
+        store.close()
+    if generated is not None:
+        click.echo(
+            f"Admin dashboard password (generated): {generated}\n"
+            "Shown only now: it is kept hashed in the storage. `collector admin-password` sets another.",
+            err=True,
+        )
 
 
 def open_bucket(settings: Settings) -> ObjectStore:
@@ -369,3 +428,36 @@ def release_key_command(participant_id: str, reason: str, yes: bool) -> None:
         click.echo(f"Released the key of {participant_id}; recorded at {result.audit_key}")
     else:
         click.echo(f"{participant_id} held no key; the request was recorded at {result.audit_key}")
+
+
+@main.command("admin-password")
+@click.option("--generate", is_flag=True, help="Generate a password and print it, instead of asking for one.")
+def admin_password(generate: bool) -> None:
+    """Set the dashboard password (kept hashed in the storage; ADMIN_PASSWORD, when set, still wins).
+
+    Every running worker and instance uses it within seconds; open dashboard sessions end.
+    """
+    configure_logging()
+    settings = load_settings()
+    if generate:
+        password = generated_password()
+    else:
+        password = click.prompt("New dashboard password", hide_input=True, confirmation_prompt=True, err=True)
+        if len(password) < 10 or is_placeholder_password(password):
+            raise click.BadParameter(
+                "use at least 10 characters, and not a placeholder", param_hint="password"
+            )
+    store = open_bucket(settings)
+    try:
+        StoredPassword(store, KeyLayout(settings.data_prefix).admin_password_key).replace(password)
+    except StorageError as exc:
+        raise click.ClickException(f"storage failed; the password is unchanged: {exc}") from exc
+    finally:
+        store.close()
+    if generate:
+        click.echo(f"Admin dashboard password: {password}")
+    click.echo("Dashboard password set; it applies within seconds and ends open sessions.", err=True)
+    if settings.admin_password:
+        click.echo(
+            "Note: ADMIN_PASSWORD is set here and wins over the stored password where it is set.", err=True
+        )

@@ -68,6 +68,21 @@ class KeyLayout:
         """The dashboard's shared session secret and revocations (outside participants/)."""
         return f"{self.prefix}/admin/session-secret.json"
 
+    @property
+    def admin_password_key(self) -> str:
+        """The dashboard's generated password, hashed (docs/bucket-layout.md §9)."""
+        return f"{self.prefix}/admin/password.json"
+
+    @property
+    def conditional_probe_key(self) -> str:
+        """The one object the conditional-write proof writes (docs/bucket-layout.md §9)."""
+        return f"{self.prefix}/collector/conditional-write-probe.json"
+
+    @property
+    def server_keys(self) -> frozenset[str]:
+        """The collector's own objects outside participants/: never participant data."""
+        return frozenset({self.admin_session_key, self.admin_password_key, self.conditional_probe_key})
+
     def participant_dir(self, participant_id: str) -> str:
         if not is_valid_participant_id(participant_id):
             raise ValueError(f"not a valid participant id: {participant_id!r}")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageKind = Literal["local", "s3"]
+# The variables that point the collector at a bucket; setting any of them means "use a bucket".
+BUCKET_VARIABLES = ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Settings(BaseSettings):
@@ -17,6 +20,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
+    # Which backend the deployment expects; unset: a bucket when any bucket variable is set, else
+    # the local folder. Either way a partial bucket configuration stops the collector at start.
+    storage: StorageKind | None = None
     r2_account_id: str | None = None
     r2_access_key_id: str | None = None
     r2_secret_access_key: str | None = None
@@ -88,22 +94,52 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_admin_password(self) -> Settings:
         # A placeholder password guarding real participant data is worse than none: refuse it.
-        if self.admin_password is not None and self.admin_password.strip().lower() in {
-            "",
-            "changeme",
-            "change-me",
-            "password",
-            "admin",
-        }:
+        if self.admin_password is not None and is_placeholder_password(self.admin_password):
             raise ValueError("ADMIN_PASSWORD is a placeholder; set a real secret or leave it unset")
         return self
 
+    @field_validator("storage", *(name.lower() for name in BUCKET_VARIABLES), mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # A platform's form often leaves a variable defined but empty: that is "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _normalise_origins(cls, value: str) -> str:
+        return ",".join(normalised_origin(entry) for entry in value.split(",") if entry.strip())
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        # A partial bucket configuration must not fall back to the local folder: on a platform's
+        # ephemeral disk every upload would be acknowledged, then lost at the next deploy.
+        if self.storage == "local":
+            return self
+        missing = self.missing_bucket_variables()
+        given = [name for name in BUCKET_VARIABLES if getattr(self, name.lower())]
+        if self.storage == "s3" and missing:
+            raise ValueError(f"STORAGE=s3 but the bucket is not configured: set {_listed(missing)}")
+        if given and missing:
+            raise ValueError(
+                f"incomplete bucket configuration: {_listed(given)} set, {_listed(missing)} missing. "
+                "Set the missing variable(s), or STORAGE=local to store into the local folder"
+            )
+        return self
+
+    def missing_bucket_variables(self) -> list[str]:
+        """What is still needed to reach a bucket: an endpoint and both halves of the key."""
+        missing = [] if self.endpoint_url else ["R2_ACCOUNT_ID (or S3_ENDPOINT_URL)"]
+        missing += [
+            name for name in ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY") if not getattr(self, name.lower())
+        ]
+        return missing
+
     @property
     def storage_kind(self) -> StorageKind:
-        """``s3`` when credentials or an endpoint are configured, else the local directory."""
-        if self.s3_endpoint_url or (self.r2_account_id and self.r2_access_key_id):
-            return "s3"
-        return "local"
+        """``STORAGE`` when set; else ``s3`` when a bucket is configured, else the local directory."""
+        if self.storage is not None:
+            return self.storage
+        return "s3" if any(getattr(self, name.lower()) for name in BUCKET_VARIABLES) else "local"
 
     @property
     def endpoint_url(self) -> str | None:
@@ -117,13 +153,46 @@ class Settings(BaseSettings):
     @property
     def cors_origins(self) -> list[str]:
         """Origins allowed by CORS; ``*`` on the local default so a study page on any port works."""
-        origins = [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+        origins = [o for o in self.allowed_origins.split(",") if o]
         if origins:
             return origins
         return ["*"] if self.storage_kind == "local" else []
 
-    def with_generated_admin_password(self) -> tuple[Settings, bool]:
-        """Return settings that have an admin password, and whether one had to be generated."""
-        if self.admin_password:
-            return self, False
-        return self.model_copy(update={"admin_password": secrets.token_urlsafe(18)}), True
+
+def is_placeholder_password(password: str) -> bool:
+    """A placeholder guarding real participant data is worse than none: refused wherever it is set."""
+    return password.strip().lower() in {"", "changeme", "change-me", "password", "admin"}
+
+
+def normalised_origin(entry: str) -> str:
+    """``entry`` as a browser sends it in ``Origin``: lower-case scheme and host, no default port,
+    no trailing slash. ``ValueError`` naming the entry when it is not an origin at all."""
+    text = entry.strip()
+    if text == "*":
+        return text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme.lower() not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"{text!r} is not an origin; write each entry as scheme://host[:port], "
+            "e.g. https://study.example.org, with no path"
+        )
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names)

@@ -16,6 +16,7 @@ from ..errors import Forbidden, LoginRequired, storage_unavailable
 from ..web.services import Services
 from .auth import COOKIE_NAME, AdminAuth, LoginThrottle, SessionStateStore
 from .index import ParticipantIndex
+from .password import StoredPassword
 
 T = TypeVar("T")
 
@@ -44,7 +45,15 @@ def build_context(services: Services) -> AdminContext:
     )
     return AdminContext(
         services=services,
-        auth=AdminAuth(settings.admin_password, state),
+        auth=AdminAuth(
+            settings.admin_password,
+            state,
+            StoredPassword(
+                services.store,
+                services.layout.admin_password_key,
+                check_seconds=settings.admin_session_check_seconds,
+            ),
+        ),
         throttle=LoginThrottle(),
         index=ParticipantIndex(services.store, services.layout),
         templates=templates,

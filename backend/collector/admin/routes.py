@@ -65,7 +65,7 @@ async def login(request: Request, admin: AdminDep) -> Response:
             429,
             {"Retry-After": str(wait)},
         )
-    if not admin.auth.password_matches(password):
+    if not await off_loop(admin, admin.auth.password_matches, password):
         admin.throttle.failed(client)
         logger.warning("⚠️ Admin login from %r failed: wrong password", client)
         return _login_page(request, admin, target, "Wrong password.", 401)

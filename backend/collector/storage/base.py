@@ -123,3 +123,34 @@ class ObjectStore(ABC):
     def temporaries(self) -> Iterator[ObjectInfo]:
         """Leftover temporary files of interrupted writes (only a local folder has any)."""
         return iter(())
+
+
+class ForwardingStore(ObjectStore):
+    """A store that passes every call to ``inner``: the base of wrappers that change only a few."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        return self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
+
+    def get(self, key: str) -> StoredObject:
+        return self.inner.get(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def names_synced_at_end(self) -> AbstractContextManager[None]:
+        return self.inner.names_synced_at_end()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        return self.inner.temporaries()
