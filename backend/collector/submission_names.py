@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .keys import KeyLayout
-from .models import Upload, without_server_fields
+from .models import Upload
+from .server_fields import without_server_fields
 from .storage import ObjectStore, PreconditionFailed, StorageError
 
 logger = logging.getLogger(__name__)

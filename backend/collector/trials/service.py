@@ -23,7 +23,7 @@ from ..errors import storage_unavailable
 from ..keys import KeyLayout, format_timestamp
 from ..storage import ObjectStore, PreconditionFailed, StorageError
 from ..storage.retrying import shared_deadline
-from .model import ENVELOPE_FIELDS, SECRET_FIELDS, TrialUpload
+from .model import ENVELOPE_FIELDS, TrialUpload
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +114,8 @@ class TrialService:
 
 
 def stored_document(trial: TrialUpload, *, received_at: datetime, verified: bool) -> dict[str, Any]:
-    """The upload as sent, without the participant key, plus what the server adds."""
-    document = {k: v for k, v in trial.document.items() if k not in SECRET_FIELDS}
+    """The upload as sent (already without the key and server fields), plus what the server adds."""
+    document = dict(trial.document)
     document["serverReceivedAt"] = format_timestamp(received_at)
     if not verified:
         document["keyVerified"] = False
