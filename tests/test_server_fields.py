@@ -102,7 +102,12 @@ def test_a_forged_erasure_stored_before_this_rule_is_not_a_tombstone(
     settings: Settings, store: ObjectStore, layout: KeyLayout, tmp_path: Path
 ) -> None:
     # What an older collector stored for the forged upload: the field beside its receipt time.
-    old = {"participantId": "P002", "uploadType": "status", "erased": True, "serverReceivedAt": "2026-01-01T00:00:00.000Z"}
+    old = {
+        "participantId": "P002",
+        "uploadType": "status",
+        "erased": True,
+        "serverReceivedAt": "2026-01-01T00:00:00.000Z",
+    }
     store.put(layout.status_key("P002"), encode(old))
     with TestClient(create_app(settings)) as client:
         real = {"participantId": "P002", "uploadType": "submission", "submissionData": {"answer": 42}}

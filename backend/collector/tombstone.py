@@ -22,8 +22,14 @@ from .keys import format_timestamp
 from .server_fields import ERASED, ERASED_AT, KEY_HASH, RECEIVED_AT
 
 
-def tombstone_document(participant_id: str, erased_at: datetime, key_hash: str | None = None) -> dict[str, Any]:
-    document: dict[str, Any] = {"participantId": participant_id, ERASED: True, ERASED_AT: format_timestamp(erased_at)}
+def tombstone_document(
+    participant_id: str, erased_at: datetime, key_hash: str | None = None
+) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "participantId": participant_id,
+        ERASED: True,
+        ERASED_AT: format_timestamp(erased_at),
+    }
     if key_hash is not None:
         document[KEY_HASH] = key_hash
     return document
