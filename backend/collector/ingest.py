@@ -36,11 +36,11 @@ from .status_cache import StatusCache
 from .storage import ObjectStore, PreconditionFailed, StorageError
 from .storage.retrying import shared_deadline
 from .submission_names import store_submission
+from .tombstone import CONFIRM_WINDOW_SECONDS
 
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_ATTEMPTS = 200
-DEFAULT_TRIAL_FRESH_SECONDS = 5.0
 NOT_FOUND_MESSAGE = "no status stored for this participant"
 
 
@@ -91,9 +91,9 @@ class UploadService:
         self._clock = clock
         # None: every upload reads status.json first (tools, and STATUS_CACHE_SIZE=0).
         self.status_cache = status_cache
-        # How long a cached status may decide a trial (which no conditional write confirms): as
-        # long as an uncached upload may spend retrying between its read and its write.
-        self.trial_fresh_seconds = deadline_seconds or DEFAULT_TRIAL_FRESH_SECONDS
+        # How long a cached status may decide a trial (which no conditional write confirms): the
+        # erasure fence's window (collector.tombstone); a later write is confirmed after it.
+        self.trial_fresh_seconds = CONFIRM_WINDOW_SECONDS
 
     def store_upload(
         self,
@@ -149,17 +149,20 @@ class UploadService:
         if not verdict.may_change_status or cached.moment > upload.moment:
             return None
         document = _status_document(stamped, verdict)
+        confirmed_at = self.fence_clock()
         try:
             etag = self.store.put(status_key, _encode(document), if_match=cached.etag)
         except PreconditionFailed:
             # Someone else wrote (or erased): nothing is written yet, so start over from a read.
             self._forget(pid, cached.etag)
             return None
-        self._remember(pid, etag, verdict.hash_to_store, _document_moment(document, self.clock_skew))
+        moment = _document_moment(document, self.clock_skew)
+        self._remember(pid, etag, verdict.hash_to_store, moment, confirmed_at)
         submission_key = None
         if upload.upload_type == "submission":
             document = stamped if verdict.verified is None else {**stamped, "keyVerified": verdict.verified}
             submission_key = store_submission(self.store, self.layout, upload, document)
+            self._confirm_not_erased(pid, confirmed_at, [submission_key])
         return True, submission_key, verdict
 
     def _store_from_read(
@@ -170,7 +173,9 @@ class UploadService:
         on_new_participant: Callable[[], None] | None,
     ) -> tuple[bool, str | None, KeyVerdict]:
         """Read status.json, decide, create the submission, swap the status (see module docstring)."""
-        state = self._read(upload.participant_id, status_key)
+        pid = upload.participant_id
+        confirmed_at = self.fence_clock()
+        state = self._read(pid, status_key, confirmed_at)
         verdict = self._decide(upload, state)
         if not state.exists and on_new_participant is not None:
             on_new_participant()
@@ -179,9 +184,16 @@ class UploadService:
         submission_key = None
         if upload.upload_type == "submission":
             submission_key = store_submission(self.store, self.layout, upload, stamped)
+        written = [submission_key] if submission_key else []
         status_written = False
         if verdict.may_change_status:
-            status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+            try:
+                status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+            except ParticipantErased:
+                self._withdraw(written)  # erased since the read: this upload leaves nothing
+                raise
+        if not status_written:  # a swap after the submission confirms it; otherwise, the window
+            self._confirm_not_erased(pid, confirmed_at, written)
         return status_written, submission_key, verdict
 
     def _decide(self, upload: Upload, state: StatusState) -> KeyVerdict:
@@ -216,7 +228,7 @@ class UploadService:
                 # claimed the participant, or the research team may have erased it).
                 state = self._read(pid, key)
                 if state.erased:
-                    return False, KeyVerdict(False, verdict.verified, None)
+                    raise ParticipantErased(_erased_message(pid)) from None
                 again = decide(self.participant_keys, pid, state.key_hash, upload.participant_key)
                 if not again.may_change_status:
                     return False, again
@@ -226,24 +238,62 @@ class UploadService:
             return True, verdict
         raise StorageError(f"status.json for {upload.participant_id} is too contended")
 
-    def trial_verdict(self, participant_id: str, key: str | None) -> bool | None:
-        """Whether a trial's key is verified (None: keys not in play); ``ParticipantErased`` if erased.
+    def trial_verdict(self, participant_id: str, key: str | None) -> TrialVerdict:
+        """Whether a trial's key is verified, and when that was confirmed; ``ParticipantErased`` if erased.
 
         One read of ``status.json``. A trial never claims a participant nor changes its status:
         an experiment sends trials before any status, and a forged trial must not lock anyone out.
         Without that read when this process saw the status within ``trial_fresh_seconds`` and
         the key is accepted; a ``keyVerified: false`` decision is always confirmed by the read.
+        The caller passes ``confirmed_at`` to ``confirm_not_erased`` once the trial is written.
         """
+        seen_here = False  # this process read or wrote the participant before: not new
         if self.status_cache is not None:
+            seen_here = self.status_cache.get(participant_id) is not None
             cached = self.status_cache.fresh(participant_id, self.trial_fresh_seconds)
             if cached is not None:
                 verdict = self._trial_key_verdict(participant_id, cached.key_hash, key)
                 if verdict is not False:
-                    return verdict
-        state = self._read_state(participant_id)
-        if state.erased:
+                    return TrialVerdict(verdict, cached.confirmed_at, True)
+        confirmed_at = self.fence_clock()
+        with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
+            state = self._read(participant_id, self.layout.status_key(participant_id), confirmed_at)
+            if state.erased:
+                raise ParticipantErased(_erased_message(participant_id))
+            # A participant with trials only has no status.json: one listing (the first time
+            # this process meets them) tells a known participant from a new one.
+            known = state.exists or seen_here or self._has_objects(participant_id)
+        return TrialVerdict(self._trial_key_verdict(participant_id, state.key_hash, key), confirmed_at, known)
+
+    def _has_objects(self, participant_id: str) -> bool:
+        return next(iter(self.store.list(self.layout.participant_dir(participant_id))), None) is not None
+
+    def fence_clock(self) -> float:
+        """The clock confirmations are measured on: the status cache's when there is one."""
+        return self.status_cache.clock() if self.status_cache is not None else self._clock()
+
+    def confirm_not_erased(self, participant_id: str, confirmed_at: float, written: list[str]) -> None:
+        """After writing ``written``: raise ``ParticipantErased`` (having removed them) if erased since.
+
+        The upload's side of the erasure fence (``collector.tombstone``): writes that completed
+        within ``CONFIRM_WINDOW_SECONDS`` of ``confirmed_at`` need nothing more, later ones read
+        ``status.json`` again. 503 when the store fails.
+        """
+        context = f"{participant_id}, erasure check"
+        with storage_unavailable(retry_after=self.retry_after, log_context=context):
+            self._confirm_not_erased(participant_id, confirmed_at, written)
+
+    def _confirm_not_erased(self, participant_id: str, confirmed_at: float, written: list[str]) -> None:
+        if not written or self.fence_clock() - confirmed_at <= CONFIRM_WINDOW_SECONDS:
+            return
+        if self._read(participant_id, self.layout.status_key(participant_id)).erased:
+            self._withdraw(written)
             raise ParticipantErased(_erased_message(participant_id))
-        return self._trial_key_verdict(participant_id, state.key_hash, key)
+
+    def _withdraw(self, written: list[str]) -> None:
+        """Delete what this upload wrote after its participant was erased (the erasure may be done)."""
+        for key in written:
+            self.store.delete(key)
 
     def _trial_key_verdict(
         self, participant_id: str, stored_hash: str | None, key: str | None
@@ -252,27 +302,36 @@ class UploadService:
             return None
         return key_matches(stored_hash, participant_id, key)
 
-    def _read_state(self, participant_id: str) -> StatusState:
+    def _read_state(self, participant_id: str, confirmed_at: float | None = None) -> StatusState:
         with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
-            return self._read(participant_id, self.layout.status_key(participant_id))
+            return self._read(participant_id, self.layout.status_key(participant_id), confirmed_at)
 
-    def _read(self, participant_id: str, status_key: str) -> StatusState:
-        """Read status.json, and remember what it holds (a tombstone is never remembered)."""
+    def _read(self, participant_id: str, status_key: str, confirmed_at: float | None = None) -> StatusState:
+        """Read status.json, and remember what it holds (a tombstone is never remembered).
+
+        ``confirmed_at``: when the read started (the fence clock), taken before the call.
+        """
+        if confirmed_at is None:
+            confirmed_at = self.fence_clock()
         state = StatusState.of(self.store.get_or_none(status_key))
         if state.erased:
             self._forget(participant_id)
         else:
             etag = state.stored.etag if state.stored is not None else None
-            self._remember(
-                participant_id, etag, state.key_hash, _document_moment(state.document, self.clock_skew)
-            )
+            moment = _document_moment(state.document, self.clock_skew)
+            self._remember(participant_id, etag, state.key_hash, moment, confirmed_at)
         return state
 
     def _remember(
-        self, participant_id: str, etag: str | None, key_hash: str | None, moment: datetime
+        self,
+        participant_id: str,
+        etag: str | None,
+        key_hash: str | None,
+        moment: datetime,
+        confirmed_at: float | None = None,
     ) -> None:
         if self.status_cache is not None:
-            self.status_cache.remember(participant_id, etag, key_hash, moment)
+            self.status_cache.remember(participant_id, etag, key_hash, moment, confirmed_at)
 
     def _forget(self, participant_id: str, etag: str | None = None) -> None:
         if self.status_cache is not None:
@@ -297,6 +356,15 @@ class UploadService:
         if not allowed or state.document is None or state.erased:
             raise NotFound(NOT_FOUND_MESSAGE)
         return {k: v for k, v in state.document.items() if k not in PRIVATE_STATUS_FIELDS}
+
+
+@dataclass(frozen=True)
+class TrialVerdict:
+    """What decided a trial: its key verdict, when the status was confirmed, whether one exists."""
+
+    verified: bool | None  # None: no key in play (unclaimed, or PARTICIPANT_KEYS=off)
+    confirmed_at: float  # fence clock: when status.json was seen without a tombstone
+    participant_known: bool  # a status.json (or a remembered one) exists
 
 
 def _erased_message(participant_id: str) -> str:

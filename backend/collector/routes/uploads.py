@@ -95,7 +95,7 @@ async def _body(request: Request, services: Services) -> Any:
 async def _store(services: Services, value: Any, client: str) -> dict[str, Any]:
     """Validate and store one upload; the answer body of a 200."""
     if is_trial(value):  # uploadType "trial": stored once per (session, index), see trial_uploads
-        return await store_trial_upload(services, value)
+        return await store_trial_upload(services, value, client)
     received_at = datetime.now(UTC)
     upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
     limits = services.limits

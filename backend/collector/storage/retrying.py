@@ -124,6 +124,9 @@ class RetryingStore(ObjectStore):
     def names_synced_at_end(self) -> AbstractContextManager[None]:
         return self.inner.names_synced_at_end()
 
+    def prune_empty_folders(self, prefix: str) -> None:
+        self.inner.prune_empty_folders(prefix)
+
     def close(self) -> None:
         self.inner.close()
 
