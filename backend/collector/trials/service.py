@@ -1,5 +1,10 @@
 """Stores trials exactly once per (participant, session, trial index), with one write per trial.
 
+Only a trial whose key was accepted (or for a participant who holds no key) goes to the trial's
+key. One sent without the key of a claimed participant is kept apart, under a key of its own
+derived from its content (``KeyLayout.unverified_trial_key``): a forged trial sent first can
+never take a real trial's place, and the real one is never answered ``duplicate`` because of it.
+
 The key is derived from the trial itself (``trials/{sessionId}/{trialIndex:06d}.json``), so the
 store's create-if-absent is the whole of exactly-once: the first write of a (session, index)
 creates the object, and every later send of it (a retry, a second tab, another collector
@@ -11,6 +16,7 @@ Requests per trial: one PUT when new; a PUT and a GET when the key is already ta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -84,7 +90,12 @@ class TrialService:
         before this is called). False stores the trial marked ``"keyVerified": false``.
         Raises ``StorageUnavailable`` when the store fails past its deadline.
         """
-        key = self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
+        if verified:
+            key = self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
+        else:
+            key = self.layout.unverified_trial_key(
+                trial.participant_id, trial.session_id, trial.trial_index, content_suffix(trial)
+            )
         document = stored_document(trial, received_at=received_at, verified=verified)
         deadline = shared_deadline(self.deadline_seconds, self._clock)
         unavailable = storage_unavailable(
@@ -135,6 +146,12 @@ def same_trial(stored_body: bytes, trial: TrialUpload) -> bool:
     if not isinstance(stored, dict):
         return False
     return _content(stored) == _content(trial.document)
+
+
+def content_suffix(trial: TrialUpload) -> str:
+    """8 hex of the trial's content (envelope aside): an unverified trial's name, the same for its retries."""
+    content = json.dumps(_content(trial.document), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:8]
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
