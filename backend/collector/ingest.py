@@ -101,12 +101,15 @@ class UploadService:
         *,
         received_at: datetime,
         on_new_participant: Callable[[], None] | None = None,
+        on_unverified: Callable[[int], None] | None = None,
     ) -> UploadResult:
         """Store one upload.
 
         Raises ``ParticipantErased`` (410), ``ParticipantKeyMismatch`` (403, status uploads only),
         whatever ``on_new_participant`` raises when the status read found nothing (the per-address
-        cap), and ``StorageUnavailable`` when the store fails past its deadline.
+        cap), whatever ``on_unverified`` raises when told the size of a submission about to be
+        stored without the participant's key (the per-participant cap), and
+        ``StorageUnavailable`` when the store fails past its deadline.
         """
         pid = upload.participant_id
         stamped = {**upload.document, "serverReceivedAt": format_timestamp(received_at)}
@@ -122,7 +125,9 @@ class UploadService:
         with unavailable, deadline, self.store.names_synced_at_end():
             outcome = self._store_from_cache(upload, stamped, status_key)
             if outcome is None:
-                outcome = self._store_from_read(upload, stamped, status_key, on_new_participant)
+                outcome = self._store_from_read(
+                    upload, stamped, status_key, on_new_participant, on_unverified
+                )
         status_written, submission_key, verdict = outcome
         files = ([status_key] if status_written else []) + ([submission_key] if submission_key else [])
         if verdict.verified is False:
@@ -171,6 +176,7 @@ class UploadService:
         stamped: dict[str, Any],
         status_key: str,
         on_new_participant: Callable[[], None] | None,
+        on_unverified: Callable[[int], None] | None,
     ) -> tuple[bool, str | None, KeyVerdict]:
         """Read status.json, decide, create the submission, swap the status (see module docstring)."""
         pid = upload.participant_id
@@ -183,7 +189,8 @@ class UploadService:
             stamped = {**stamped, "keyVerified": verdict.verified}
         submission_key = None
         if upload.upload_type == "submission":
-            submission_key = store_submission(self.store, self.layout, upload, stamped)
+            before_write = on_unverified if verdict.verified is False else None
+            submission_key = store_submission(self.store, self.layout, upload, stamped, before_write)
         written = [submission_key] if submission_key else []
         status_written = False
         if verdict.may_change_status:

@@ -29,8 +29,14 @@ async def store_trial_upload(services: Services, value: Any, client: str) -> dic
             # The same per-address cap as a status or submission of a participant with no folder.
             services.limits.admit_new_participant(client)
         verified = decided.verified is not False
+        limits, pid = services.limits, trial.participant_id
+        unverified = (lambda size: limits.charge_unverified(pid, size)) if limits and not verified else None
         result = await run_in_threadpool(
-            services.trials.store_trial, trial, received_at=received_at, verified=verified
+            services.trials.store_trial,
+            trial,
+            received_at=received_at,
+            verified=verified,
+            before_write=unverified,
         )
         if not result.duplicate:
             await run_in_threadpool(

@@ -84,11 +84,13 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
 
 async def _body(request: Request, services: Services) -> Any:
     s = services.settings
+    limits, client = services.limits, client_address(request)
     return await read_json_body(
         request,
         max_depth=s.max_json_depth,
         timeout_seconds=s.body_timeout_seconds,
         max_values=s.max_json_values,
+        charge=(lambda size: limits.charge_body(client, size)) if limits is not None else None,
     )
 
 
@@ -100,9 +102,15 @@ async def _store(services: Services, value: Any, client: str) -> dict[str, Any]:
     upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
     limits = services.limits
     admit = (lambda: limits.admit_new_participant(client)) if limits is not None else None
+    pid = upload.participant_id
+    unverified = (lambda size: limits.charge_unverified(pid, size)) if limits is not None else None
     try:
         result = await run_in_threadpool(
-            services.uploads.store_upload, upload, received_at=received_at, on_new_participant=admit
+            services.uploads.store_upload,
+            upload,
+            received_at=received_at,
+            on_new_participant=admit,
+            on_unverified=unverified,
         )
     except CollectorError as exc:
         # Erased, wrong key, new-participant cap: refusals, not storage trouble.

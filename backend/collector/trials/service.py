@@ -82,12 +82,20 @@ class TrialService:
         self.deadline_seconds = deadline_seconds
         self._clock = clock
 
-    def store_trial(self, trial: TrialUpload, *, received_at: datetime, verified: bool = True) -> TrialResult:
+    def store_trial(
+        self,
+        trial: TrialUpload,
+        *,
+        received_at: datetime,
+        verified: bool = True,
+        before_write: Callable[[int], None] | None = None,
+    ) -> TrialResult:
         """Store one trial unless its (session, index) is already stored; never touches status.json.
 
         ``verified`` is the participant-key check's outcome, made by the caller from the
         status.json it read first (that read also finds an erased participant, who gets a 410
         before this is called). False stores the trial marked ``"keyVerified": false``.
+        ``before_write`` is told the stored body's size first, and may refuse by raising.
         Raises ``StorageUnavailable`` when the store fails past its deadline.
         """
         if verified:
@@ -103,15 +111,17 @@ class TrialService:
             retry_after=self.retry_after,
             log_context=f"{trial.participant_id}, trial {key}",
         )
+        body = _encode(document)
+        if before_write is not None:
+            before_write(len(body))
         with unavailable, deadline:
-            duplicate = self._create_once(key, document, trial)
+            duplicate = self._create_once(key, body, trial)
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", key)
         return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
 
-    def _create_once(self, key: str, document: dict[str, Any], trial: TrialUpload) -> bool:
+    def _create_once(self, key: str, body: bytes, trial: TrialUpload) -> bool:
         """Create the object if absent; whether the key already held a *different* trial."""
-        body = _encode(document)
         for _ in range(MAX_TRIAL_PUTS):
             try:
                 self.store.put(key, body, if_absent=True)

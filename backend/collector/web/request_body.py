@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -36,9 +37,18 @@ def estimate_json_values(raw: bytes) -> int:
 
 
 async def read_json_body(
-    request: Request, *, max_depth: int, timeout_seconds: float, max_values: int | None = None
+    request: Request,
+    *,
+    max_depth: int,
+    timeout_seconds: float,
+    max_values: int | None = None,
+    charge: Callable[[int], None] | None = None,
 ) -> Any:
-    """The decoded JSON body, or an ``InvalidUpload`` subclass saying what is wrong with it."""
+    """The decoded JSON body, or an ``InvalidUpload`` subclass saying what is wrong with it.
+
+    ``charge`` is told the body's size once it has arrived, before it is parsed (the per-address
+    byte budget), and may refuse it by raising.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
         raise UnsupportedMediaType(
@@ -52,6 +62,8 @@ async def read_json_body(
         raise RequestTimeout(f"the body did not arrive within {timeout_seconds:g} s") from None
     if not raw:
         raise InvalidUpload("the body is empty; send a JSON object")
+    if charge is not None:
+        charge(len(raw))
     if values <= INLINE_PARSE_VALUES:
         # A small upload parses faster here than a hop to a thread and back would take.
         return parse_json(raw, max_depth=max_depth)
