@@ -26,6 +26,7 @@ from .reconcile import reconcile as match_backup
 from .settings import Settings
 from .storage import ObjectStore, RetryingStore, StorageError, open_store
 from .verify import VerifyFailed, verify_bucket
+from .web.header_timeout import header_timeout_protocol
 
 logger = logging.getLogger("collector")
 
@@ -93,6 +94,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         log_level="info",
         access_log=False,
         timeout_keep_alive=5,
+        # uvicorn has no timeout for a connection that sends no (complete) request headers.
+        http=header_timeout_protocol(settings.header_timeout_seconds),
     )
 
 

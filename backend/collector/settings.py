@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     # A client trickling its body (slow-loris) is cut off after this long.
     body_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A connection whose request headers have not all arrived this long after it opened (or
+    # after its last response) is closed by the server itself: idle sockets cannot pile up.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Per-client-address rate limit on the participant API (429 + Retry-After beyond it). A browser
     # sends a few uploads a minute; the default leaves room for hundreds of participants behind
@@ -82,6 +85,10 @@ class Settings(BaseSettings):
     # Uploads handled at once by one process: bounds memory (each may hold a body of up to
     # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
     max_concurrent_uploads: int = Field(default=64, ge=1)
+    # Bodies still arriving from one client address at once: a body on its way holds no upload
+    # slot, so this bounds what one address's slow or idle bodies can hold. A browser sends one
+    # upload at a time; a lab of participants behind one address rarely has dozens arriving.
+    max_bodies_in_flight_per_address: int = Field(default=32, ge=1)
     upload_queue_seconds: float = Field(default=10.0, ge=0)
     # Participants whose last status.json this process remembers, so their next upload skips the
     # status read (collector.status_cache; about 200 bytes each). 0: read before every upload.
