@@ -32,6 +32,7 @@ from .errors import NotFound, ParticipantErased, ParticipantKeyMismatch, storage
 from .keys import KeyLayout, format_timestamp, parse_timestamp
 from .models import DEFAULT_CLOCK_SKEW, PRIVATE_STATUS_FIELDS, Upload
 from .participant_keys import HASH_FIELD, KeyVerdict, StatusState, decide, key_matches
+from .server_fields import ERASED_AT
 from .status_cache import StatusCache
 from .storage import ObjectStore, PreconditionFailed, StorageError
 from .storage.retrying import shared_deadline
@@ -122,12 +123,16 @@ class UploadService:
         )
         # The upload's writes share their last sync (a local folder: 3 barriers, not 4); all are
         # durable when the block exits, before the log line and the 200.
-        with unavailable, deadline, self.store.names_synced_at_end():
-            outcome = self._store_from_cache(upload, stamped, status_key)
-            if outcome is None:
-                outcome = self._store_from_read(
-                    upload, stamped, status_key, on_new_participant, on_unverified
-                )
+        try:
+            with unavailable, deadline, self.store.names_synced_at_end():
+                outcome = self._store_from_cache(upload, stamped, status_key)
+                if outcome is None:
+                    outcome = self._store_from_read(
+                        upload, stamped, status_key, on_new_participant, on_unverified
+                    )
+        except _AnsweredAsClaimed as answered:
+            logger.info("Upload for erased participant %s without its key: nothing stored", pid)
+            return answered.result
         status_written, submission_key, verdict = outcome
         files = ([status_key] if status_written else []) + ([submission_key] if submission_key else [])
         if verdict.verified is False:
@@ -182,6 +187,12 @@ class UploadService:
         pid = upload.participant_id
         confirmed_at = self.fence_clock()
         state = self._read(pid, status_key, confirmed_at)
+        if state.erased and not self._may_learn_erasure(pid, state, upload.participant_key):
+            # Only the participant's own browser (their key) learns of the erasure (410).
+            self._answer_as_claimed(upload, state)
+        if upload.upload_type == "status" and self._superseded(upload, state):
+            # Nothing to write, whoever asks: the answer says nothing of the key (or claim).
+            return False, None, KeyVerdict(True, None, None)
         verdict = self._decide(upload, state)
         if not state.exists and on_new_participant is not None:
             on_new_participant()
@@ -202,6 +213,34 @@ class UploadService:
         if not status_written:  # a swap after the submission confirms it; otherwise, the window
             self._confirm_not_erased(pid, confirmed_at, written)
         return status_written, submission_key, verdict
+
+    def _superseded(self, upload: Upload, state: StatusState) -> bool:
+        """A newer status is stored than this upload's (a tombstone is decided apart)."""
+        if not state.exists or state.erased:
+            return False
+        return _document_moment(state.document, self.clock_skew) > upload.moment
+
+    def _may_learn_erasure(self, participant_id: str, state: StatusState, key: str | None) -> bool:
+        """Whether a request may be told of an erasure: with the key the tombstone kept, or when
+        there is no key to ask for (keys off, or the participant never held one)."""
+        if not self.participant_keys or state.key_hash is None:
+            return True
+        return key_matches(state.key_hash, participant_id, key)
+
+    def _answer_as_claimed(self, upload: Upload, state: StatusState) -> None:
+        """Raise the answer a claimed participant gets for this keyless or wrong-key upload.
+
+        Status: superseded when older than the erasure, else 403. A submission: 200 with
+        ``keyVerified: false`` under the name it would have had. Nothing is stored.
+        """
+        erased_at = parse_timestamp((state.document or {}).get(ERASED_AT)) or _OLDEST
+        pid = upload.participant_id
+        if upload.upload_type == "status":
+            if erased_at > upload.moment:
+                raise _AnsweredAsClaimed(UploadResult(pid, upload.timestamp_text, [], True, None))
+            raise ParticipantKeyMismatch("participant key does not match; status not changed")
+        name = self.layout.submission_key(pid, upload.moment)
+        raise _AnsweredAsClaimed(UploadResult(pid, upload.timestamp_text, [name], False, False))
 
     def _decide(self, upload: Upload, state: StatusState) -> KeyVerdict:
         if state.erased:
@@ -266,6 +305,8 @@ class UploadService:
         with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
             state = self._read(participant_id, self.layout.status_key(participant_id), confirmed_at)
             if state.erased:
+                if not self._may_learn_erasure(participant_id, state, key):  # as if claimed
+                    return TrialVerdict(False, confirmed_at, True, erased=True)
                 raise ParticipantErased(_erased_message(participant_id))
             # A participant with trials only has no status.json: one listing (the first time
             # this process meets them) tells a known participant from a new one.
@@ -354,13 +395,20 @@ class UploadService:
         Raises ``NotFound`` with one message for an unknown, erased, or differently keyed
         participant, so the answer tells a guesser nothing.
         """
-        state = self._read_state(participant_id)
+        status_key = self.layout.status_key(participant_id)
+        with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
+            stored = self.store.get_or_none(status_key)
         if self.participant_keys:
-            # Hash even when nothing is stored, so an unknown ID takes as long as a wrong key.
-            allowed = key_matches(state.key_hash or "0" * 64, participant_id, key) and state.key_hash
-        else:
-            allowed = True
-        if not allowed or state.document is None or state.erased:
+            # The same work whether the ID is unknown or known with a wrong key: find the hash
+            # by a scan of the raw bytes (none for an unknown ID) and compare it in constant
+            # time; the document is parsed only once the key matched (docs/trust-model.md).
+            scanned = _scan_key_hash(stored.body if stored is not None else b"")
+            if not key_matches(scanned or "0" * 64, participant_id, key) or scanned is None:
+                raise NotFound(NOT_FOUND_MESSAGE)
+        state = StatusState.of(stored)
+        if self.participant_keys and state.key_hash != scanned:
+            raise NotFound(NOT_FOUND_MESSAGE)  # the scan found a nested field, not the real hash
+        if state.document is None or state.erased:
             raise NotFound(NOT_FOUND_MESSAGE)
         return {k: v for k, v in state.document.items() if k not in PRIVATE_STATUS_FIELDS}
 
@@ -372,6 +420,37 @@ class TrialVerdict:
     verified: bool | None  # None: no key in play (unclaimed, or PARTICIPANT_KEYS=off)
     confirmed_at: float  # fence clock: when status.json was seen without a tombstone
     participant_known: bool  # a status.json (or a remembered one) exists
+    # Erased, and the request lacks the key: answer as for a claimed participant, store nothing.
+    erased: bool = False
+
+
+class _AnsweredAsClaimed(Exception):
+    """Carries the answer for an erased participant's keyless upload out of the storage block."""
+
+    def __init__(self, result: UploadResult) -> None:
+        super().__init__(result.participant_id)
+        self.result = result
+
+
+_HASH_MARK = f'"{HASH_FIELD}":"'.encode()
+
+
+def _scan_key_hash(body: bytes) -> str | None:
+    """The key hash a status body holds, found without parsing it (one reverse scan).
+
+    The collector writes the hash as the status's last field, compact, so the last occurrence
+    is the top-level one; ``read_status`` still checks it against the parsed document.
+    """
+    at = body.rfind(_HASH_MARK)
+    if at < 0:
+        return None
+    start = at + len(_HASH_MARK)
+    candidate = body[start : start + 64]
+    try:
+        text = candidate.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if len(text) == 64 and body[start + 64 : start + 65] == b'"' else None
 
 
 def _erased_message(participant_id: str) -> str:

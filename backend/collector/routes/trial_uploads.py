@@ -25,6 +25,9 @@ async def store_trial_upload(services: Services, value: Any, client: str) -> dic
         decided = await run_in_threadpool(
             services.uploads.trial_verdict, trial.participant_id, trial.participant_key
         )
+        if decided.erased:  # without the key, an erased participant looks like any claimed one
+            services.metrics.uploads.labels("trial", "refused").inc()
+            return services.trials.answer_without_storing(trial, received_at=received_at).as_response()
         if not decided.participant_known and services.limits is not None:
             # The same per-address cap as a status or submission of a participant with no folder.
             services.limits.admit_new_participant(client)

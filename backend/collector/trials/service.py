@@ -98,12 +98,7 @@ class TrialService:
         ``before_write`` is told the stored body's size first, and may refuse by raising.
         Raises ``StorageUnavailable`` when the store fails past its deadline.
         """
-        if verified:
-            key = self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
-        else:
-            key = self.layout.unverified_trial_key(
-                trial.participant_id, trial.session_id, trial.trial_index, content_suffix(trial)
-            )
+        key = self._key(trial, verified)
         document = stored_document(trial, received_at=received_at, verified=verified)
         deadline = shared_deadline(self.deadline_seconds, self._clock)
         unavailable = storage_unavailable(
@@ -119,6 +114,20 @@ class TrialService:
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", key)
         return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
+
+    def answer_without_storing(self, trial: TrialUpload, *, received_at: datetime) -> TrialResult:
+        """The answer an unverified trial gets, storing nothing: for an erased participant asked
+        without their key, who must look like any claimed participant (docs/trust-model.md)."""
+        key = self._key(trial, verified=False)
+        return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, False, False)
+
+    def _key(self, trial: TrialUpload, verified: bool) -> str:
+        if verified:
+            return self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
+        suffix = content_suffix(trial)
+        return self.layout.unverified_trial_key(
+            trial.participant_id, trial.session_id, trial.trial_index, suffix
+        )
 
     def _create_once(self, key: str, body: bytes, trial: TrialUpload) -> bool:
         """Create the object if absent; whether the key already held a *different* trial."""
