@@ -52,7 +52,11 @@ def test_a_trial_with_a_wrong_or_missing_key_is_stored_marked_unverified(
         answer = client.post(URL, json=trial(index, **extra))
         assert answer.status_code == 200
         assert answer.json()["keyVerified"] is False
-        assert json.loads(store.get(layout.trial_key("TT1", "run-A", index)).body)["keyVerified"] is False
+        [stored] = answer.json()["filesUploaded"]  # kept apart, never at the trial's own key
+        assert (
+            layout.parse(stored).apart and store.get_or_none(layout.trial_key("TT1", "run-A", index)) is None
+        )
+        assert json.loads(store.get(stored).body)["keyVerified"] is False
     assert store.get(layout.status_key("TT1")).body == before  # a trial never changes the status
 
 

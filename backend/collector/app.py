@@ -30,7 +30,7 @@ from .storage import (
 )
 from .trials import TrialService
 from .web.body_limit import BodyLimitMiddleware
-from .web.concurrency import ConcurrencyLimit
+from .web.concurrency import BodiesInFlight, ConcurrencyLimit
 from .web.cors import LoggedCORSMiddleware
 from .web.error_handlers import install_error_handlers
 from .web.rate_limit import ParticipantLimits
@@ -75,6 +75,8 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
             deadline_seconds=settings.storage_deadline_seconds,
         ),
         limits=limits,
+        slots=ConcurrencyLimit.from_settings(settings),
+        bodies=BodiesInFlight.from_settings(settings),
     )
 
     @asynccontextmanager
@@ -101,12 +103,9 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         redoc_url=None,
     )
     app.state.services = services
-    # The participant API: refuse a flooding address first (cheap), then bound uploads in progress.
-    participant_limits = [
-        Depends(limits.uploads),
-        Depends(ConcurrencyLimit.from_settings(settings)),
-    ]
-    app.include_router(uploads.router, dependencies=participant_limits)
+    # The participant API: refuse a flooding address first (cheap); the routes then bound bodies
+    # arriving per address and, once a body is whole, uploads in progress (web.concurrency).
+    app.include_router(uploads.router, dependencies=[Depends(limits.uploads)])
     app.include_router(health.router)
     app.include_router(api_docs.router)
     admin.install(app, services)  # the research team's dashboard under /admin

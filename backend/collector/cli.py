@@ -34,6 +34,7 @@ from .storage import (
     prove_conditional_writes,
 )
 from .verify import VerifyFailed, verify_bucket
+from .web.header_timeout import header_timeout_protocol
 
 logger = logging.getLogger("collector")
 
@@ -110,6 +111,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         log_level="info",
         access_log=False,
         timeout_keep_alive=5,
+        # uvicorn has no timeout for a connection that sends no (complete) request headers.
+        http=header_timeout_protocol(settings.header_timeout_seconds),
     )
 
 

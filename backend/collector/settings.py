@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     # A client trickling its body (slow-loris) is cut off after this long.
     body_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A connection whose request headers have not all arrived this long after it opened (or
+    # after its last response) is closed by the server itself: idle sockets cannot pile up.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Per-client-address rate limit on the participant API (429 + Retry-After beyond it). A browser
     # sends a few uploads a minute; the default leaves room for hundreds of participants behind
@@ -75,9 +78,23 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=300, ge=1)
     # New participants (no status.json yet) per address and hour; also off when the rate limit is.
     new_participants_per_hour: int = Field(default=1000, ge=1)
+    # Body bytes per address and hour, beside the request budget (429 + Retry-After beyond it):
+    # what one address can make the collector store. A lab of a hundred participants behind one
+    # NAT, each sending a 4 MB submission a few times over, stays far under it; one address
+    # filling a disk or a bucket's bill does not. At most this much at once, refilled over the
+    # hour. Also off when the rate limit is; 0 switches it off alone.
+    upload_bytes_per_address_per_hour: int = Field(default=2 * 1024**3, ge=0)
+    # Bytes stored without the participant's key (submissions and trials marked keyVerified:
+    # false) per participant and hour, per process. A participant's own browser on a new device
+    # sends a few; a flood against one participant ID is refused (429) past it. 0: no cap.
+    unverified_bytes_per_participant_per_hour: int = Field(default=32 * 1024 * 1024, ge=0)
     # Uploads handled at once by one process: bounds memory (each may hold a body of up to
     # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
     max_concurrent_uploads: int = Field(default=64, ge=1)
+    # Bodies still arriving from one client address at once: a body on its way holds no upload
+    # slot, so this bounds what one address's slow or idle bodies can hold. A browser sends one
+    # upload at a time; a lab of participants behind one address rarely has dozens arriving.
+    max_bodies_in_flight_per_address: int = Field(default=32, ge=1)
     upload_queue_seconds: float = Field(default=10.0, ge=0)
     # Participants whose last status.json this process remembers, so their next upload skips the
     # status read (collector.status_cache; about 200 bytes each). 0: read before every upload.
@@ -87,6 +104,9 @@ class Settings(BaseSettings):
     # Retry-After) and /healthz says so, rather than filling the disk to the last byte.
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     min_free_inodes: int = Field(default=10_000, ge=0)
+    # Under this much free space (above MIN_FREE_BYTES), /healthz still answers 200 but says
+    # "lowOnSpace": true, so the operator is warned before uploads are refused.
+    free_space_warning_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     # Threads one process runs storage calls in (anyio's default is 40). A thread waits for its
     # storage request, so against a distant bucket this, not the CPU, would cap uploads/s.
     storage_threads: int = Field(default=256, ge=1)

@@ -100,8 +100,17 @@ class StatusCache:
             return None
         return entry
 
-    def remember(self, participant_id: str, etag: str | None, key_hash: str | None, moment: datetime) -> None:
-        entry = CachedStatus(etag, key_hash, moment, self.clock())
+    def remember(
+        self,
+        participant_id: str,
+        etag: str | None,
+        key_hash: str | None,
+        moment: datetime,
+        confirmed_at: float | None = None,
+    ) -> None:
+        """Keep the participant's state; ``confirmed_at`` (default now): when the read or write began."""
+        confirmed = self.clock() if confirmed_at is None else confirmed_at
+        entry = CachedStatus(etag, key_hash, moment, confirmed)
         with self._lock:
             self._entries[participant_id] = entry
             self._entries.move_to_end(participant_id)

@@ -126,7 +126,10 @@ class TrialTables:
                 for name, value in row["data"].items():
                     kinds.setdefault(name, _FieldKind()).observe(value)
                 session = (row["participant_id"], row["session_id"])
-                sessions.setdefault(session, []).append((row["trial_index"], row["server_received_at"]))
+                # A session counts verified trials only; unverified ones are rows of their own.
+                indices = sessions.setdefault(session, [])
+                if row["key_verified"]:
+                    indices.append((row["trial_index"], row["server_received_at"]))
                 if since is not None and received_at(document, stored_at[key]) >= since:
                     recent.add(session)
                 spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")

@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from ..errors import StorageUnavailable, storage_unavailable
 from ..models import ErrorResponse
 from ..storage import ConditionalWritesIgnored, LowOnSpace
+from ..web.free_space import low_on_space
 from ..web.services import ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -23,8 +24,9 @@ router = APIRouter(tags=["operations"])
 async def healthz(services: ServicesDep) -> JSONResponse:
     """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503.
 
-    503 "storage is low on space" when a local folder is under its free-space thresholds; on a
-    bucket, 503 until it has proven its conditional writes (``storage.conditional_probe``).
+    503 "storage is low on space" when a local folder is under its free-space thresholds;
+    ``"lowOnSpace": true`` (still 200) under the higher warning threshold, before refusals start.
+    On a bucket, 503 until it has proven its conditional writes (``storage.conditional_probe``).
     """
     retry_after = services.settings.retry_after_seconds
     try:
@@ -43,7 +45,10 @@ async def healthz(services: ServicesDep) -> JSONResponse:
                 retry_after=retry_after,
             ) from exc.__cause__
         raise
-    return JSONResponse({"status": "ok", "storage": services.settings.storage_kind})
+    body: dict[str, object] = {"status": "ok", "storage": services.settings.storage_kind}
+    if await run_in_threadpool(low_on_space, services.settings):
+        body["lowOnSpace"] = True
+    return JSONResponse(body)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -117,6 +117,9 @@ class ObjectStore(ABC):
         """
         return nullcontext()
 
+    def prune_empty_folders(self, prefix: str) -> None:  # noqa: B027 - only a local folder has any
+        """Remove folders left empty under ``prefix`` (after an erasure); a bucket has none."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or handles."""
 
@@ -154,3 +157,6 @@ class ForwardingStore(ObjectStore):
 
     def temporaries(self) -> Iterator[ObjectInfo]:
         return self.inner.temporaries()
+
+    def prune_empty_folders(self, prefix: str) -> None:
+        self.inner.prune_empty_folders(prefix)

@@ -14,6 +14,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from ..storage import ObjectStore
 from ..trials import TrialService
+from .concurrency import BodiesInFlight, ConcurrencyLimit
 from .rate_limit import ParticipantLimits
 
 
@@ -26,6 +27,8 @@ class Services:
     uploads: UploadService
     trials: TrialService
     limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
+    slots: ConcurrencyLimit | None = None  # uploads parsed and stored at once (None: unbounded)
+    bodies: BodiesInFlight | None = None  # bodies arriving per address (None: unbounded)
 
 
 async def get_services(request: Request) -> Services:
