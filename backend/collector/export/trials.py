@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from ..keys import KeyLayout, parse_timestamp
+from ..keys import KeyLayout
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
 from ..trials.sessions import submission_session_ids, summarise_sessions
@@ -107,7 +107,9 @@ class TrialTables:
         advance: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
         """Write both tables into ``sink``; the row count of each."""
-        stored_at = {info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials}
+        stored_at = {
+            info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials
+        }
         kinds: dict[str, _FieldKind] = {}
         sessions: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
         recent: set[tuple[str, str]] = set()  # sessions with a trial received on or after ``since``
@@ -121,8 +123,7 @@ class TrialTables:
                 row = _trial_record(
                     parsed.participant_id, parsed.session_id or "", parsed.trial_index, document
                 )
-                for name, value in row["data"].items():
-                    kinds.setdefault(name, _FieldKind()).observe(value)
+                row["data"], row["more"] = _split_fields(row["data"], kinds)
                 session = (row["participant_id"], row["session_id"])
                 sessions.setdefault(session, []).append((row["trial_index"], row["server_received_at"]))
                 if since is not None and received_at(document, stored_at[key]) >= since:
@@ -166,10 +167,11 @@ class TrialTables:
 
     def _row(self, record: dict[str, Any]) -> dict[str, Any]:
         data = record.pop("data")
+        more = record.pop("more")
         row = dict(record)
         for name, column in self.field_columns:
-            row[column.name] = _typed(data.pop(name, None), column.type)
-        row[TRIALS_TRAILING[0].name] = canonical_json(data, sort_keys=True) if data else None
+            row[column.name] = _typed(data.get(name), column.type)
+        row[TRIALS_TRAILING[0].name] = more
         return row
 
     def _write_sessions(
@@ -231,12 +233,31 @@ def _trial_record(participant_id: str, session_id: str, index: int | None, docum
     }
 
 
+def _split_fields(data: dict[str, Any], kinds: dict[str, _FieldKind]) -> tuple[dict[str, Any], str | None]:
+    """A trial's fields that have (or now get) a column, and the rest as their JSON text.
+
+    Columns go to the first ``MAX_TRIAL_FIELD_COLUMNS`` names met, so whether a name gets one is
+    known the moment it is met: only those names are tracked (memory bounded by the cap, not by
+    how many distinct names the trials hold), each trial is split by looking up the tracked names
+    in it (not the other way round), and the rest is written out once, here. Takes ``data`` apart.
+    """
+    if len(kinds) < MAX_TRIAL_FIELD_COLUMNS:
+        for name in data:
+            if len(kinds) >= MAX_TRIAL_FIELD_COLUMNS:
+                break
+            kinds.setdefault(name, _FieldKind())
+    columns = {name: data.pop(name) for name in kinds if name in data}
+    for name, value in columns.items():
+        kinds[name].observe(value)
+    return columns, canonical_json(data, sort_keys=True) if data else None
+
+
 def _field_columns(kinds: dict[str, _FieldKind]) -> list[tuple[str, Column]]:
     """Column per trialData field; a name already taken (e.g. jsPsych's own ``trial_index``) gets
     ``data_`` in front until it is free."""
     taken = {*TRIALS.column_names, *(c.name for c in TRIALS_TRAILING), ""}
     columns = []
-    for name, kind in list(kinds.items())[:MAX_TRIAL_FIELD_COLUMNS]:
+    for name, kind in kinds.items():
         column_name = name
         while column_name in taken:
             column_name = "data_" + column_name
