@@ -54,7 +54,14 @@ def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
 
 
-def participant_row(participant_id: str, key: str, status: dict[str, Any], submission_count: int) -> Row:
+def participant_row(
+    participant_id: str,
+    key: str,
+    status: dict[str, Any],
+    submission_count: int = 0,
+    unverified_submission_count: int = 0,
+) -> Row:
+    """The participants table's row; the counts split submissions by ``reading.records.is_unverified``."""
     row: Row = {"participant_id": participant_id, "status_key": key}
     extra = {k: v for k, v in status.items() if k not in _OWN_TABLE and k not in _NOT_EXPORTED}
     for column in PARTICIPANTS.columns:
@@ -69,6 +76,7 @@ def participant_row(participant_id: str, key: str, status: dict[str, Any], submi
     row["session_count"] = len(history) if isinstance(history, list) else 0
     row["response_count"] = sum(1 for _ in flatten_responses(status.get("participantResponses")))
     row["submission_count"] = submission_count
+    row["unverified_submission_count"] = unverified_submission_count
     row["extra_json"] = canonical_json(extra, sort_keys=True) if extra else None
     return row
 

@@ -25,7 +25,8 @@ from typing import IO, Any
 from ..keys import KeyLayout
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
-from ..trials.sessions import submission_session_ids, summarise_sessions
+from ..reading.records import is_unverified
+from ..trials.sessions import SessionCompletions, submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
 from .rows import canonical_json, received_at
 from .writers import Format, Sink, open_writer
@@ -79,15 +80,18 @@ class _FieldKind:
 class TrialTables:
     """Submissions that complete sessions are noted during the submission pass; then ``write``."""
 
-    completed_by: dict[tuple[str, str], str] = field(default_factory=dict)
+    completions: dict[str, SessionCompletions] = field(default_factory=dict)  # by participant ID
     field_columns: list[tuple[str, Column]] = field(default_factory=list)  # (trialData name, column)
 
     def note_submission(self, participant_id: str, key: str, document: dict[str, Any]) -> None:
-        """Remember which sessions this submission completes (the first one in key order wins)."""
-        for session_id in submission_session_ids(document):
-            current = self.completed_by.get((participant_id, session_id))
-            if current is None or key < current:
-                self.completed_by[(participant_id, session_id)] = key
+        """Remember which sessions this submission completes (the first one in key order wins);
+        an unverified one completes none, it is counted beside the sessions it names."""
+        completions = self.completions.setdefault(participant_id, SessionCompletions())
+        completions.note(key, submission_session_ids(document), unverified=is_unverified(document))
+
+    def _completed(self, participant_id: str, session_id: str) -> bool:
+        completions = self.completions.get(participant_id)
+        return completions is not None and session_id in completions.completed_by
 
     @staticmethod
     def count(listing: BucketListing) -> int:
@@ -132,7 +136,7 @@ class TrialTables:
             kept = {
                 session
                 for session in sessions
-                if since is None or session in self.completed_by or session in recent
+                if since is None or session in recent or self._completed(*session)
             }
             self.field_columns = _field_columns(kinds)
             spool.seek(0)
@@ -185,15 +189,13 @@ class TrialTables:
         for (pid, sid), trials in sorted(sessions.items()):
             if (pid, sid) in kept:
                 by_participant.setdefault(pid, []).extend((sid, index, at) for index, at in trials)
-        completed: dict[str, dict[str, str]] = {}
-        for (pid, sid), key in self.completed_by.items():
-            completed.setdefault(pid, {})[sid] = key
         written = 0
         with sink.open(f"{TRIAL_SESSIONS.name}.{fmt}") as out:
             writer = open_writer(fmt, TRIAL_SESSIONS, out)
             try:
                 for pid, trials in by_participant.items():
-                    for summary in summarise_sessions(pid, trials, completed.get(pid, {})):
+                    done = self.completions.get(pid, SessionCompletions())
+                    for summary in summarise_sessions(pid, trials, done.completed_by, done.unverified):
                         writer.write(
                             {
                                 "participant_id": pid,
@@ -206,6 +208,7 @@ class TrialTables:
                                 "first_received_at": summary.first_received_at,
                                 "last_received_at": summary.last_received_at,
                                 "submission_key": summary.submission_key,
+                                "unverified_submissions": summary.unverified_submissions,
                             }
                         )
                         written += 1

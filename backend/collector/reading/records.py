@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -136,6 +136,18 @@ def json_type(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "array" if isinstance(value, list) else "object"
+
+
+def is_unverified(document: Mapping[str, Any]) -> bool:
+    """Was this upload stored without the participant's key (``"keyVerified": false``)?
+
+    The one rule for what speaks for a participant in the research tools: completion, a trial
+    session's submission, "Last upload" and submission counts use every upload *not* so marked,
+    which is those sent with the key and those of a participant who held no key when they came
+    (docs/trust-model.md). Anyone may send an upload for any ID, so a marked one is kept and shown
+    apart, counted separately, and never decides what the participant did.
+    """
+    return document.get("keyVerified") is False
 
 
 def stored_moment(document: dict[str, Any]) -> datetime | None:
