@@ -24,7 +24,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from ..errors import Forbidden, InvalidUpload, NotFound
 from ..keys import is_valid_participant_id
 from ..participant_keys import HASH_FIELD, release_key
-from ..reading.records import SESSION_COMPLETED_NAMES, session_records
+from ..reading.records import (
+    PRIVATE_FIELDS,
+    SESSION_COMPLETED_NAMES,
+    session_records,
+    shareable_body,
+    without_private_fields,
+)
 from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError, StoredObject
 from ..trials import TrialSession, summarise_sessions
@@ -128,7 +134,7 @@ def _participant_context(
     records = session_records(status or {})
     if "columns" not in memo:
         memo["columns"] = session_columns(records, _SESSION_COLUMNS)
-    fields, more_fields = status_fields(status or {}, hidden=("sessionHistory", HASH_FIELD))
+    fields, more_fields = status_fields(status or {}, hidden=("sessionHistory", *PRIVATE_FIELDS))
     submitted = [info for info in objects if _kind(admin, info) == "submission"]
     page = page_of(len(submitted), submissions_page)
     # Through the index's record of what each submission says: only those it has not read yet
@@ -178,7 +184,10 @@ def _view_context(admin: AdminContext, participant_id: str, name: str) -> dict[s
         }
     key, body = _read(admin, participant_id, name)
     try:
-        text = json.dumps(json.loads(body), ensure_ascii=False, indent=2)
+        document = json.loads(body)
+        if isinstance(document, dict):
+            document = without_private_fields(document)
+        text = json.dumps(document, ensure_ascii=False, indent=2)
         problem = None
     except (ValueError, RecursionError) as exc:
         text, problem = body.decode("utf-8", "replace"), f"cannot be read as JSON: {exc}"
@@ -201,7 +210,7 @@ async def download_file(participant_id: str, name: str, admin: SessionDep) -> Re
     if download == "status.json":
         download = f"{participant_id}_status.json"
     return Response(
-        body,
+        shareable_body(body),
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="{download}"'},
     )
@@ -219,7 +228,7 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
         for key, body in read_many(store, [info.key for info in objects], workers=8):
             if isinstance(body, StorageError):
                 raise body
-            archive.writestr(key, body)
+            archive.writestr(key, shareable_body(body))
 
     return StreamingResponse(
         stream_zip(fill),

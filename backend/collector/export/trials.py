@@ -25,7 +25,7 @@ from typing import IO, Any
 from ..keys import KeyLayout
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
-from ..reading.records import is_unverified
+from ..reading.records import is_unverified, without_private_fields
 from ..trials.sessions import SessionCompletions, submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
 from .rows import canonical_json, received_at
@@ -220,7 +220,7 @@ class TrialTables:
 def _trial_record(participant_id: str, session_id: str, index: int | None, document: dict[str, Any]) -> dict:
     """What the spool keeps of one trial: the fixed columns and its trialData."""
     data = document.get("trialData")
-    upload = {k: v for k, v in document.items() if k not in _OWN_COLUMN and k not in _SKIPPED}
+    upload = {k: v for k, v in without_private_fields(document).items() if k not in _OWN_COLUMN | _SKIPPED}
     if not isinstance(data, dict):  # not what the collector stores; kept, not lost
         upload["trialData"] = data
         data = {}
