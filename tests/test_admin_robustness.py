@@ -19,6 +19,7 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
 from tests.support.factories import encode, make_status, make_submission, put_status, put_submission
+from tests.test_admin_http import form_token
 from tests.test_trials import CountingStore
 
 PASSWORD = "test-admin-password-1"
@@ -167,7 +168,7 @@ def test_the_dashboard_never_answers_500_for_stored_data(
     store.put(layout.status_key("SYNTH6"), body)
     store.put(layout.submission_key("SYNTH6", datetime(2025, 11, 18, tzinfo=UTC)), body)
     log_in(client)
-    client.post("/admin/refresh")
+    client.post("/admin/refresh", data={"token": form_token(client)})
     sub = "submissions/SYNTH6_Complete_2025-11-18_00-00-00.json"
     for path in (
         "/admin",

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ..errors import Forbidden, InvalidUpload, NotFound
+from ..errors import InvalidUpload, NotFound
 from ..keys import is_valid_participant_id
 from ..participant_keys import HASH_FIELD, release_key
 from ..reading.records import (
@@ -45,7 +44,7 @@ from .bounded import (
     session_table,
     status_fields,
 )
-from .context import AdminContext, SessionDep, off_loop, same_origin
+from .context import AdminContext, SessionDep, checked_form, off_loop, same_origin
 from .rendering import render_html
 from .zipstream import stream_zip
 
@@ -149,7 +148,6 @@ def _participant_context(
         "fields": fields,
         "more_fields": more_fields,
         "key_held": bool((status or {}).get(HASH_FIELD)),
-        "form_token": admin.auth.form_token(cookie),  # may re-read the session state: off the loop
         "sessions": session_table(records, _SESSION_COLUMNS, sessions_page, memo["columns"]),
         "submissions": [
             SubmissionRow(info, _name(info), facts[info.key].problem, facts[info.key].key_verified)
@@ -240,11 +238,7 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
 @router.post("/{participant_id}/release-key", dependencies=[Depends(same_origin)])
 async def release_participant_key(request: Request, participant_id: str, admin: SessionDep) -> Response:
     """Release the participant's key (they changed device): their next keyed upload claims again."""
-    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
-    token = form.get("token", [""])[0]
-    # Off the loop: checking the token may re-read the shared session state from the bucket.
-    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
-        raise Forbidden("the form has expired; reload the page and try again")
+    form = await checked_form(request, admin)
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
     reason = form.get("reason", [""])[0].strip()
