@@ -338,11 +338,13 @@ def test_dashboard_erasure_needs_a_session_same_origin_and_the_typed_id(
     assert page.status_code == 200 and 'id="erase-form"' in page.text
     assert '<strong id="erase-object-count">4</strong>' in page.text
 
+    token = page.text.split('name="token" value="', 1)[1].split('"', 1)[0]
+    form["token"] = token
     cross = client.post(target, data=form, headers={"Origin": "http://evil.example"})
     assert cross.status_code == 403
-    mistyped = client.post(target, data={"reason": "withdrew", "confirm": "DASH"})
+    mistyped = client.post(target, data={"reason": "withdrew", "confirm": "DASH", "token": token})
     assert mistyped.status_code == 400 and "Type the participant ID" in mistyped.text
-    no_reason = client.post(target, data={"reason": " ", "confirm": "DASH1"})
+    no_reason = client.post(target, data={"reason": " ", "confirm": "DASH1", "token": token})
     assert no_reason.status_code == 400
     assert {info.key for info in store.list(layout.participant_dir("DASH1"))} == set(before)
 

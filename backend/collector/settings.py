@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     # Cookie Secure flag: auto = unless served over plain http on a loopback HOST; behind a
     # TLS proxy on another host use always (or let the proxy send X-Forwarded-Proto).
     admin_cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # The dashboard's public address (e.g. https://collector.example.org), for when a proxy in
+    # front rewrites Host and sends no X-Forwarded-Host: dashboard forms posted from this origin
+    # are accepted. Unset: the request's Host or X-Forwarded-Host decides.
+    public_url: str | None = None
     max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_json_depth: int = Field(default=64, ge=4)
     max_batch_items: int = Field(default=50, ge=1)
@@ -153,6 +157,22 @@ class Settings(BaseSettings):
             name for name in ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY") if not getattr(self, name.lower())
         ]
         return missing
+
+    @model_validator(mode="after")
+    def _check_public_url(self) -> Settings:
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("PUBLIC_URL must be an http(s) URL such as https://collector.example.org")
+        return self
+
+    @property
+    def public_origin(self) -> str | None:
+        """``scheme://host[:port]`` of ``PUBLIC_URL``, as a browser sends it in ``Origin``."""
+        if not self.public_url:
+            return None
+        parts = urlsplit(self.public_url.strip())
+        return f"{parts.scheme}://{parts.netloc}".lower()
 
     @property
     def storage_kind(self) -> StorageKind:

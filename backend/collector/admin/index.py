@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from ..keys import KeyLayout
+from ..participant_keys import HASH_FIELD
 from ..reading.records import (
     as_bool,
     as_float,
@@ -26,7 +27,16 @@ from ..reading.records import (
     session_moment,
     session_records,
 )
-from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
+from ..reading.scan import (
+    DEFAULT_READERS,
+    BucketListing,
+    ParticipantObjects,
+    decode_object,
+    key_released,
+    list_bucket,
+    read_many,
+)
+from ..reading.submissions import Submission, SubmissionFacts
 from ..storage import ObjectInfo, ObjectStore, StorageError
 from ..tombstone import is_tombstone
 
@@ -44,11 +54,14 @@ class ParticipantSummary:
     total_hours: float | None
     volcano: str | None
     mode: str | None
-    last_upload: datetime | None  # server receipt time (the listing's last_modified)
-    submission_count: int
-    submission_times: tuple[datetime, ...] = ()  # server receipt times, from the listing
+    # Server receipt time (the listing's last_modified) of status.json or of a submission that
+    # speaks for the participant: an unverified one (reading.records.is_unverified) never moves it.
+    last_upload: datetime | None
+    submission_count: int  # submissions that speak for the participant
+    submission_times: tuple[datetime, ...] = ()  # their server receipt times, from the listing
     completed_session_times: tuple[datetime, ...] = ()  # the browser's own dates: may be anything
     erased: bool = False  # status.json is an erasure tombstone
+    unverified_count: int = 0  # submissions marked keyVerified: false, shown apart
 
 
 @dataclass
@@ -72,6 +85,8 @@ class ParticipantIndex:
         self.layout = layout
         self.ttl = ttl
         self.workers = workers
+        # What each submission says, read once per process; the participant page shares it.
+        self.submissions = SubmissionFacts()
         self._snapshot: Snapshot | None = None
         self._statuses: dict[str, tuple[tuple[int, datetime], dict[str, Any] | None]] = {}
         self._build_lock = threading.Lock()
@@ -120,12 +135,16 @@ class ParticipantIndex:
                 except ValueError:
                     logger.warning("Admin index: %r is not a JSON object", key)
             self._statuses[key] = (versions[key], document)
-        summaries = []
-        for entry in listing.participants.values():
-            status = self._statuses.get(entry.status.key, (None, None))[1] if entry.status else None
-            summaries.append(
-                _summary(self.layout, entry.participant_id, entry.status, status, entry.submissions)
-            )
+        statuses = {
+            pid: self._statuses.get(entry.status.key, (None, None))[1] if entry.status else None
+            for pid, entry in listing.participants.items()
+        }
+        facts = self.submissions.of(
+            self.store, _submissions_to_read(listing, self.layout, statuses), workers=self.workers
+        )
+        summaries = [
+            _summary(entry, statuses[entry.participant_id], facts) for entry in listing.participants.values()
+        ]
         logger.info(
             "Admin index: %d participants (%d status files read) in %.2f s",
             len(summaries),
@@ -139,17 +158,34 @@ def _version(info: ObjectInfo) -> tuple[int, datetime]:
     return info.size, info.last_modified
 
 
+def _submissions_to_read(
+    listing: BucketListing, layout: KeyLayout, statuses: dict[str, dict[str, Any] | None]
+) -> list[ObjectInfo]:
+    """The submissions whose content the index needs: of participants who hold (or held) a key,
+    since only theirs can be unverified, and of those with trials, whose sessions they complete.
+
+    A submission is marked unverified only when a key hash was stored at the time, so a
+    participant who never held a key needs none read (the listing tells the rest).
+    """
+    released = key_released(listing, layout)
+    return [
+        info
+        for pid, entry in listing.participants.items()
+        if entry.trials or pid in released or (statuses[pid] or {}).get(HASH_FIELD)
+        for info in entry.submissions
+    ]
+
+
 def _summary(
-    layout: KeyLayout,
-    participant_id: str,
-    status_info: ObjectInfo | None,
-    status: dict[str, Any] | None,
-    submissions: list[ObjectInfo],
+    entry: ParticipantObjects, status: dict[str, Any] | None, facts: dict[str, Submission]
 ) -> ParticipantSummary:
     doc = status or {}
-    # Server receipt times (when the object was stored), from the listing: no reads, and no
-    # client clock, which may say 9999 or 1970 (see docs/api.md on timestamps).
-    times = tuple(info.last_modified for info in submissions)
+    status_info = entry.status
+    # Server receipt times (when the object was stored), from the listing, and no client clock,
+    # which may say 9999 or 1970 (see docs/api.md on timestamps); unverified submissions apart.
+    unverified = [info for info in entry.submissions if info.key in facts and not facts[info.key].counts]
+    apart = {info.key for info in unverified}
+    times = tuple(info.last_modified for info in entry.submissions if info.key not in apart)
     status_time = status_info.last_modified if status_info else None
     uploads = [*times, status_time] if status_time else list(times)
     completed = tuple(
@@ -159,7 +195,7 @@ def _summary(
     )
     flags = ("hasSeenParticipantSetup", "hasSeenWelcome", "hasSeenTutorial", "tutorialCompleted")
     return ParticipantSummary(
-        participant_id=participant_id,
+        participant_id=entry.participant_id,
         has_status=status_info is not None,
         status_readable=status is not None,
         flags=tuple(as_bool(doc.get(name)) is True for name in flags),  # type: ignore[arg-type]
@@ -169,10 +205,11 @@ def _summary(
         volcano=as_text(doc.get("selectedVolcano")),
         mode=as_text(doc.get("selectedMode")),
         last_upload=max(uploads) if uploads else None,
-        submission_count=len(submissions),
+        submission_count=len(times),
         submission_times=times,
         completed_session_times=completed,
         erased=is_tombstone(status),
+        unverified_count=len(unverified),
     )
 
 

@@ -67,7 +67,20 @@ PARTICIPANTS = Table(
         Column("selected_mode", "string", "Mode chosen (e.g. study).", "selectedMode"),
         Column("session_count", "int64", "Records in sessionHistory (see the sessions table)."),
         Column("response_count", "int64", "Answers in participantResponses (see the responses table)."),
-        Column("submission_count", "int64", "Submission files stored for this participant."),
+        Column(
+            "submission_count",
+            "int64",
+            "Submissions that speak for this participant: stored with their key, or while they held "
+            "none (every submission not marked keyVerified: false). With --since, of the exported "
+            "submissions only.",
+        ),
+        Column(
+            "unverified_submission_count",
+            "int64",
+            "Submissions stored for this ID without the participant's key (keyVerified: false): "
+            "anyone could have sent them, so they are counted here, apart, and never in "
+            "submission_count or a trial session's completion. With --since, of the exported only.",
+        ),
         Column(
             "extra_json",
             "string",
@@ -171,8 +184,10 @@ TRIAL_SESSIONS = Table(
     "One row per session that has stored trials (participant x sessionId), ordered by "
     "participant_id, session_id. Not the sessions table (which is sessionHistory in status.json). "
     "A session is complete when the participant has a submission naming it (sessionId at the "
-    "submission's top level or in its submissionData), partial otherwise (trials only: the tab was "
-    "closed or the final upload never arrived). With --since, only submissions in the export count.",
+    "submission's top level or in its submissionData) that is not marked keyVerified: false, "
+    "partial otherwise (trials only: the tab was closed or the final upload never arrived). An "
+    "unverified submission never completes a session: it is counted in unverified_submissions. "
+    "With --since, only submissions in the export count.",
     (
         Column("participant_id", "string", "Participant ID."),
         Column("session_id", "string", "Session ID."),
@@ -188,7 +203,16 @@ TRIAL_SESSIONS = Table(
         Column("first_received_at", "string", f"serverReceivedAt of the earliest trial ({_TIME})."),
         Column("last_received_at", "string", f"serverReceivedAt of the latest trial ({_TIME})."),
         Column(
-            "submission_key", "string", "Key of the submission that completes it (the first in key order)."
+            "submission_key",
+            "string",
+            "Key of the submission that completes it (the first in key order not marked "
+            "keyVerified: false).",
+        ),
+        Column(
+            "unverified_submissions",
+            "int64",
+            "Submissions naming this session that were stored without the participant's key "
+            "(keyVerified: false): kept, shown here, never completing it.",
         ),
     ),
 )

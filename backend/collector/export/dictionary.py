@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .columns import TABLES, TRIAL_TABLES, TRIALS, TRIALS_TRAILING, Column
+from .trials import MAX_TRIAL_FIELD_COLUMNS
 
 _TYPE_WORDS = {
     "string": "text",
@@ -26,6 +27,14 @@ Files: {files}, and this README. Format: {fmt}.
 - A missing value is empty in CSV and `null` in JSON Lines and Parquet. CSV booleans are
   `true`/`false`. Times are ISO-8601 in UTC (`2025-11-19T14:30:45.123Z`).
 - A file that is not valid JSON is reported (with its key) by the export and left out.
+- Anyone can send an upload naming any participant ID. Submissions and trials stored without the
+  participant's key are kept and marked (`key_verified` false); they are counted apart
+  (`participants.unverified_submission_count`, `trial_sessions.unverified_submissions`) and never
+  count in `submission_count` nor complete a trial session. Uploads of a participant who held no
+  key when they arrived carry no mark and count.
+- The hash of the participant's key (`participantKeyHash`) is never exported.
+- `trials` has a column for each of the first {cap} distinct `trialData` field names met; every
+  other field of a trial is in its `more_trial_fields_json`.
 - `--since DATE` (and every other "when" filter) uses the **server's receipt time**, never the
   browser's clock: it keeps submissions the collector received on or after DATE
   (`serverReceivedAt`, else the object's stored time), and participants whose status.json was
@@ -63,7 +72,8 @@ def data_dictionary(fmt: str, *, trial_columns: Sequence[Column] = ()) -> str:
     """Markdown describing every table and column, with this export's trialData columns."""
     tables = (*TABLES, *TRIAL_TABLES)
     files = ", ".join(f"`{table.name}.{fmt}`" for table in tables)
-    parts = [_PREAMBLE.format(files=files, fmt=fmt, csv_note=_CSV_NOTE if fmt == "csv" else "")]
+    note = _CSV_NOTE if fmt == "csv" else ""
+    parts = [_PREAMBLE.format(files=files, fmt=fmt, csv_note=note, cap=MAX_TRIAL_FIELD_COLUMNS)]
     for table in tables:
         parts.append(f"\n## {table.name}.{fmt}\n\n{table.description}\n\n")
         _column_rows(parts, table.columns if table is not TRIALS else (*table.columns, *TRIALS_TRAILING))

@@ -8,14 +8,17 @@ participants (an erasure tombstone at status.json) are left out, with anything l
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import IO, Protocol
 
-from ..keys import KeyLayout
+from ..keys import KeyLayout, parse_timestamp
+from ..reading.records import is_unverified
 from ..reading.scan import (
     DEFAULT_READERS,
     BucketListing,
@@ -112,14 +115,21 @@ def export_bucket(
             stack.callback(writers[table.name].close)  # runs before the sink closes the file
             report.files.append(table_file_name(table, fmt))
         recent = {entry.participant_id for entry, _ in submissions}
-        _export_statuses(store, statuses, writers, report, progress, since, recent, strict, workers)
+        # Participant rows wait in a spool for their submission counts, which only the
+        # submission pass knows (which submissions are unverified), and that pass must know first
+        # who was erased.
+        participants = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024))
+        _export_statuses(
+            store, statuses, writers, participants, report, progress, since, recent, strict, workers
+        )
         erased = set(report.erased)
         kept = [(entry, info) for entry, info in submissions if entry.participant_id not in erased]
         progress.advance(len(submissions) - len(kept))  # counted at the start, never read
         submissions = kept
-        _export_submissions(
+        counts = _export_submissions(
             store, layout, submissions, writers, report, progress, since, strict, workers, trials
         )
+        _write_participants(participants, writers[PARTICIPANTS.name], counts)
     # An erased participant's leftover trials (an erasure still running) are left out too.
     for participant_id in erased:
         entry = listing.participants.pop(participant_id, None)
@@ -151,6 +161,7 @@ def _export_statuses(
     store: ObjectStore,
     statuses: list[ParticipantObjects],
     writers: dict[str, TableWriter],
+    participants: IO[bytes],
     report: ExportReport,
     progress: Progress,
     since: datetime | None,
@@ -173,8 +184,9 @@ def _export_statuses(
             if received_at(status, entry.status.last_modified) < since:
                 continue
         pid = entry.participant_id
+        participants.write(json.dumps(participant_row(pid, key, status)).encode("utf-8") + b"\n")
+        report.rows[PARTICIPANTS.name] += 1
         rows = {
-            PARTICIPANTS.name: [participant_row(pid, key, status, len(entry.submissions))],
             SESSIONS.name: list(session_rows(pid, status)),
             RESPONSES.name: list(response_rows(pid, status)),
         }
@@ -195,7 +207,9 @@ def _export_submissions(
     strict: bool,
     workers: int,
     trials: TrialTables,
-) -> None:
+) -> dict[str, SubmissionCounts]:
+    """Write the submissions table; per participant, how many speak for them and how many not."""
+    counts: dict[str, SubmissionCounts] = {}
     infos = {info.key: (entry, info) for entry, info in submissions}
     for key, body in read_many(store, infos, workers=workers):
         progress.advance()
@@ -211,6 +225,27 @@ def _export_submissions(
         )
         report.rows[SUBMISSIONS.name] += 1
         trials.note_submission(entry.participant_id, key, document)
+        count = counts.setdefault(entry.participant_id, SubmissionCounts())
+        if is_unverified(document):
+            count.unverified += 1
+        else:
+            count.verified += 1
+    return counts
+
+
+@dataclass
+class SubmissionCounts:
+    verified: int = 0  # every submission not marked keyVerified: false (reading.records.is_unverified)
+    unverified: int = 0
+
+
+def _write_participants(spool: IO[bytes], writer: TableWriter, counts: dict[str, SubmissionCounts]) -> None:
+    spool.seek(0)
+    for line in spool:
+        row = json.loads(line)
+        count = counts.get(row["participant_id"], SubmissionCounts())
+        row["submission_count"], row["unverified_submission_count"] = count.verified, count.unverified
+        writer.write(row)
 
 
 def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict: bool) -> dict | None:
