@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from .erasure import ErasureRefused, erase_participant, preview_erasure
 from .errors import NotFound
-from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
+from .export import ExportDependencyMissing, ExportFailed
+from .export.formats import DIRECTORY_FORMATS, export_directory
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
 from .participant_keys import release_key
@@ -143,17 +144,31 @@ def _since(value: str | None) -> datetime | None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory to write the tables and README into (created if missing).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(DIRECTORY_FORMATS), default="csv", show_default=True)
 @click.option("--participant", "participants", multiple=True, help="Only this participant (repeatable).")
 @click.option("--since", help="Only what was uploaded on or after this date (YYYY-MM-DD, UTC).")
 @click.option("--strict", is_flag=True, help="Stop at the first corrupt object instead of skipping it.")
 @click.option(
     "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
 )
+@click.option("--name", default="Participant data", show_default=True, help="Dataset name (psychds).")
+@click.option(
+    "--description",
+    default="Data backed up by the participant-data collector during a browser-based study.",
+    help="Dataset description (psychds).",
+)
 def export(
-    out_dir: Path, fmt: str, participants: tuple[str, ...], since: str | None, strict: bool, workers: int
+    out_dir: Path,
+    fmt: str,
+    participants: tuple[str, ...],
+    since: str | None,
+    strict: bool,
+    workers: int,
+    name: str,
+    description: str,
 ) -> None:
-    """Export the bucket as tables (participants, submissions, sessions, responses) + README."""
+    """Export the bucket as tables (participants, submissions, sessions, responses, trials,
+    trial_sessions) + data dictionary; or as a Psych-DS dataset, SPSS or Stata files."""
     configure_logging()
     for pid in participants:
         if not is_valid_participant_id(pid):
@@ -162,11 +177,13 @@ def export(
     store = open_bucket(settings)
     try:
         with ObjectProgress("Exporting") as progress:
-            report = export_bucket(
+            result = export_directory(
                 store,
                 KeyLayout(settings.data_prefix),
-                DirectorySink(out_dir),
-                fmt=fmt,  # type: ignore[arg-type]
+                out_dir,
+                fmt=fmt,
+                name=name,
+                description=description,
                 participant_ids=participants,
                 since=_since(since),
                 strict=strict,
@@ -177,8 +194,11 @@ def export(
         raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
+    report = result.report
     counts = ", ".join(f"{count} {name}" for name, count in report.rows.items())
     click.echo(f"Exported {counts} into {out_dir}", err=True)
+    for note in result.notes:
+        click.echo(note, err=True)
     if report.problems:  # each was logged with its key as it was met
         click.echo(f"{len(report.problems)} corrupt object(s) left out (keys above)", err=True)
 

@@ -27,7 +27,8 @@ class Table:
         return [column.name for column in self.columns]
 
 
-_TIME = "ISO-8601 UTC text"
+TIME_TEXT = "ISO-8601 UTC text"  # in a description, marks a column of times
+_TIME = TIME_TEXT
 
 PARTICIPANTS = Table(
     "participants",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .columns import TABLES, TRIAL_TABLES, TRIALS, TRIALS_TRAILING, Column
+from .columns import TABLES, TIME_TEXT, TRIAL_SESSIONS, TRIAL_TABLES, TRIALS, TRIALS_TRAILING, Column
 
 _TYPE_WORDS = {
     "string": "text",
@@ -87,3 +87,23 @@ def _column_rows(parts: list[str], columns: Sequence[Column]) -> None:
 def _cell(text: str) -> str:
     """Text that stays inside one Markdown table cell (trialData field names can be anything)."""
     return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+# What a column holds, for the typed loaders and the SPSS/Stata files: the declared type, and
+# "time" for the text columns whose meaning says they hold ISO-8601 UTC times.
+ColumnKind = str  # "text", "integer", "number", "boolean" or "time"
+_KINDS = {"string": "text", "int64": "integer", "float64": "number", "bool": "boolean"}
+
+
+def column_kind(column: Column) -> ColumnKind:
+    if column.type == "string" and TIME_TEXT in column.description:
+        return "time"
+    return _KINDS[column.type]
+
+
+def export_tables(trial_columns: Sequence[Column] = ()) -> list[tuple[str, tuple[Column, ...]]]:
+    """Every table of an export with its columns in file order, this export's trialData ones included."""
+    tables = [(table.name, table.columns) for table in TABLES]
+    tables.append((TRIALS.name, (*TRIALS.columns, *trial_columns, *TRIALS_TRAILING)))
+    tables.append((TRIAL_SESSIONS.name, TRIAL_SESSIONS.columns))
+    return tables

@@ -26,7 +26,7 @@ from ..reading.scan import (
 )
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
-from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
+from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Column, Table
 from .dictionary import data_dictionary
 from .rows import participant_row, received_at, response_rows, session_rows, submission_row
 from .trials import TrialTables
@@ -66,6 +66,7 @@ class ExportReport:
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)  # participants left out because they were erased
+    trial_columns: list[Column] = field(default_factory=list)  # this export's trialData columns
 
 
 def table_file_name(table: Table, fmt: Format) -> str:
@@ -140,9 +141,10 @@ def export_bucket(
         )
     )
     report.files.extend(table_file_name(table, fmt) for table in TRIAL_TABLES)
+    report.trial_columns = [column for _, column in trials.field_columns]
     # Last, because the trials table's columns are known only once the trials are read.
     with sink.open(README_NAME) as out:
-        out.write(data_dictionary(fmt, trial_columns=[c for _, c in trials.field_columns]).encode("utf-8"))
+        out.write(data_dictionary(fmt, trial_columns=report.trial_columns).encode("utf-8"))
     report.files.append(README_NAME)
     return report
 
