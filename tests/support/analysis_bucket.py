@@ -5,7 +5,8 @@ Shaped as the collector stores it (docs/bucket-layout.md): status files, submiss
 
 * ``SYNTH-01_x``: finished session ``run_A`` (4 of 4 expected trials, a submission naming it);
   its ID holds ``-``, ``_`` and ``x``, which Psych-DS file names must encode.
-* ``SYNTH02``: session ``b2`` with trials 0, 1 and 3 of 5 expected, no submission (2 and 4 missing).
+* ``SYNTH02``: session ``b2`` with trials 0, 1 and 3 of 5 expected, no submission (2 and 4 missing);
+  a participant key hash in its status; trial fields named like no SPSS/Stata variable may be.
 * ``SYNTH03``: a status only (started, no trial).
 * ``SYNTH04``: uploaded, then erased (withdrew).
 """
@@ -28,6 +29,7 @@ from tests.support.factories import (
 )
 
 LONG_TEXT = "A long free-text answer, " * 120  # 3,000 bytes: past Stata's 2,045-byte str limit
+KEY_HASH = "sha256:SYNTHETIC0000"  # never exported
 SESSIONS = {
     ("SYNTH-01_x", "run_A"): {"indices": [0, 1, 2, 3], "expected": 4},
     ("SYNTH02", "b2"): {"indices": [0, 1, 3], "expected": 5},
@@ -52,6 +54,9 @@ def trial_document(pid: str, session: str, index: int, expected: int | None) -> 
         "timestamp": format_timestamp(moment),
         "serverReceivedAt": format_timestamp(moment + timedelta(milliseconds=250)),
     }
+    if pid == "SYNTH02":  # field names no SPSS or Stata variable may have, one a formula in a spreadsheet
+        odd = {"=sum": index, "if": "x", "reaction time (ms) measured from the onset": 1.5}
+        document["trialData"].update(odd)
     if expected is not None:
         document["expectedTrials"] = expected
     return document
@@ -64,7 +69,7 @@ def seed_analysis_bucket(store: ObjectStore, layout: KeyLayout) -> None:
         layout,
         make_submission("SYNTH-01_x", data={"sessionId": "run_A", "score": 3}, sessionId="run_A"),
     )
-    put_status(store, layout, make_status("SYNTH02", tutorial_completed=False))
+    put_status(store, layout, make_status("SYNTH02", tutorial_completed=False, participantKeyHash=KEY_HASH))
     put_status(store, layout, make_status("SYNTH03", setup=True, welcome=False, tutorial=False))
     put_status(store, layout, make_status("SYNTH04", sessions=1))
     put_submission(store, layout, make_submission("SYNTH04"))
