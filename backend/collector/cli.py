@@ -1,9 +1,10 @@
 """The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``,
-``reconcile`` and ``release-key``."""
+``reconcile``, ``report`` and ``release-key``."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ import click
 import uvicorn
 from pydantic import ValidationError
 
+from .completeness import report_lines, study_completeness
 from .erasure import ErasureRefused, erase_participant, preview_erasure
 from .errors import NotFound
 from .export import ExportDependencyMissing, ExportFailed
@@ -385,6 +387,28 @@ def reconcile(
             ),
             err=True,
         )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, for scripts.")
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
+)
+def report(as_json: bool, workers: int) -> None:
+    """Completeness per study: participants started, finished, with missing trials, withdrawn."""
+    configure_logging()
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        study = study_completeness(store, KeyLayout(settings.data_prefix), workers=workers)
+    except StorageError as exc:
+        raise click.ClickException(f"cannot read the bucket: {exc}") from exc
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"studies": [study.as_json()]}, ensure_ascii=False, indent=2))
+    else:
+        click.echo("\n".join(report_lines(study)))
 
 
 @main.command("release-key")

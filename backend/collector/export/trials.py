@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
+from ..completeness import ExpectedTrials, index_ranges, missing_count, missing_runs
 from ..keys import KeyLayout, parse_timestamp
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
@@ -81,6 +82,7 @@ class TrialTables:
 
     completed_by: dict[tuple[str, str], str] = field(default_factory=dict)
     field_columns: list[tuple[str, Column]] = field(default_factory=list)  # (trialData name, column)
+    expected: ExpectedTrials = field(default_factory=ExpectedTrials)
 
     def note_submission(self, participant_id: str, key: str, document: dict[str, Any]) -> None:
         """Remember which sessions this submission completes (the first one in key order wins)."""
@@ -125,6 +127,7 @@ class TrialTables:
                     kinds.setdefault(name, _FieldKind()).observe(value)
                 session = (row["participant_id"], row["session_id"])
                 sessions.setdefault(session, []).append((row["trial_index"], row["server_received_at"]))
+                self.expected.note(session, row["trial_index"], document)
                 if since is not None and received_at(document, stored_at[key]) >= since:
                     recent.add(session)
                 spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
@@ -191,7 +194,12 @@ class TrialTables:
             writer = open_writer(fmt, TRIAL_SESSIONS, out)
             try:
                 for pid, trials in by_participant.items():
+                    stored: dict[str, list[int]] = {}
+                    for sid, index, _ in trials:
+                        stored.setdefault(sid, []).append(index)
                     for summary in summarise_sessions(pid, trials, completed.get(pid, {})):
+                        expected = self.expected.of((pid, summary.session_id))
+                        missing = missing_runs(stored[summary.session_id], expected)
                         writer.write(
                             {
                                 "participant_id": pid,
@@ -200,7 +208,9 @@ class TrialTables:
                                 "trial_count": summary.trial_count,
                                 "first_trial_index": summary.first_trial_index,
                                 "last_trial_index": summary.last_trial_index,
-                                "missing_trials": summary.missing_trials,
+                                "missing_trials": missing_count(missing),
+                                "expected_trials": expected,
+                                "missing_indices": index_ranges(missing) or None,
                                 "first_received_at": summary.first_received_at,
                                 "last_received_at": summary.last_received_at,
                                 "submission_key": summary.submission_key,
