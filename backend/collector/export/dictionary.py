@@ -16,7 +16,7 @@ _TYPE_WORDS = {
 _PREAMBLE = """# Participant data export
 
 Exported from the study's backup bucket by `collector export` (or the admin dashboard).
-Files: {files}, and this README. Format: {fmt}.
+Files: {files}, and this README. Format: {fmt}. {format_note}
 
 - Every file is read from the bucket layout `{{prefix}}/participants/{{participantId}}/...`:
   `user-status/status.json` (latest state), `submissions/*.json` (one file per submission) and
@@ -48,6 +48,22 @@ _CSV_NOTE = """- **Spreadsheet safety (CSV only).** A text cell or column name t
 """
 
 
+# What each format holds and how to read it, at the top of the export's README.
+FORMAT_NOTES = {
+    "csv": "CSV has no types: `load.py` (pandas) and `load.R` (readr) beside the tables read each "
+    "column with the type below (booleans as booleans, integers as nullable integers, times as "
+    "UTC date-times) and undo the spreadsheet-safety quote.",
+    "jsonl": "JSON Lines: one JSON object per row, exact values (numbers, booleans, null) as stored.",
+    "parquet": "Parquet: each column typed as below (string, int64, float64, bool); readable by "
+    "pandas, R's arrow, DuckDB, Spark.",
+    "sav": "SPSS: variable labels are the meanings below, booleans 0/1 with value labels, the "
+    "categorical text columns coded with value labels, times as date-times; see 'Variable names' "
+    "at the end for renamed columns and long text.",
+    "dta": "Stata: variable labels are the meanings below (cut to 80 characters), booleans 0/1 with "
+    "value labels, the categorical text columns coded with value labels, times as %tc date-times, "
+    "text past 2,045 bytes as strL; see 'Variable names' at the end for renamed columns.",
+}
+
 _TRIAL_FIELDS = """
 ### Trial fields
 
@@ -59,11 +75,14 @@ column gets `data_` in front (jsPsych's own `trial_index` becomes `data_trial_in
 """
 
 
-def data_dictionary(fmt: str, *, trial_columns: Sequence[Column] = ()) -> str:
-    """Markdown describing every table and column, with this export's trialData columns."""
+def data_dictionary(fmt: str, *, trial_columns: Sequence[Column] = (), note: str | None = None) -> str:
+    """Markdown describing every table and column, with this export's trialData columns;
+    ``note`` replaces the format's note (for files laid out differently, as in Psych-DS)."""
     tables = (*TABLES, *TRIAL_TABLES)
     files = ", ".join(f"`{table.name}.{fmt}`" for table in tables)
-    parts = [_PREAMBLE.format(files=files, fmt=fmt, csv_note=_CSV_NOTE if fmt == "csv" else "")]
+    note = FORMAT_NOTES.get(fmt, "") if note is None else note
+    csv_note = _CSV_NOTE if fmt == "csv" else ""
+    parts = [_PREAMBLE.format(files=files, fmt=fmt, format_note=note, csv_note=csv_note)]
     for table in tables:
         parts.append(f"\n## {table.name}.{fmt}\n\n{table.description}\n\n")
         _column_rows(parts, table.columns if table is not TRIALS else (*table.columns, *TRIALS_TRAILING))

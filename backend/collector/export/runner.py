@@ -28,6 +28,7 @@ from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
 from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Column, Table
 from .dictionary import data_dictionary
+from .loaders import write_loaders
 from .rows import participant_row, received_at, response_rows, session_rows, submission_row
 from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
@@ -146,6 +147,8 @@ def export_bucket(
     with sink.open(README_NAME) as out:
         out.write(data_dictionary(fmt, trial_columns=report.trial_columns).encode("utf-8"))
     report.files.append(README_NAME)
+    if fmt == "csv":  # CSV has no types: loaders that give each column its dictionary type
+        report.files.extend(write_loaders(sink, report.trial_columns))
     return report
 
 
