@@ -219,3 +219,21 @@ def test_spss_text_past_32767_bytes_continues_in_more_variables(tmp_path: Path) 
     frame, _ = pyreadstat.read_sav(str(tmp_path / "t.sav"))
     assert frame["note"].iloc[0] + frame["note_2"].iloc[0] == huge
     assert list(frame["note"].iloc[1:]) == ["short", ""] and list(frame["note_2"].iloc[1:]) == ["", ""]
+
+
+@pytest.mark.parametrize("backend", ["local"])
+@pytest.mark.parametrize("fmt", ["sav", "dta", "parquet"])
+def test_a_format_this_installation_cannot_produce_says_what_to_install(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    real = importlib.util.find_spec
+    hidden = {"pyreadstat", "pyarrow"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in hidden else real(name, *a)
+    )
+    result = CliRunner(env=settings_environment(settings)).invoke(
+        main, ["export", "--out", str(tmp_path / "out"), "--format", fmt]
+    )
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "pip install 'participant-data-collector[export]'" in result.output
+    assert not (tmp_path / "out").exists()  # refused before anything was written

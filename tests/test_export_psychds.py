@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from collector import __version__
 from collector.cli import main
+from collector.erasure import erase_participant
 from collector.export.psychds import data_file_name, identifier_from_keyword, keyword_value
 from collector.export.psychds_check import check_dataset
 from collector.keys import KeyLayout
@@ -178,3 +179,22 @@ def test_keyword_values_are_letters_and_digits_and_reversible() -> None:
         assert value.isascii() and value.isalnum(), value
         assert identifier_from_keyword(value) == identifier
     assert keyword_value("P-01_a") == "Px2d01x5fa"
+
+
+@pytest.mark.parametrize("backend", ["local"])
+def test_an_earlier_dataset_is_replaced_whole_and_other_folders_refused(
+    dataset: Path, store: ObjectStore, layout: KeyLayout, settings: Settings, tmp_path: Path
+) -> None:
+    """After an erasure, exporting again into the same folder must leave nothing of the erased."""
+    erase_participant(store, layout, "SYNTH02", who="test", reason="withdrew (synthetic)")
+    export_psychds(settings, dataset)
+    assert not list(dataset.rglob("*SYNTH02*"))
+    assert check_dataset(dataset).ok
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine", encoding="utf-8")
+    result = CliRunner(env=settings_environment(settings)).invoke(
+        main, ["export", "--out", str(other), "--format", "psychds"]
+    )
+    assert result.exit_code == 1 and "holds no Psych-DS dataset" in result.output
+    assert (other / "notes.txt").read_text(encoding="utf-8") == "mine"
