@@ -200,10 +200,11 @@ def test_load_r_declares_every_column_with_its_dictionary_type(exports: Path) ->
                 assert r_type == READR_TYPES[column_kind(column)], (table, column.name, r_type)
         assert "    .default = readr::col_character()" in blocks[table]
     trial_types = dict(re.findall(r'^    (".*?") = (.+?),?$', blocks["trials"], flags=re.MULTILINE))
-    assert trial_types['"correct"'] == "col_logical()" and trial_types['"rt"'] == "col_double()"
-    assert trial_types[r_string("'=sum")] == "col_double()"
+    assert trial_types['"correct"'] == "readr::col_logical()" and trial_types['"rt"'] == "readr::col_double()"
+    assert trial_types[r_string("'=sum")] == "readr::col_double()"
     assert 'col_datetime(format = "")' in blocks["trial_sessions"]
-    assert r_string('a"b\\c\n') == '"a\\"b\\\\c\\U{a}"'
+    assert r_string('a"b\\c\n\tÖ') == '"a\\"b\\\\c\\n\\t\\U{d6}"'
+    assert source.isascii()  # R reads it the same whatever the locale
 
 
 def test_spss_text_past_32767_bytes_continues_in_more_variables(tmp_path: Path) -> None:
