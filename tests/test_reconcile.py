@@ -212,6 +212,33 @@ def test_every_category_with_exact_counts(
     assert FORMULA not in [name for name in status_rows[0]]
 
 
+def v_numbered_csv() -> bytes:
+    """The oldest layout: V1, V2, ... in row 1, the column names in row 2 (no RecordedDate)."""
+    names = ["ResponseID", "ResponseSet", "Name", "ExternalDataReference", "EmailAddress", "IPAddress"]
+    names += ["Status", "StartDate", "EndDate", "Finished", "How did the task feel?", "PROLIFIC_PID"]
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([*(f"V{n}" for n in range(1, 11)), "Q1", "PROLIFIC_PID"])
+    writer.writerow(names)
+    for pid, status, finished, response_id in RESPONSES:
+        system = [response_id, "Default", "", "", "", "192.0.2.1", status, "", "", finished]
+        writer.writerow([*system, "ok", pid])
+    return out.getvalue().encode("utf-8")
+
+
+def test_the_oldest_v_numbered_layout(bucket: ObjectStore, settings: Settings, tmp_path: Path) -> None:
+    export = tmp_path / "export.csv"
+    export.write_bytes(v_numbered_csv())
+    out = tmp_path / "reconciled.csv"
+    arguments = ("--qualtrics", str(export), "--id-column", "PROLIFIC_PID", "--out", str(out))
+    result = _reconcile(settings, *arguments)
+    summary = "(legacy, V-numbered, 2 header row(s)): 12 rows: 2 header, 9 with a participant ID"
+    assert summary in result.output
+    rows = _table(out)
+    assert {pid: row["category"] for pid, row in rows.items()} == QUALTRICS_CATEGORIES
+    assert rows["BOTH2"]["responseIds"] == "R_both2a;R_both2b" and rows["BOTH2"]["recordedDate"] == ";"
+
+
 def test_a_row_that_could_be_a_header_is_kept_and_reported(
     bucket: ObjectStore, settings: Settings, tmp_path: Path
 ) -> None:

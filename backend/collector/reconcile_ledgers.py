@@ -6,14 +6,16 @@ data, depending on the export and its age:
 * current: row 1 column IDs, row 2 question text (may hold commas and newlines, quoted),
   row 3 ``{"ImportId": ...}`` JSON per column, then data;
 * legacy: row 1 column IDs, row 2 question text, then data;
-* one header row: a CSV saved again by a spreadsheet or an API export with the extra rows removed.
+* one header row: a CSV saved again by a spreadsheet or an API export with the extra rows removed;
+* the oldest, "V-numbered": row 1 ``V1, V2, ...``, row 2 the column names (``ResponseID``,
+  ``Status``, ``Finished``, embedded data), then data.
 
-Row 1 is always the column IDs. Whether the next rows are headers is decided from what they
-hold, never from their position alone: an ``ImportId`` cell, or the question text Qualtrics
-writes for its own columns ("Response ID", "Recorded Date", "Response Type"), make a header
-row; a ``R_...`` response ID, a date in ``RecordedDate`` or a Status code make a data row.
-A row with signs of both, or of neither, is kept as data and reported as uncertain (the
-warning names the row), so a response is never lost to a guess.
+Row 1 is the column IDs (row 2 in the V-numbered layout). Whether the next rows are headers is
+decided from what they hold, never from their position alone: an ``ImportId`` cell, or the
+question text Qualtrics writes for its own columns ("Response ID", "Recorded Date", "Response
+Type"), make a header row; a ``R_...`` response ID, a date in ``RecordedDate`` or a Status
+code make a data row. A row with signs of both, or of neither, is kept as data and reported as
+uncertain (the warning names the row), so a response is never lost to a guess.
 
 ``Status`` comes as a code or as its text (the export's "numeric values" or "choice text"
 setting): 0 IP Address, 1 Survey Preview, 2 Survey Test, 4 Imported, 8 Spam, 9 Preview Spam,
@@ -195,7 +197,9 @@ def read_qualtrics(path: Path, id_column: str) -> QualtricsExport:
     """Parse a Qualtrics export; ``NotAnExport`` saying why (and listing the columns) when it does not fit."""
     id_column = id_column.strip()
     records = read_csv_records(path, "Qualtrics responses export")
-    columns = [name.strip() for name in records[0]]
+    # The oldest exports put V1, V2, ... in row 1 and the column names in row 2.
+    names_row = 1 if _v_numbered(records) else 0
+    columns = [name.strip() for name in records[names_row]]
     response_column = next((c for c in ("ResponseId", "ResponseID") if c in columns), None)
     if response_column is None:
         raise NotAnExport(
@@ -205,10 +209,10 @@ def read_qualtrics(path: Path, id_column: str) -> QualtricsExport:
     if id_column not in columns:
         raise NotAnExport(f"no column {id_column!r} in {path}. Its columns: {listed(columns)}")
     cells = _Cells(columns)
-    export = QualtricsExport("one-header-row", columns, {}, RowCounts(header=1))
+    export = QualtricsExport("one-header-row", columns, {}, RowCounts(header=names_row + 1))
     header_rows = 1
     looking_for_headers = True
-    for number, record in enumerate(records[1:], start=2):
+    for number, record in enumerate(records[names_row + 1 :], start=names_row + 2):
         if _blank(record):
             export.counts.blank += 1
             continue
@@ -238,7 +242,22 @@ def read_qualtrics(path: Path, id_column: str) -> QualtricsExport:
             )
         )
     export.layout = {1: "one-header-row", 2: "legacy", 3: "current"}[header_rows]
+    if names_row:
+        export.layout = "legacy, V-numbered"
     return export
+
+
+def _v_numbered(records: list[list[str]]) -> bool:
+    """Row 1 is V1, V2, ... and row 2 names the columns, ResponseID among them."""
+    first = [cell.strip() for cell in records[0]]
+    named = [cell.strip() for cell in records[1]] if len(records) > 1 else []
+    return (
+        "ResponseId" not in first
+        and "ResponseID" not in first
+        and bool(first)
+        and all(re.fullmatch(r"V\d+", cell) for cell in first[: min(len(first), 10)])
+        and ("ResponseID" in named or "ResponseId" in named)
+    )
 
 
 def _header_verdict(record: list[str], cells: _Cells, response_column: str, id_column: str) -> str:
