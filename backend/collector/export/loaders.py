@@ -23,8 +23,8 @@ import json
 import re
 from collections.abc import Sequence
 
-from .dictionary import column_kind, export_tables
 from .columns import Column
+from .dictionary import column_kind, export_tables
 from .writers import FORMULA_STARTS, Sink, neutralise
 
 LOADERS = ("load.py", "load.R")

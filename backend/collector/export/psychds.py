@@ -106,7 +106,9 @@ def export_psychds(
     data = out_dir / "data"
     if out_dir.is_dir() and any(out_dir.iterdir()):
         if not (out_dir / "dataset_description.json").is_file():
-            raise ExportFailed(f"{out_dir} is not empty and holds no Psych-DS dataset: choose a new directory")
+            raise ExportFailed(
+                f"{out_dir} is not empty and holds no Psych-DS dataset: choose a new directory"
+            )
         shutil.rmtree(data, ignore_errors=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     data.mkdir()

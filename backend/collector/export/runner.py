@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from ..keys import KeyLayout, parse_timestamp
+from ..keys import KeyLayout
 from ..reading.scan import (
     DEFAULT_READERS,
     BucketListing,

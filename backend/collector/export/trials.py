@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import IO, Any
 
 from ..completeness import ExpectedTrials, index_ranges, missing_count, missing_runs
-from ..keys import KeyLayout, parse_timestamp
+from ..keys import KeyLayout
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
 from ..trials.sessions import submission_session_ids, summarise_sessions
@@ -109,7 +109,9 @@ class TrialTables:
         advance: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
         """Write both tables into ``sink``; the row count of each."""
-        stored_at = {info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials}
+        stored_at = {
+            info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials
+        }
         kinds: dict[str, _FieldKind] = {}
         sessions: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
         recent: set[tuple[str, str]] = set()  # sessions with a trial received on or after ``since``
