@@ -164,6 +164,8 @@ def test_dashboard_export_zip_has_every_table(client: TestClient, seeded: None) 
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     assert sorted(archive.namelist()) == [
         "export/README.md",
+        "export/load.R",  # the typed loaders, as beside a CSV export on disk
+        "export/load.py",
         "export/participants.csv",
         "export/responses.csv",
         "export/sessions.csv",

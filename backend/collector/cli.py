@@ -1,9 +1,10 @@
 """The ``collector`` command line: ``serve``, and the research tools ``export``, ``verify``, ``erase``,
-``reconcile`` and ``release-key``."""
+``reconcile``, ``report`` and ``release-key``."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import logging
 import os
 import sys
@@ -15,14 +16,24 @@ import uvicorn
 from pydantic import ValidationError
 
 from .admin.password import StoredPassword, generated_password
+from .completeness import report_lines, study_completeness
 from .erasure import ErasureRefused, erase_participant, preview_erasure
 from .errors import NotFound
-from .export import FORMATS, DirectorySink, ExportDependencyMissing, ExportFailed, export_bucket
+from .export import ExportDependencyMissing, ExportFailed
+from .export.formats import DIRECTORY_FORMATS, export_directory
 from .keys import KeyLayout, is_valid_participant_id, parse_timestamp
 from .metrics import Metrics
 from .participant_keys import release_key
 from .progress import ObjectProgress
-from .reconcile import NotAnExport, read_export, recover, scan_backup, write_rows
+from .reconcile import (
+    NotAnExport,
+    read_prolific,
+    read_qualtrics,
+    recover,
+    scan_backup,
+    summary_lines,
+    write_rows,
+)
 from .reconcile import reconcile as match_backup
 from .settings import Settings, is_placeholder_password
 from .storage import (
@@ -197,17 +208,31 @@ def _since(value: str | None) -> datetime | None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Directory to write the tables and README into (created if missing).",
 )
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(DIRECTORY_FORMATS), default="csv", show_default=True)
 @click.option("--participant", "participants", multiple=True, help="Only this participant (repeatable).")
 @click.option("--since", help="Only what was uploaded on or after this date (YYYY-MM-DD, UTC).")
 @click.option("--strict", is_flag=True, help="Stop at the first corrupt object instead of skipping it.")
 @click.option(
     "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
 )
+@click.option("--name", default="Participant data", show_default=True, help="Dataset name (psychds).")
+@click.option(
+    "--description",
+    default="Data backed up by the participant-data collector during a browser-based study.",
+    help="Dataset description (psychds).",
+)
 def export(
-    out_dir: Path, fmt: str, participants: tuple[str, ...], since: str | None, strict: bool, workers: int
+    out_dir: Path,
+    fmt: str,
+    participants: tuple[str, ...],
+    since: str | None,
+    strict: bool,
+    workers: int,
+    name: str,
+    description: str,
 ) -> None:
-    """Export the bucket as tables (participants, submissions, sessions, responses) + README."""
+    """Export the bucket as tables (participants, submissions, sessions, responses, trials,
+    trial_sessions) + data dictionary; or as a Psych-DS dataset, SPSS or Stata files."""
     configure_logging()
     for pid in participants:
         if not is_valid_participant_id(pid):
@@ -216,11 +241,13 @@ def export(
     store = open_bucket(settings)
     try:
         with ObjectProgress("Exporting") as progress:
-            report = export_bucket(
+            result = export_directory(
                 store,
                 KeyLayout(settings.data_prefix),
-                DirectorySink(out_dir),
-                fmt=fmt,  # type: ignore[arg-type]
+                out_dir,
+                fmt=fmt,
+                name=name,
+                description=description,
                 participant_ids=participants,
                 since=_since(since),
                 strict=strict,
@@ -231,8 +258,11 @@ def export(
         raise click.ClickException(str(exc)) from exc
     finally:
         store.close()
+    report = result.report
     counts = ", ".join(f"{count} {name}" for name, count in report.rows.items())
     click.echo(f"Exported {counts} into {out_dir}", err=True)
+    for note in result.notes:
+        click.echo(note, err=True)
     if report.problems:  # each was logged with its key as it was met
         click.echo(f"{len(report.problems)} corrupt object(s) left out (keys above)", err=True)
 
@@ -341,12 +371,17 @@ def erase(participant_id: str, reason: str, yes: bool) -> None:
 @main.command()
 @click.option(
     "--qualtrics",
-    "export_path",
-    required=True,
+    "qualtrics_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="The Qualtrics responses export (CSV).",
 )
-@click.option("--id-column", required=True, help="The export's column holding the participant ID.")
+@click.option("--id-column", help="The Qualtrics export's column holding the participant ID.")
+@click.option(
+    "--prolific",
+    "prolific_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="The Prolific submissions export (CSV, 'Download summary').",
+)
 @click.option(
     "--out",
     "out_path",
@@ -357,42 +392,85 @@ def erase(participant_id: str, reason: str, yes: bool) -> None:
     "--recover",
     "recover_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Write each backup_only participant's latest submission (JSON) and status fields (CSV) here.",
+    help="Write the latest verified submission (JSON) and status fields (CSV) of every participant "
+    "in the bucket with no real Qualtrics response here.",
 )
-def reconcile(export_path: Path, id_column: str, out_path: Path | None, recover_dir: Path | None) -> None:
-    """Compare a Qualtrics export with the bucket: one row per participant ID with its category."""
+def reconcile(
+    qualtrics_path: Path | None,
+    id_column: str | None,
+    prolific_path: Path | None,
+    out_path: Path | None,
+    recover_dir: Path | None,
+) -> None:
+    """Compare the bucket with a Qualtrics export, a Prolific export, or both: one row per
+    participant ID with its category."""
     configure_logging()
+    if qualtrics_path is None and prolific_path is None:
+        raise click.UsageError("give --qualtrics FILE --id-column COLUMN, --prolific FILE, or both")
+    if qualtrics_path is not None and not id_column:
+        raise click.UsageError("--qualtrics needs --id-column (the column holding the participant ID)")
+    if recover_dir is not None and qualtrics_path is None:
+        raise click.UsageError("--recover needs --qualtrics: it recovers what Qualtrics lost")
     try:
-        export = read_export(export_path, id_column)
+        qualtrics = read_qualtrics(qualtrics_path, id_column or "") if qualtrics_path else None
+        prolific = read_prolific(prolific_path) if prolific_path else None
     except NotAnExport as exc:
         raise click.ClickException(str(exc)) from exc
+    for ledger in (qualtrics, prolific):
+        for warning in ledger.warnings if ledger else ():
+            click.echo(f"Warning: {warning}", err=True)
     settings = load_settings()
     store = open_bucket(settings)
     try:
         backup = scan_backup(store, KeyLayout(settings.data_prefix))
-        result = match_backup(export, backup)
+        result = match_backup(backup, qualtrics=qualtrics, prolific=prolific)
         if out_path is None:
-            write_rows(result.rows, sys.stdout)
+            write_rows(result, sys.stdout)
         else:
             with out_path.open("w", encoding="utf-8", newline="") as out:
-                write_rows(result.rows, out)
-        recovered = recover(store, backup, result, recover_dir) if recover_dir is not None else []
+                write_rows(result, out)
+        recovered = recover(store, backup, result, recover_dir) if recover_dir is not None else None
     except StorageError as exc:
         raise click.ClickException(f"cannot read the bucket: {exc}") from exc
     finally:
         store.close()
-    counts = result.counts()
-    click.echo(
-        f"{len(result.rows)} participant IDs ({export.layout} Qualtrics export"
-        + (f", {export.rows_without_id} rows without an ID" if export.rows_without_id else "")
-        + "): "
-        + ", ".join(f"{count} {name}" for name, count in counts.items()),
-        err=True,
-    )
+    for line in summary_lines(result):
+        click.echo(line, err=True)
     if out_path is not None:
         click.echo(f"Table written to {out_path}", err=True)
-    if recover_dir is not None:
-        click.echo(f"Recovered {len(recovered) - 1} backup_only participant(s) into {recover_dir}", err=True)
+    if recovered is not None:
+        click.echo(
+            f"Recovered {len(recovered.participants)} participant(s) into {recover_dir}"
+            + (
+                f"; {len(recovered.unverified_only)} had only unverified submissions, not recovered: "
+                + ", ".join(recovered.unverified_only)
+                if recovered.unverified_only
+                else ""
+            ),
+            err=True,
+        )
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON, for scripts.")
+@click.option(
+    "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
+)
+def report(as_json: bool, workers: int) -> None:
+    """Completeness per study: participants started, finished, with missing trials, withdrawn."""
+    configure_logging()
+    settings = load_settings()
+    store = open_bucket(settings)
+    try:
+        study = study_completeness(store, KeyLayout(settings.data_prefix), workers=workers)
+    except StorageError as exc:
+        raise click.ClickException(f"cannot read the bucket: {exc}") from exc
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps({"studies": [study.as_json()]}, ensure_ascii=False, indent=2))
+    else:
+        click.echo("\n".join(report_lines(study)))
 
 
 @main.command("release-key")

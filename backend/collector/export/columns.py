@@ -27,7 +27,8 @@ class Table:
         return [column.name for column in self.columns]
 
 
-_TIME = "ISO-8601 UTC text"
+TIME_TEXT = "ISO-8601 UTC text"  # in a description, marks a column of times
+_TIME = TIME_TEXT
 
 PARTICIPANTS = Table(
     "participants",
@@ -198,7 +199,19 @@ TRIAL_SESSIONS = Table(
         Column(
             "missing_trials",
             "int64",
-            "Indices from 0 to last_trial_index with no stored trial (0 when none is missing).",
+            "Indices with no stored trial, from 0 to expected_trials - 1 when the session says how many "
+            "it expects, else from 0 to last_trial_index (0 when none is missing).",
+        ),
+        Column(
+            "expected_trials",
+            "int64",
+            "expectedTrials sent with the session's highest-indexed trial (the timeline's trial count, "
+            "when the study knows it); empty when not sent.",
+        ),
+        Column(
+            "missing_indices",
+            "string",
+            "The missing indices, runs joined with '-' and separated by ',' (e.g. 2,4-6); empty when none.",
         ),
         Column("first_received_at", "string", f"serverReceivedAt of the earliest trial ({_TIME})."),
         Column("last_received_at", "string", f"serverReceivedAt of the latest trial ({_TIME})."),

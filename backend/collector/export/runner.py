@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Protocol
 
-from ..keys import KeyLayout, parse_timestamp
+from ..keys import KeyLayout
 from ..reading.records import is_unverified
 from ..reading.scan import (
     DEFAULT_READERS,
@@ -29,8 +29,9 @@ from ..reading.scan import (
 )
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
-from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
+from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Column, Table
 from .dictionary import data_dictionary
+from .loaders import write_loaders
 from .rows import participant_row, received_at, response_rows, session_rows, submission_row
 from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
@@ -69,6 +70,7 @@ class ExportReport:
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)  # participants left out because they were erased
+    trial_columns: list[Column] = field(default_factory=list)  # this export's trialData columns
 
 
 def table_file_name(table: Table, fmt: Format) -> str:
@@ -150,10 +152,13 @@ def export_bucket(
         )
     )
     report.files.extend(table_file_name(table, fmt) for table in TRIAL_TABLES)
+    report.trial_columns = [column for _, column in trials.field_columns]
     # Last, because the trials table's columns are known only once the trials are read.
     with sink.open(README_NAME) as out:
-        out.write(data_dictionary(fmt, trial_columns=[c for _, c in trials.field_columns]).encode("utf-8"))
+        out.write(data_dictionary(fmt, trial_columns=report.trial_columns).encode("utf-8"))
     report.files.append(README_NAME)
+    if fmt == "csv":  # CSV has no types: loaders that give each column its dictionary type
+        report.files.extend(write_loaders(sink, report.trial_columns))
     return report
 
 

@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
+from ..completeness import ExpectedTrials, index_ranges, missing_count, missing_runs
 from ..keys import KeyLayout
+from ..reading.records import is_unverified, without_private_fields
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
-from ..reading.records import is_unverified, without_private_fields
 from ..trials.sessions import SessionCompletions, submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
 from .rows import canonical_json, received_at
@@ -82,6 +83,7 @@ class TrialTables:
 
     completions: dict[str, SessionCompletions] = field(default_factory=dict)  # by participant ID
     field_columns: list[tuple[str, Column]] = field(default_factory=list)  # (trialData name, column)
+    expected: ExpectedTrials = field(default_factory=ExpectedTrials)
 
     def note_submission(self, participant_id: str, key: str, document: dict[str, Any]) -> None:
         """Remember which sessions this submission completes (the first one in key order wins);
@@ -133,6 +135,7 @@ class TrialTables:
                 indices = sessions.setdefault(session, [])
                 if row["key_verified"]:
                     indices.append((row["trial_index"], row["server_received_at"]))
+                    self.expected.note(session, row["trial_index"], document)
                 if since is not None and received_at(document, stored_at[key]) >= since:
                     recent.add(session)
                 spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
@@ -197,8 +200,13 @@ class TrialTables:
             writer = open_writer(fmt, TRIAL_SESSIONS, out)
             try:
                 for pid, trials in by_participant.items():
+                    stored: dict[str, list[int]] = {}
+                    for sid, index, _ in trials:
+                        stored.setdefault(sid, []).append(index)
                     done = self.completions.get(pid, SessionCompletions())
                     for summary in summarise_sessions(pid, trials, done.completed_by, done.unverified):
+                        expected = self.expected.of((pid, summary.session_id))
+                        missing = missing_runs(stored.get(summary.session_id, []), expected)
                         writer.write(
                             {
                                 "participant_id": pid,
@@ -207,7 +215,9 @@ class TrialTables:
                                 "trial_count": summary.trial_count,
                                 "first_trial_index": summary.first_trial_index,
                                 "last_trial_index": summary.last_trial_index,
-                                "missing_trials": summary.missing_trials,
+                                "missing_trials": missing_count(missing),
+                                "expected_trials": expected,
+                                "missing_indices": index_ranges(missing) or None,
                                 "first_received_at": summary.first_received_at,
                                 "last_received_at": summary.last_received_at,
                                 "submission_key": summary.submission_key,
