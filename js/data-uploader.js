@@ -620,14 +620,15 @@ class Uploader {
       const host = this.#host;
       const given = {};
       for (const key of Object.keys(DEFAULTS)) if (options?.[key] !== undefined) given[key] = options[key];
-      if (given.studyId !== undefined && given.studyId !== null && !validId(given.studyId)) {
+      const { studyId } = host.config;
+      host.config = { ...host.config, ...given };
+      if (given.studyId && !validId(given.studyId)) {
+        host.config.studyId = studyId;
         host.emit('invalid-option', {
           option: 'studyId',
           error: `studyId must be ${ID_RULE}; it was ignored`,
         });
-        delete given.studyId;
       }
-      host.config = { ...host.config, ...given };
       const items = Number(host.config.maxBatchItems) || MAX_BATCH_ITEMS;
       host.config.maxBatchItems = Math.max(1, Math.min(items, MAX_BATCH_ITEMS));
       const pid = host.config.participantId ? String(host.config.participantId) : null;
@@ -884,7 +885,7 @@ class Uploader {
     } else {
       answer = { status: 'error', ...about, persisted: false, httpStatus, error };
       if (reason) answer.reason = reason;
-      if (kind === 'erased' && !this.#queue.has(item.uploadId) && this.#people.isErased(item.participantId)) {
+      if ((kind === 'erased' || kind === 'archived') && !this.#queue.has(item.uploadId)) {
         this.#resolve(item.uploadId, answer); // dropped already with its participant's queue
         return answer;
       }
