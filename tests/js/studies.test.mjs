@@ -8,7 +8,7 @@ import { FakeStorage, batchAnswer, fakeCollector, jsonAnswer, sentUploads, setUp
 
 const PID = 'P001ABC';
 
-test('studyId is sent with every upload, batch item and restore; without it nothing new is sent', async () => {
+test('studyId goes with every upload, batch item and restore; without it nothing new is sent', async () => {
   const { uploader, collector, clock } = setUp({ studyId: 'stroop-v2' });
   await uploader.uploadUserStatus(PID);
   await uploader.uploadSubmissionData(PID, { n: 1 });
@@ -58,7 +58,7 @@ for (const [httpStatus, reason] of [
   });
 }
 
-test("410 study-archived drops the upload and the study's other queued uploads, like an erasure", async () => {
+test("410 study-archived drops the upload and the study's other queued uploads, as an erasure", async () => {
   const archived = { status: 'error', error: 'archived', reason: 'study-archived' };
   const { uploader, clock, events } = setUp({
     collector: fakeCollector((url, init, body) =>
