@@ -14,6 +14,15 @@ export const UPLOAD_TYPES = ['submission', 'status', 'trial'];
 
 export const ID_RULE = '1 to 64 letters, digits, _ or -';
 
+/** `fn()`, or `fallback` when it throws: for storage, the page and the study's callbacks. */
+export function attempt(fn, fallback = undefined) {
+  try {
+    return fn();
+  } catch {
+    return fallback;
+  }
+}
+
 export function errorText(err) {
   try {
     return err && err.message ? String(err.message) : String(err);

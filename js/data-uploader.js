@@ -13,6 +13,7 @@ import {
   MAX_BATCH_ITEMS,
   MAX_TRIAL_INDEX,
   MAX_UPLOAD_BYTES,
+  attempt,
   errorText,
   globalStorage,
   isPlainObject,
@@ -73,13 +74,6 @@ const HOLD = ['unknown-study', 'study-closed', 'study-full'];
 
 const validId = (id) => (typeof id === 'string' || Number.isInteger(id)) && ID_PATTERN.test(String(id));
 const newCounts = () => ({ stored: 0, rejected: 0, remaining: 0 });
-const attempt = (fn, fallback) => {
-  try {
-    return fn();
-  } catch {
-    return fallback;
-  }
-};
 
 let encoder;
 // JSON of ASCII data is ASCII: its length is its size, without encoding 30 KB per call.

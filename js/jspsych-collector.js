@@ -1,17 +1,13 @@
 /**
  * jspsych-collector.js: saves every jsPsych trial as it finishes, and the whole dataset at the end,
  * through the uploader beside it. Sessions, resume and options: docs/jspsych.md.
- *
- *   const hooks = collectorHooks({ participantId });
- *   const jsPsych = initJsPsych({ ...hooks });
- *   await jsPsych.run(timeline.slice(hooks.session.completedTrials));
- *   await hooks.flush(5000); // then redirect
  */
 
 import {
   ID_PATTERN,
   ID_RULE,
   MAX_TRIAL_INDEX,
+  attempt,
   errorText,
   globalStorage,
   isPlainObject,
@@ -23,167 +19,110 @@ import {
 import { createUploader } from './data-uploader.js';
 
 const NS = 'jspsychCollector.v1.';
-const KEPT_RUNS = 10; // unfinished sessions remembered per participant
-const GUARD_MS = 250; // flush ends this long after the uploader's own deadline, whatever it does
+const KEPT_RUNS = 10;
+const GUARD_MS = 250; // flush ends this long past the uploader's own deadline, whatever it does
 
-const trialsOf = (data) =>
-  typeof data?.values === 'function'
-    ? [...data.values()]
-    : Array.isArray(data)
-      ? [...data]
-      : isPlainObject(data)
-        ? [data]
-        : [];
+const trialsOf = (data) => (typeof data?.values === 'function' ? [...data.values()] : [data ?? []].flat());
 
-/** The trials a jsPsych timeline will run (each node once per repetition and timeline variable). */
-export function countTrials(timeline) {
-  let count = 0;
-  for (const node of Array.isArray(timeline) ? timeline : [timeline]) {
-    const inner = Array.isArray(node?.timeline) ? countTrials(node.timeline) : 1;
-    const variables = Array.isArray(node?.timeline_variables) ? node.timeline_variables.length || 1 : 1;
-    count += inner * variables * (Number.isInteger(node?.repetitions) ? node.repetitions : 1);
-  }
-  return count;
-}
+const whole = (n) => (Number.isInteger(n) && n >= 0 ? n : 0);
 
-/** `{sessionId: {open, at}}`: the participant's unfinished sessions, and whether a page runs each. */
-function readRuns(local, key) {
-  const runs = readJson(local, key);
-  const clean = {};
-  for (const [id, run] of Object.entries(isPlainObject(runs) ? runs : {})) {
-    if (isPlainObject(run)) clean[id] = { open: Boolean(run.open), at: Number(run.at) || 0 };
-  }
-  return clean;
-}
+/** `{sessionId: {open, at}}`: unfinished sessions, and whether a page runs each. */
+const readRuns = (local, key) =>
+  Object.fromEntries(
+    Object.entries(readJson(local, key) || {})
+      .filter(([, run]) => isPlainObject(run))
+      .map(([id, run]) => [id, { open: Boolean(run.open), at: +run.at || 0 }]),
+  );
+const newestFirst = (a, b) => b[1].at - a[1].at;
 
 /** Mark a session open (a page runs it), closed (resumable) or finished (forgotten). */
 function markRun(local, key, sessionId, state) {
   const runs = readRuns(local, key);
-  if (state === 'finished') delete runs[sessionId];
-  else {
-    // Strictly after every other mark: "most recently closed" is defined within a millisecond.
-    const latest = Math.max(0, ...Object.values(runs).map((run) => run.at));
-    runs[sessionId] = { open: state === 'open', at: Math.max(Date.now(), latest + 1) };
-  }
-  const kept = Object.entries(runs).sort((a, b) => b[1].at - a[1].at);
-  writeRaw(local, key, JSON.stringify(Object.fromEntries(kept.slice(0, KEPT_RUNS))));
+  delete runs[sessionId];
+  // Strictly after every other mark: "most recently closed" is well defined.
+  const at = Math.max(Date.now(), 1 + Math.max(0, ...Object.values(runs).map((run) => run.at)));
+  if (state !== 'finished') runs[sessionId] = { open: state === 'open', at };
+  const kept = Object.entries(runs).sort(newestFirst).slice(0, KEPT_RUNS);
+  writeRaw(local, key, JSON.stringify(Object.fromEntries(kept)));
 }
 
 function openSession(participantId, requested, local, tab) {
-  const stateKey = (id) => `${NS}session.${participantId}.${id}`;
-  const stateOf = (id) => readJson(local, stateKey(id)) || readJson(tab, stateKey(id));
+  const keys = (id) => ({
+    state: `${NS}session.${participantId}.${id}`,
+    tab: `${NS}tab.${participantId}`,
+    runs: `${NS}runs.${participantId}`,
+  });
+  const stateOf = (id) => readJson(local, keys(id).state) || readJson(tab, keys(id).state);
   const unfinished = (id) => ID_PATTERN.test(id) && stateOf(id) && !stateOf(id).finished;
-  const tabKey = `${NS}tab.${participantId}`;
-  const runsKey = `${NS}runs.${participantId}`;
+  const mine = readRaw(tab, keys().tab);
+  // The most recently closed unfinished session: what a participant reopening the link left.
+  const [closed] = Object.entries(readRuns(local, keys().runs))
+    .filter(([id, run]) => !run.open && unfinished(id))
+    .sort(newestFirst);
   let sessionId = requested;
-  if (!sessionId) {
-    const mine = readRaw(tab, tabKey);
-    // The most recently closed unfinished session: what a participant reopening the link left.
-    const closed = Object.entries(readRuns(local, runsKey))
-      .filter(([id, run]) => !run.open && unfinished(id))
-      .sort((a, b) => b[1].at - a[1].at);
-    if (mine && unfinished(mine))
-      sessionId = mine; // this tab reloaded
-    else if (!mine && closed.length)
-      sessionId = closed[0][0]; // closed, then reopened
-    else sessionId = newId();
-  }
+  if (!sessionId && mine && unfinished(mine))
+    sessionId = mine; // this tab reloaded
+  else if (!sessionId && !mine && closed) sessionId = closed[0]; // closed, then reopened
+  sessionId ||= newId();
   const state = stateOf(sessionId) || {};
-  const next = Number.isInteger(state.next) && state.next >= 0 ? state.next : 0;
-  const runs = Number.isInteger(state.runs) && state.runs >= 0 ? state.runs : 0;
-  return { sessionId, stateKey: stateKey(sessionId), tabKey, runsKey, next, runs };
+  return { sessionId, keys: keys(sessionId), next: whole(state.next), runs: whole(state.runs) };
 }
 
 /**
  * Hooks that save a jsPsych experiment's data to the collector: spread them into `initJsPsych`.
- * `on_data_update` queues the trial and returns at once; `on_finish` uploads the dataset as the
- * submission; `flush(timeoutMs)` resolves to `{stored, remaining}`. None throws.
- * @param {Object} options
- * @param {string} options.participantId 1 to 64 letters, digits, `_` or `-`
- * @param {string} [options.collectorUrl] default: where the uploader module was loaded from
- * @param {string} [options.sessionId] default: made here and kept across reloads
- * @param {string} [options.studyId] sent with every upload
- * @param {number} [options.expectedTrials] sent with every trial (default: counted from `timeline`)
- * @param {Array} [options.timeline] the jsPsych timeline, to count `expectedTrials`
- * @param {Object<string, *>} [options.extra] fields added to every trial and to the submission
- * @param {Object} [options.uploader] an instance from `createUploader` (default: one made here)
- * @param {Object} [options.uploaderOptions] more options for `createUploader`
- * @param {Object} [options.jsPsych] the jsPsych instance, for `on_finish()` called without data
- * @returns {{on_data_update: Function, on_finish: Function, flush: Function,
- *   session: {id: string, completedTrials: number, resumed: boolean, run: number}}}
+ * Options and what each hook does: docs/jspsych.md. No hook throws into the experiment.
+ * @param {{participantId: string}} options
  */
 export function collectorHooks(options = {}) {
   const opts = isPlainObject(options) ? options : {};
   const participantId = String(opts.participantId ?? '');
-  const extra = isPlainObject(opts.extra) ? { ...opts.extra } : {};
+  const extra = { ...(isPlainObject(opts.extra) && opts.extra) };
   const local = globalStorage('localStorage');
   const tab = globalStorage('sessionStorage');
   const given = opts.sessionId ?? null;
   let problem = null;
   if (!ID_PATTERN.test(participantId)) problem = `participantId must be ${ID_RULE}`;
   if (given !== null && !ID_PATTERN.test(String(given))) problem = `sessionId must be ${ID_RULE}`;
-  const expected = Number.isInteger(opts.expectedTrials)
-    ? opts.expectedTrials
-    : opts.timeline
-      ? countTrials(opts.timeline)
-      : null;
-  const trialExtras = expected === null ? undefined : { expectedTrials: expected };
+  const { expectedTrials } = opts;
+  const trialExtras = Number.isInteger(expectedTrials) ? { expectedTrials } : undefined;
 
   let opened;
   try {
     opened = openSession(participantId, problem ? null : given && String(given), local, tab);
   } catch {
-    opened = { sessionId: newId(), stateKey: `${NS}session.unknown`, next: 0, runs: 0 };
+    opened = { sessionId: newId(), keys: {}, next: 0, runs: 0 };
   }
-  const { sessionId, runsKey } = opened;
-  const base = opened.next; // trials recorded before this page load
-  const run = opened.runs; // the session's page loads before this one
+  const { sessionId, keys } = opened;
+  // Trials recorded, and page loads of the session, before this one.
+  const { next: base, runs: run } = opened;
   let next = base;
   let finished = false;
 
   const saveState = () => {
     const text = JSON.stringify({ next, finished, runs: run + 1 });
-    // localStorage survives a closed tab; sessionStorage is the fallback when it is blocked or full.
-    if (!writeRaw(local, opened.stateKey, text)) writeRaw(tab, opened.stateKey, text);
+    // localStorage survives a closed tab; sessionStorage when it is blocked or full.
+    if (!writeRaw(local, keys.state, text)) writeRaw(tab, keys.state, text);
   };
-  const mark = (state) => {
-    try {
-      if (!finished || state === 'finished') markRun(local, runsKey, sessionId, state);
-    } catch {
-      // storage trouble: a new session next time
-    }
-  };
+  const mark = (state) =>
+    attempt(() => (!finished || state === 'finished') && markRun(local, keys.runs, sessionId, state));
 
   let uploader = opts.uploader || null;
   if (!problem) {
-    if (given === null) writeRaw(tab, opened.tabKey, sessionId);
+    if (given === null) writeRaw(tab, keys.tab, sessionId);
     saveState();
     mark('open');
-    try {
-      const w = globalThis.window;
-      w.addEventListener('pagehide', () => mark('closed'));
-      w.addEventListener('pageshow', (event) => event?.persisted && mark('open'));
-    } catch {
-      // no page
-    }
-    try {
-      // No participantId: the seed study's status uploads are not a jsPsych study's business.
-      uploader =
-        uploader ||
-        createUploader({ ...opts.uploaderOptions, collectorUrl: opts.collectorUrl, studyId: opts.studyId });
-    } catch (err) {
-      problem = `the uploader could not be created: ${errorText(err)}`;
-    }
+    attempt(() => {
+      globalThis.window.addEventListener('pagehide', () => mark('closed'));
+      globalThis.window.addEventListener('pageshow', (event) => event?.persisted && mark('open'));
+    });
+    // Without participantId: no status uploads of the seed study's fields.
+    const made = { ...opts.uploaderOptions, collectorUrl: opts.collectorUrl, studyId: opts.studyId };
+    uploader ||= attempt(() => createUploader(made));
+    if (!uploader) problem = 'the uploader could not be created';
   }
-  if (problem) {
-    try {
-      console.warn(`jspsych-collector: ${problem}; nothing will be uploaded`);
-    } catch {
-      // no console
-    }
-  }
+  if (problem) attempt(() => console.warn(`jspsych-collector: ${problem}; nothing will be uploaded`));
 
-  const pending = new Set(); // this page's calls not answered yet
+  const pending = new Set();
   const track = (call) => {
     const settled = Promise.resolve(call).catch((err) => ({ status: 'error', error: errorText(err) }));
     pending.add(settled);
@@ -191,8 +130,8 @@ export function collectorHooks(options = {}) {
   };
 
   function on_data_update(trialData) {
-    try {
-      if (problem) return;
+    if (problem) return;
+    attempt(() => {
       const data = isPlainObject(trialData) ? trialData : { value: trialData };
       const own =
         Number.isInteger(data.trial_index) && data.trial_index >= 0 ? base + data.trial_index : next;
@@ -209,17 +148,15 @@ export function collectorHooks(options = {}) {
           trialExtras,
         ),
       );
-    } catch {
-      // never into the experiment
-    }
+    });
   }
 
   function on_finish(data) {
-    try {
-      if (problem) return;
+    if (problem) return;
+    attempt(() => {
       const trials = trialsOf(data === undefined && opts.jsPsych ? opts.jsPsych.data.get() : data);
       finished = true;
-      saveState(); // a reload after the end starts a new session
+      saveState();
       mark('finished');
       const submission = {
         ...extra,
@@ -230,21 +167,12 @@ export function collectorHooks(options = {}) {
         trials,
       };
       track(uploader.uploadSubmissionData(participantId, submission));
-    } catch {
-      // never into the experiment
-    }
+    });
   }
 
-  /** Wait until this page's uploads are stored, or `timeoutMs`; resolves `{stored, remaining}`. */
   function flush(timeoutMs = 5000) {
-    const limit = Math.max(0, Number(timeoutMs) || 0);
-    const remaining = () => {
-      try {
-        return uploader.getQueueState().items.length;
-      } catch {
-        return pending.size;
-      }
-    };
+    const limit = Math.max(0, +timeoutMs || 0);
+    const remaining = () => attempt(() => uploader.getQueueState().items.length, pending.size);
     const work = (async () => {
       if (problem) return { stored: 0, remaining: 0, error: problem };
       if (typeof uploader.flush !== 'function') {
