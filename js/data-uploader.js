@@ -204,7 +204,9 @@ function makeUploader(options) {
     return id;
   };
   const cancel = (id) => attempt(() => (config.clearTimeout || globalThis.clearTimeout)(id));
-  const store = () => (config.storage !== undefined ? config.storage : globalStorage('localStorage'));
+  let pageStorage; // looked up once: the getter costs more than a small read
+  const store = () =>
+    config.storage !== undefined ? config.storage : (pageStorage ??= globalStorage('localStorage'));
   const get = (key) => readRaw(store(), key);
   const set = (key, text) => writeRaw(store(), key, text);
   const del = (key) => removeRaw(store(), key);
@@ -670,7 +672,7 @@ function makeUploader(options) {
       schedule(waitMs);
       counts.error = WAITING;
     } else {
-      cleanQueue();
+      if (announce) cleanQueue(); // as at start: on flushes and retries, not on every upload
       let single = false;
       for (;;) {
         const batch = nextBatch(single, counts);
