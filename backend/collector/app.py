@@ -110,6 +110,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     app.include_router(api_docs.router)
     admin.install(app, services)  # the research team's dashboard under /admin
     app.include_router(static.router)
+    static.describe_limits(app, settings)
     install_error_handlers(app)
     # Inside CORS, so a browser can read the 413 (and drop the upload rather than retry it).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
