@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fastapi.testclient import TestClient
 
 from collector.cli import main
 from collector.completeness import index_ranges, missing_runs, study_completeness
@@ -123,3 +124,18 @@ def test_missing_runs() -> None:
     assert missing_runs([0, 1, 2], 2) == []  # a trial past the expected count is not a gap
     assert missing_runs([], 3) == [(0, 2)]
     assert index_ranges([(2, 2), (4, 6)]) == "2,4-6"
+
+
+def test_expected_trials_sent_through_the_api_reach_the_report(
+    client: TestClient, store: ObjectStore, layout: KeyLayout
+) -> None:
+    """The field the jsPsych hooks send with each trial is stored as sent and read back here."""
+    for index in (0, 1, 3):
+        body = trial_document("SYNTH07", "api", index, 6)
+        del body["serverReceivedAt"]  # the collector writes that one
+        answer = client.post("/api/upload-user-data", json=body)
+        assert answer.status_code == 200, answer.text
+    (participant,) = study_completeness(store, layout).participants
+    (session,) = participant.sessions
+    assert (session.expected, session.received, index_ranges(session.missing)) == (6, 3, "2,4-5")
+    assert not participant.finished

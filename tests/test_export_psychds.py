@@ -7,6 +7,7 @@ Psych-DS checks; broken copies of it must not.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -198,3 +199,44 @@ def test_an_earlier_dataset_is_replaced_whole_and_other_folders_refused(
     )
     assert result.exit_code == 1 and "holds no Psych-DS dataset" in result.output
     assert (other / "notes.txt").read_text(encoding="utf-8") == "mine"
+
+
+HOSTILE_FIELDS = {"=cmd|' /C calc'!A0": 1, "a,b\nc": 2, '"q"': 3, "": 4, "participant_id": 5, "Ōk 🌋": "x"}
+
+
+@pytest.mark.parametrize("backend", ["local"])
+@pytest.mark.parametrize("fmt", ["psychds", "sav", "dta", "csv"])
+def test_hostile_trial_field_names_make_valid_files(
+    store: ObjectStore, layout: KeyLayout, settings: Settings, tmp_path: Path, fmt: str
+) -> None:
+    """Field names are the participant's: formulas, commas, newlines, quotes, emoji, taken names."""
+    document = {"participantId": "SYNTH5", "uploadType": "trial", "sessionId": "s", "trialIndex": 0}
+    store.put(
+        layout.trial_key("SYNTH5", "s", 0), json.dumps({**document, "trialData": HOSTILE_FIELDS}).encode()
+    )
+    result = CliRunner(env=settings_environment(settings)).invoke(
+        main, ["export", "--out", str(tmp_path / "out"), "--format", fmt]
+    )
+    assert result.exit_code == 0, result.output
+    if fmt == "psychds":
+        assert check_dataset(tmp_path / "out").ok
+        names = {
+            v["name"]
+            for v in json.loads((tmp_path / "out/dataset_description.json").read_text())["variableMeasured"]
+        }
+        assert {"'=cmd|' /C calc'!A0", "a,b\nc", '"q"', "data_", "data_participant_id", "Ōk 🌋"} <= names
+    elif fmt in ("sav", "dta"):
+        import pyreadstat
+
+        read = pyreadstat.read_sav if fmt == "sav" else pyreadstat.read_dta
+        frame, meta = read(str(tmp_path / "out" / f"trials.{fmt}"))
+        assert len(frame.columns) == len(set(c.lower() for c in frame.columns))
+        assert 'trialData field "a,b\\nc".' in meta.column_names_to_labels.values()
+    else:
+        spec = importlib.util.spec_from_file_location("hostile_loader", tmp_path / "out" / "load.py")
+        assert spec is not None and spec.loader is not None
+        loader = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loader)
+        trials = loader.load_table("trials")
+        assert trials["=cmd|' /C calc'!A0"].iloc[0] == 1 and trials["a,b\nc"].iloc[0] == 2
+        assert trials["Ōk 🌋"].iloc[0] == "x"
