@@ -121,7 +121,8 @@ def assert_alive_for_every_reader(
     report = verify_bucket(store, layout)
     assert report.erased == 0
     assert not [d for d in report.defects if d.kind == INCOMPLETE_ERASURE]
-    assert pid in scan_backup(store, layout)
+    backup = scan_backup(store, layout)
+    assert pid in backup.participants and pid not in backup.erased
     exported = export_bucket(store, layout, DirectorySink(tmp_path / "out"))
     assert exported.erased == [] and exported.rows["submissions"] == 1
     # A restarted collector (a new process reads the bucket afresh) still stores the participant.
