@@ -7,10 +7,14 @@ or answers 503 to everything (a bucket that cannot be reached).
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -23,7 +27,13 @@ from collector.storage import ConditionalWritesIgnored, open_store
 from collector.storage.conditional_probe import PROBE_BODY
 from collector.verify import verify_bucket
 from tests.faults.proxy import Fault, FaultPlan, FaultProxy
-from tests.support.collector_process import settings_environment
+from tests.support.collector_process import (
+    collector_environment,
+    free_port,
+    settings_environment,
+    terminate,
+    wait_until_healthy,
+)
 from tests.support.settings import make_bucket, s3_settings
 
 URL = "/api/upload-user-data"
@@ -141,3 +151,39 @@ def test_after_an_outage_the_bucket_is_proven_again_before_any_200(
         health = client.get("/healthz")
         assert health.status_code == 503 and "ignores conditional writes" in health.json()["error"]
     assert not any("/P3/" in key for key in stored_participant_objects(settings, moto_endpoint))
+
+
+@pytest.mark.processes
+def test_collector_serve_starts_on_an_unreachable_bucket_and_recovers(
+    settings: Settings, proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """The real command: it must not stop (R2 may hiccup during a deploy), nor acknowledge early."""
+    proxy.set_plan(UNREACHABLE)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "collector.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "collector", "serve"],
+            env=collector_environment(settings, port),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:  # up, answering 503
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                try:
+                    health = httpx.get(url + "/healthz", timeout=2)
+                    break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+            assert health.status_code == 503
+            assert httpx.post(url + URL, json=BODY, timeout=10).status_code == 503
+            proxy.set_plan(FaultPlan())
+            wait_until_healthy(process, url, 30, log_hint=log.read_text())
+            assert httpx.post(url + URL, json=BODY, timeout=10).status_code == 200
+        finally:
+            terminate(process)
+    assert "Bucket not reachable yet" in log.read_text()

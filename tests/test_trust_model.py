@@ -136,7 +136,7 @@ def test_malformed_key_is_refused(
     answer = client.post(URL, json={**SEED_BODY, "participantKey": key})
     assert answer.status_code == 422
     assert "participantKey" in answer.json()["error"]
-    assert list(store.list(f"{layout.prefix}/")) == []
+    assert [i.key for i in store.list(f"{layout.prefix}/") if i.key not in layout.server_keys] == []
 
 
 def test_seed_curl_example_still_works_for_a_new_participant(client: TestClient) -> None:
@@ -390,7 +390,7 @@ def test_a_body_of_a_million_tiny_objects_is_refused_before_parsing(
     answer = client.post(URL, content=raw, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
     assert "MAX_JSON_VALUES" in answer.json()["error"]
-    assert list(store.list(f"{layout.prefix}/")) == []
+    assert [i.key for i in store.list(f"{layout.prefix}/") if i.key not in layout.server_keys] == []
 
 
 def test_json_value_cap_is_a_setting(tmp_path: Path) -> None:

@@ -108,8 +108,8 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
             "ALLOWED_ORIGINS is unset: browsers on other origins cannot upload. "
             "Set it to the study's origin, e.g. ALLOWED_ORIGINS=https://study.example.org"
         )
-    refuse_a_bucket_without_conditional_writes(settings)
-    if not settings.admin_password:
+    reachable = refuse_a_bucket_without_conditional_writes(settings)
+    if not settings.admin_password and reachable:
         print_generated_admin_password(settings)
     # Workers re-read the environment; overrides from the command line travel the same way.
     os.environ.update({"HOST": settings.host, "PORT": str(settings.port), "WORKERS": str(settings.workers)})
@@ -127,23 +127,30 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
     )
 
 
-def refuse_a_bucket_without_conditional_writes(settings: Settings) -> None:
-    """Stop here, with a plain message, when the bucket ignores conditional writes.
+def refuse_a_bucket_without_conditional_writes(settings: Settings) -> bool:
+    """Stop here, with a plain message, when the bucket ignores conditional writes; False when
+    the bucket cannot be reached (the server starts anyway and answers 503 until it can).
 
     Each server process proves it again at start (``create_app``), which also keeps answering 503
     while the bucket cannot be reached; this check only gives the refusal a clean message.
     """
     if settings.storage_kind != "s3":
-        return
+        return True
     store = RetryingStore(open_store(settings), Metrics(), deadline_seconds=settings.storage_deadline_seconds)
     try:
         prove_conditional_writes(store, KeyLayout(settings.data_prefix).conditional_probe_key)
     except ConditionalWritesIgnored as exc:
         raise click.ClickException(f"refusing to start: {exc}") from None
     except StorageError as exc:
-        logger.warning("⚠️ Bucket not reachable yet (%s); starting anyway, uploads wait for it", exc)
+        logger.warning(
+            "⚠️ Bucket not reachable yet (%s); starting anyway, uploads wait for it. The dashboard "
+            "password, if none is stored yet, is generated and logged at the first login attempt",
+            exc,
+        )
+        return False
     finally:
         store.close()
+    return True
 
 
 def print_generated_admin_password(settings: Settings) -> None:
@@ -161,7 +168,9 @@ def print_generated_admin_password(settings: Settings) -> None:
         return
     finally:
         store.close()
-    if generated is not None:
+    if generated is None:
+        logger.info("Dashboard password: the one stored (hashed); `collector admin-password` sets another")
+    else:
         click.echo(
             f"Admin dashboard password (generated): {generated}\n"
             "Shown only now: it is kept hashed in the storage. `collector admin-password` sets another.",
