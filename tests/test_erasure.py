@@ -215,12 +215,14 @@ def test_an_erasure_killed_at_any_step_is_finished_by_running_it_again(
         pid = f"KILL{writes}"
         before = upload_participant(client, store, layout, pid)
         try:
-            erase_participant(DyingStore(store, writes), layout, pid, who="alice", reason="withdrew")
+            erase_participant(
+                DyingStore(store, writes), layout, pid, who="alice", reason="withdrew", settle_seconds=0
+            )
         except Killed:
             killed = True
         else:
             killed = False
-        result = erase_participant(store, layout, pid, who="bob", reason="finishing")
+        result = erase_participant(store, layout, pid, who="bob", reason="finishing", settle_seconds=0)
         assert [info.key for info in store.list(layout.participant_dir(pid))] == [layout.status_key(pid)]
         assert json.loads(store.get(layout.status_key(pid)).body)["erased"] is True
         records = [r for _, r in audit_records(store, layout) if r["participantId"] == pid]

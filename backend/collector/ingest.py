@@ -16,6 +16,11 @@ cached ETag first, then the submission is created: 2 requests per submission, 1 
 upload; a trial then costs its one write. Should the swap fail (someone else wrote), the upload
 starts over from step 1. ``status_cache`` explains why that can save requests but never change an
 outcome. The participant key costs no request of its own.
+
+Every path that stores an object confirms first that ``status.json`` holds no tombstone (its
+read, or its swap) and keeps to the erasure fence of ``collector.tombstone``: writes that end
+later than ``CONFIRM_WINDOW_SECONDS`` after that confirmation are checked again and withdrawn
+if the participant was erased meanwhile, so an erasure that has returned is final.
 """
 
 from __future__ import annotations

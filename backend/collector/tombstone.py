@@ -52,12 +52,6 @@ def encode_tombstone(participant_id: str, erased_at: datetime, key_hash: str | N
     return json.dumps(tombstone_document(participant_id, erased_at, key_hash), separators=(",", ":")).encode()
 
 
-def tombstone_key_hash(document: Any) -> str | None:
-    """The key hash a tombstone kept (None: the participant held no key, or not a tombstone)."""
-    value = document.get(KEY_HASH) if is_tombstone(document) else None
-    return value if isinstance(value, str) and value else None
-
-
 def is_tombstone(document: Any) -> bool:
     """True for a decoded status document that marks an erased participant."""
     return isinstance(document, dict) and document.get(ERASED) is True and RECEIVED_AT not in document
