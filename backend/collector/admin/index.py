@@ -139,9 +139,10 @@ class ParticipantIndex:
             pid: self._statuses.get(entry.status.key, (None, None))[1] if entry.status else None
             for pid, entry in listing.participants.items()
         }
-        facts = self.submissions.of(
-            self.store, _submissions_to_read(listing, self.layout, statuses), workers=self.workers
-        )
+        # A submission that cannot be read now counts as before (it is read again next time),
+        # like an unreadable status: storage trouble must not take the whole dashboard down.
+        to_read = _submissions_to_read(listing, self.layout, statuses)
+        facts = self.submissions.of(self.store, to_read, workers=self.workers, raise_errors=False)
         summaries = [
             _summary(entry, statuses[entry.participant_id], facts) for entry in listing.participants.values()
         ]

@@ -34,7 +34,6 @@ from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError, StoredObject
 from ..trials import TrialSession, summarise_sessions
 from ..trials.sessions import SessionCompletions
-from .auth import COOKIE_NAME
 from .bounded import (
     MAX_PARSE_BYTES,
     MAX_VIEW_CHARS,
@@ -109,13 +108,12 @@ async def participant_page(
 ) -> HTMLResponse:
     """Read, build and render on the thread pool: a big page never holds up the event loop."""
     pages = (sessions_page, submissions_page, trials_page)
-    cookie = request.cookies.get(COOKIE_NAME, "")
-    context = await off_loop(admin, _participant_context, admin, participant_id, pages, cookie)
+    context = await off_loop(admin, _participant_context, admin, participant_id, pages)
     return await render_html(request, admin, "participant.html", {**context, "released": released})
 
 
 def _participant_context(
-    admin: AdminContext, participant_id: str, pages: tuple[int, int, int], cookie: str
+    admin: AdminContext, participant_id: str, pages: tuple[int, int, int]
 ) -> dict[str, Any]:
     sessions_page, submissions_page, trials_page = pages
     objects = _objects(admin, participant_id)

@@ -32,7 +32,7 @@ Files: {files}, and this README. Format: {fmt}. {format_note}
   (`participants.unverified_submission_count`, `trial_sessions.unverified_submissions`) and never
   count in `submission_count` nor complete a trial session. Uploads of a participant who held no
   key when they arrived carry no mark and count.
-- The hash of the participant's key, kept in `status.json` to check uploads, is never exported.
+- The hash of the participant's key, kept in status.json to check uploads, is never exported.
 - `trials` has a column for each of the first {cap} distinct `trialData` field names met; every
   other field of a trial is in its `more_trial_fields_json`.
 - `--since DATE` (and every other "when" filter) uses the **server's receipt time**, never the

@@ -276,8 +276,11 @@ def _sorted_json(data: dict[str, Any], chunk: int = 2000) -> str:
     """
     if len(data) <= chunk:
         return canonical_json(data, sort_keys=True)
-    items = sorted(data.items(), key=lambda item: item[0])
-    parts = (canonical_json(dict(items[start : start + chunk]))[1:-1] for start in range(0, len(items), chunk))
+    names = sorted(data)
+    parts = (
+        canonical_json({name: data[name] for name in names[start : start + chunk]})[1:-1]
+        for start in range(0, len(names), chunk)
+    )
     return "{" + ",".join(parts) + "}"
 
 

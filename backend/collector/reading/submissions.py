@@ -67,12 +67,13 @@ class SubmissionFacts:
         return hit[1] if hit is not None and hit[0] == (info.size, info.last_modified) else None
 
     def of(
-        self, store: ObjectStore, infos: Iterable[ObjectInfo], *, workers: int = 8
+        self, store: ObjectStore, infos: Iterable[ObjectInfo], *, workers: int = 8, raise_errors: bool = True
     ) -> dict[str, Submission]:
         """Each listed submission's facts, reading only those not met before (concurrently).
 
         One deleted since it was listed is answered as such (not remembered); any other storage
-        error is raised.
+        error is raised, or with ``raise_errors=False`` answered as a problem (not remembered:
+        read again next time).
         """
         found: dict[str, Submission] = {}
         missing: dict[str, ObjectInfo] = {}
@@ -89,7 +90,10 @@ class SubmissionFacts:
                 found[key] = Submission("deleted since it was listed")
                 continue
             if isinstance(body, StorageError):
-                raise body
+                if raise_errors:
+                    raise body
+                found[key] = Submission(f"cannot be read now: {body}")
+                continue
             found[key] = read_submission(body)
             self._remember(missing[key], found[key])
         return found
