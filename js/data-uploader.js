@@ -676,17 +676,14 @@ function makeUploader(options) {
       let single = false;
       for (;;) {
         const batch = nextBatch(single, counts);
-        if (!batch) await askLimit();
-        else if (!batch.length) break;
-        else {
-          lease(); // renewed before each request
-          const result = await send(batch, counts);
-          single ||= result === 'split';
-          if (result?.error) {
-            counts.error = result.error;
-            schedule(fail(result.retryAfterMs));
-            break;
-          }
+        if (batch?.length === 0) break;
+        lease(); // renewed before each request
+        const result = batch ? await send(batch, counts) : await askLimit();
+        single ||= result === 'split';
+        if (result?.error) {
+          counts.error = result.error;
+          schedule(fail(result.retryAfterMs));
+          break;
         }
       }
       if (!counts.error) resetBackoff();
@@ -740,10 +737,15 @@ function makeUploader(options) {
     return splitBatches(batch, { maxItems, maxBytes })[0] || [];
   }
 
-  /** The collector's body limit, from its OpenAPI description; the default when it does not say. */
+  /** The collector's body limit, from its OpenAPI description (an older collector's: the default).
+   *  Unanswered, it is a failure like any other: an upload is never judged too large on a guess. */
   async function askLimit() {
     const outcome = await request('/openapi.json');
-    limit = +outcome.json?.info?.['x-max-upload-bytes'] || MAX_UPLOAD_BYTES;
+    if (outcome.json?.info || outcome.httpStatus === 404) {
+      limit = +outcome.json?.info?.['x-max-upload-bytes'] || MAX_UPLOAD_BYTES;
+      return null;
+    }
+    return outcome;
   }
 
   /** The body as sent: the participant key first, added now, so a key supplied later is used. */

@@ -162,3 +162,20 @@ test('collectorHooks sends studyId with every upload and expectedTrials with eac
   assert.equal(trial.studyId, 'S2');
   assert.equal(submission.studyId, 'S2');
 });
+
+test('a large upload whose limit cannot be asked is retried, never judged too large on a guess', async () => {
+  let reachable = false;
+  const collector = fakeCollector((url) => {
+    if (!reachable) throw new TypeError('Failed to fetch');
+    return url.endsWith('/openapi.json')
+      ? jsonAnswer(200, { info: { 'x-max-upload-bytes': 8000000 } })
+      : null;
+  });
+  const { uploader, clock } = setUp({ collector });
+  const answer = await uploader.uploadSubmissionData(PID, { text: 'x'.repeat(5000000) }); // over 4 MiB
+  assert.equal(answer.status, 'queued');
+  reachable = true;
+  await clock.advance(10 * 60000);
+  assert.equal(collector.stored.size, 1); // this collector takes 8 MB
+  assert.deepEqual(uploader.getQueueState().items, []);
+});
