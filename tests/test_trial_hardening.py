@@ -89,6 +89,7 @@ def test_trials_alone_come_under_the_new_participant_cap(settings: Settings, sto
     with TestClient(create_app(capped)) as client:
         assert client.post(URL, json=trial("NEW1", 1, None, rt=1)).status_code == 200
     stored = {
-        info.key.split("/participants/")[1].split("/")[0] for info in store.list(f"{capped.data_prefix}/")
+        info.key.split("/participants/")[1].split("/")[0]
+        for info in store.list(f"{capped.data_prefix}/participants/")
     }
     assert stored == {f"NEW{n}" for n in range(5)}
