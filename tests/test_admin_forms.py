@@ -26,7 +26,7 @@ def stored(store: ObjectStore, layout: KeyLayout) -> set[str]:
     return {info.key for info in store.list(layout.participant_dir("FORM1"))}
 
 
-@pytest.mark.parametrize("token", [None, "", "0" * 64, "é" * 64, "other-session"], ids=str)
+@pytest.mark.parametrize("token", [None, "0" * 64, "other-session"], ids=["none", "wrong", "other-session"])
 def test_erase_without_this_sessions_form_token_is_refused_and_deletes_nothing(
     client: TestClient, store: ObjectStore, layout: KeyLayout, stored: set[str], token: str | None
 ) -> None:

@@ -140,3 +140,24 @@ def test_a_participant_who_never_held_a_key_is_completed_by_a_keyless_submission
     admin = client.app.state.admin  # type: ignore[attr-defined]
     summary = next(p for p in admin.index.refresh().participants if p.participant_id == "OPEN1")
     assert (summary.submission_count, summary.unverified_count) == (1, 0)
+
+
+def test_a_keyless_submission_before_the_first_claim_gives_way_to_the_participants_own(
+    client: TestClient, store: ObjectStore, layout: KeyLayout, tmp_path: Path
+) -> None:
+    """Stored before anyone held a key, a forged submission carries no mark and counts; once the
+    participant's own keyed submission names the session, that one completes it."""
+    early = client.post(URL, json=submission("2026-01-01T00:00:00.000Z"))
+    assert early.status_code == 200 and "keyVerified" not in early.json()
+    forged = next(key for key in early.json()["filesUploaded"] if "/submissions/" in key)
+    for index in range(2):
+        assert client.post(URL, json=trial(index, participantKey=KEY)).status_code == 200
+    own = client.post(URL, json=submission("2026-02-01T00:00:00.000Z", participantKey=KEY))
+    assert own.status_code == 200
+    real = next(key for key in own.json()["filesUploaded"] if "/submissions/" in key)
+    assert forged < real
+    sessions, _ = exported(store, layout, tmp_path)
+    assert list(sessions.submission_key) == [real]
+    log_in(client)
+    page = client.get(f"/admin/participants/{PID}").text
+    assert f'<tr class="complete">\n    <td><code>{RUN}</code>' in page

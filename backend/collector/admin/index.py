@@ -1,10 +1,13 @@
 """An in-process index of every participant, for a dashboard that stays fast at 10,000 of them.
 
-Built from one listing of the bucket (submission counts and times come from it, never from
-reading the files) plus every ``status.json``, read concurrently. A rebuild re-reads only the
-status files whose size or modification time changed. The index is a cache of the bucket, not
-state: each worker process keeps its own; it is served for ``ttl`` seconds, then refreshed in
-the background while the previous one is still served, and the Refresh button rebuilds it fully.
+Built from one listing of the bucket (submission times come from it) plus every
+``status.json``, read concurrently. A rebuild re-reads only the status files whose size or
+modification time changed. Submissions are read only where they can change what is shown (a
+participant who holds or held a key may have unverified ones, which do not count; one with trials
+has sessions they complete), each once per process (``reading.submissions``). The index is a cache
+of the bucket, not state: each worker process keeps its own; it is served for ``ttl`` seconds,
+then refreshed in the background while the previous one is still served, and the Refresh button
+rebuilds it fully.
 """
 
 from __future__ import annotations

@@ -297,7 +297,9 @@ def _trial_sessions(
     completions = SessionCompletions()
     for info in submitted:
         found = facts[info.key]
-        completions.note(info.key, found.session_ids, unverified=found.unverified)
+        completions.note(
+            info.key, found.session_ids, unverified=found.unverified, keyed=found.key_verified is True
+        )
     return summarise_sessions(participant_id, trials, completions.completed_by, completions.unverified)
 
 

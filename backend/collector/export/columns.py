@@ -218,8 +218,9 @@ TRIAL_SESSIONS = Table(
         Column(
             "submission_key",
             "string",
-            "Key of the submission that completes it (the first in key order not marked "
-            "keyVerified: false).",
+            "Key of the submission that completes it: of those naming it and not marked "
+            "keyVerified: false, one sent with the participant's key before one stored while "
+            "nobody held a key, then the first in key order.",
         ),
         Column(
             "unverified_submissions",

@@ -86,10 +86,15 @@ class TrialTables:
     expected: ExpectedTrials = field(default_factory=ExpectedTrials)
 
     def note_submission(self, participant_id: str, key: str, document: dict[str, Any]) -> None:
-        """Remember which sessions this submission completes (the first one in key order wins);
+        """Remember which sessions this submission completes (trials.sessions.SessionCompletions);
         an unverified one completes none, it is counted beside the sessions it names."""
         completions = self.completions.setdefault(participant_id, SessionCompletions())
-        completions.note(key, submission_session_ids(document), unverified=is_unverified(document))
+        completions.note(
+            key,
+            submission_session_ids(document),
+            unverified=is_unverified(document),
+            keyed=document.get("keyVerified") is True,
+        )
 
     def _completed(self, participant_id: str, session_id: str) -> bool:
         completions = self.completions.get(participant_id)

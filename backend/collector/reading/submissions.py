@@ -56,7 +56,7 @@ def read_submission(body: bytes) -> Submission:
 class SubmissionFacts:
     """``Submission`` per listed object, cached by (key, size, time); at most ``entries`` kept."""
 
-    def __init__(self, entries: int = 500_000) -> None:
+    def __init__(self, entries: int = 200_000) -> None:
         self.entries = entries
         self._cache: OrderedDict[str, tuple[tuple[int, datetime], Submission]] = OrderedDict()
         self._lock = threading.Lock()

@@ -62,16 +62,26 @@ def submission_session_ids(document: Mapping[str, Any]) -> set[str]:
 
 @dataclass
 class SessionCompletions:
-    """Which submission completes each session, from a participant's submissions in key order."""
+    """Which submission completes each session, from a participant's submissions in any order.
+
+    Among the submissions naming a session, one sent with the participant's key
+    (``keyVerified: true``) wins over one stored while nobody held a key (no mark: possibly
+    anyone's, before the participant's first keyed upload); then the first in key order.
+    """
 
     completed_by: dict[str, str] = field(default_factory=dict)  # session id -> submission key
     unverified: Counter[str] = field(default_factory=Counter)  # session id -> unverified naming it
+    _rank: dict[str, tuple[bool, str]] = field(default_factory=dict)
 
-    def note(self, key: str, session_ids: Iterable[str], *, unverified: bool) -> None:
+    def note(self, key: str, session_ids: Iterable[str], *, unverified: bool, keyed: bool = False) -> None:
+        """``unverified``: marked keyVerified: false; ``keyed``: marked keyVerified: true."""
         for session_id in session_ids:
             if unverified:
                 self.unverified[session_id] += 1
-            elif session_id not in self.completed_by or key < self.completed_by[session_id]:
+                continue
+            rank = (not keyed, key)
+            if session_id not in self._rank or rank < self._rank[session_id]:
+                self._rank[session_id] = rank
                 self.completed_by[session_id] = key
 
 
