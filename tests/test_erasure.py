@@ -129,7 +129,7 @@ def test_erasure_leaves_a_tombstone_and_an_audit_record_with_no_participant_data
     assert store.get_or_none(intent_key(layout, "P001ERASE")) is None
 
     # Running it again has nothing to do and writes no second record.
-    again = erase_participant(store, layout, "P001ERASE", who="bob", reason="double-check")
+    again = erase_participant(store, layout, "P001ERASE", who="bob", reason="double-check", settle_seconds=0)
     assert again.already_erased and again.audit_keys == [key]
     assert len(audit_records(store, layout)) == 1
 
@@ -139,7 +139,7 @@ def test_export_and_verify_are_clean_after_an_erasure(
 ) -> None:
     upload_participant(client, store, layout, "GONE1")
     upload_participant(client, store, layout, "STAYS1")
-    erase_participant(store, layout, "GONE1", who="alice", reason="withdrew")
+    erase_participant(store, layout, "GONE1", who="alice", reason="withdrew", settle_seconds=0)
 
     report = verify_bucket(store, layout)
     # The trial object is a key this branch's layout does not know yet: the only defect expected.
@@ -154,9 +154,8 @@ def test_export_and_verify_are_clean_after_an_erasure(
 
 
 def test_verify_reports_an_incomplete_erasure(store: ObjectStore, layout: KeyLayout) -> None:
-    erase_participant(
-        store, layout, "HALF1", who="alice", reason="withdrew"
-    )  # nothing stored: tombstone only
+    # Nothing stored: tombstone only.
+    erase_participant(store, layout, "HALF1", who="alice", reason="withdrew", settle_seconds=0)
     assert verify_bucket(store, layout).ok
     leftover = layout.submissions_dir("HALF1") + "HALF1_Complete_2025-11-19_14-30-45.json"
     store.put(leftover, encode({"participantId": "HALF1"}))
@@ -170,7 +169,7 @@ def test_verify_reports_an_incomplete_erasure(store: ObjectStore, layout: KeyLay
 def test_refuses_a_bad_id_or_an_empty_reason(store: ObjectStore, layout: KeyLayout) -> None:
     for pid, reason in (("../etc", "x"), ("", "x"), ("P1", "   ")):
         with pytest.raises(ErasureRefused):
-            erase_participant(store, layout, pid, who="alice", reason=reason)
+            erase_participant(store, layout, pid, who="alice", reason=reason, settle_seconds=0)
     assert list(store.list(f"{layout.prefix}/")) == []
 
 
@@ -243,7 +242,7 @@ def test_an_upload_after_the_erasure_is_refused_with_410(
     client: TestClient, store: ObjectStore, layout: KeyLayout
 ) -> None:
     upload_participant(client, store, layout, "BACK1")
-    erase_participant(store, layout, "BACK1", who="alice", reason="withdrew")
+    erase_participant(store, layout, "BACK1", who="alice", reason="withdrew", settle_seconds=0)
     answer = client.post(
         URL,
         json={

@@ -187,7 +187,7 @@ def test_an_earlier_dataset_is_replaced_whole_and_other_folders_refused(
     dataset: Path, store: ObjectStore, layout: KeyLayout, settings: Settings, tmp_path: Path
 ) -> None:
     """After an erasure, exporting again into the same folder must leave nothing of the erased."""
-    erase_participant(store, layout, "SYNTH02", who="test", reason="withdrew (synthetic)")
+    erase_participant(store, layout, "SYNTH02", who="test", reason="withdrew (synthetic)", settle_seconds=0)
     export_psychds(settings, dataset)
     assert not list(dataset.rglob("*SYNTH02*"))
     assert check_dataset(dataset).ok

@@ -136,7 +136,7 @@ def bucket(store: ObjectStore, layout: KeyLayout) -> ObjectStore:
         store, layout, make_submission("BACKUP1", when=forged, data={"answer": "forged"}, keyVerified=False)
     )
     put_submission(store, layout, make_submission("UNVER1", data={"answer": "unverified"}, keyVerified=False))
-    erase_participant(store, layout, "ERASED1", who="test", reason="withdrew")
+    erase_participant(store, layout, "ERASED1", who="test", reason="withdrew", settle_seconds=0)
     return store
 
 

@@ -87,7 +87,7 @@ def test_a_trial_for_an_erased_participant_is_410_and_stores_nothing(
     with TestClient(create_app(uncached)) as client:
         claim(client)
         assert client.post(URL, json=trial(0, participantKey=KEY)).status_code == 200
-        erase_participant(store, layout, "TT1", who="test", reason="withdrew")
+        erase_participant(store, layout, "TT1", who="test", reason="withdrew", settle_seconds=0)
         answer = client.post(URL, json=trial(1, participantKey=KEY))
         assert answer.status_code == 410 and answer.json()["reason"] == "erased"
         batch = client.post(URL + "/batch", json={"uploads": [trial(2, participantKey=KEY)]})

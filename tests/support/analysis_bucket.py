@@ -77,4 +77,4 @@ def seed_analysis_bucket(store: ObjectStore, layout: KeyLayout) -> None:
         for index in plan["indices"]:
             key = layout.trial_key(pid, session, index)
             store.put(key, encode(trial_document(pid, session, index, plan["expected"])))
-    erase_participant(store, layout, "SYNTH04", who="test", reason="withdrew (synthetic)")
+    erase_participant(store, layout, "SYNTH04", who="test", reason="withdrew (synthetic)", settle_seconds=0)
