@@ -394,7 +394,7 @@ def test_erasure_drops_the_erased_participants_queue_only(
             layout.status_key(ERASED)
         ]
         assert live.status_bytes(ERASED) == scene.tombstone
-        # The tombstone keeps the key's hash, so that only this browser learns of the erasure.
+        # The tombstone keeps the key's hash, so only this browser is told of the erasure.
         assert set(json.loads(scene.tombstone)) == {
             "participantId",
             "erased",
