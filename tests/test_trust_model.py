@@ -352,7 +352,8 @@ def test_old_counter_suffixes_and_new_hash_suffixes_are_read(layout: KeyLayout) 
 
 
 def test_every_batch_item_costs_a_token(tmp_path: Path) -> None:
-    client = TestClient(create_app(local_settings(tmp_path, rate_limit_per_minute=60, rate_limit_burst=5)))
+    # One token a minute: a batch slowed by a loaded machine must not earn a refill mid-test.
+    client = TestClient(create_app(local_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=5)))
     uploads = [status_upload(f"B{n}", key=None, uploadId=f"b{n}") for n in range(8)]
     answer = client.post(URL + "/batch", json={"uploads": uploads})
     assert answer.status_code == 200
