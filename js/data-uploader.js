@@ -179,6 +179,7 @@ function makeUploader(options) {
   let pump = null;
   let dueAt = Infinity; // when the pump should next send
   let rearm = null;
+  let wake = null; // ends the lock's grace moment early
   let dueTimer = null;
   let force = false; // flushQueue: now, backoff or not
   let fromTimer = false;
@@ -604,6 +605,7 @@ function makeUploader(options) {
     if (at < dueAt) {
       dueAt = at;
       rearm?.();
+      wake?.();
     }
     if (!pump) {
       let done;
@@ -631,13 +633,7 @@ function makeUploader(options) {
   async function pumpRounds(done) {
     const total = newCounts();
     try {
-      while (dueAt < Infinity) {
-        const counts = await crossTab(drain);
-        total.stored += counts.stored;
-        total.rejected += counts.rejected;
-        total.remaining = counts.remaining;
-        for (const extra of ['error', 'skipped']) if (counts[extra]) total[extra] = counts[extra];
-      }
+      while (dueAt < Infinity) await crossTab(total);
     } catch (err) {
       total.error = errorText(err);
       dueAt = Infinity;
@@ -794,12 +790,18 @@ function makeUploader(options) {
   const locks = () => attempt(() => (config.locks !== undefined ? config.locks : globalThis.navigator.locks));
   const useLease = () => config.crossTabLock && typeof locks()?.request !== 'function';
 
-  /** Run a pump round as the origin's one sender, or skip it (another tab is). */
-  async function crossTab(round) {
+  /** Run pump rounds as the origin's one sender, adding their counts to `total`; or none, another
+   *  tab being the sender. */
+  async function crossTab(total) {
     const run = async () => {
       inRound = true;
       try {
-        return await round();
+        const counts = await drain();
+        total.stored += counts.stored;
+        total.rejected += counts.rejected;
+        total.remaining = counts.remaining;
+        if (counts.error) total.error = counts.error;
+        return counts;
       } finally {
         if (readJson(store(), LEASE)?.owner === tab) del(LEASE);
         deliver();
@@ -807,12 +809,21 @@ function makeUploader(options) {
     };
     if (!config.crossTabLock) return run();
     if (!useLease()) {
-      // The next holder re-reads the queue; localStorage changes reach other tabs a moment later.
       return locks().request(NS + 'flush', async () => {
-        const counts = await run();
-        const grace = +config.lockGraceMs || 0;
-        if (grace > 0 && (counts.stored || counts.rejected)) await new Promise((r) => later(r, grace));
-        return counts;
+        // After a round that changed the queue the lock is kept a moment, as other tabs see
+        // localStorage changes a little later; this tab's own next round (its writes need no time)
+        // ends that moment and runs at once, a few rounds at most.
+        for (let rounds = 0; rounds < 10 && dueAt < Infinity; rounds += 1) {
+          const counts = await run();
+          const grace = +config.lockGraceMs || 0;
+          if (counts.error) break;
+          if (!grace || counts.stored + counts.rejected === 0) continue;
+          await new Promise((done) => {
+            const id = later(done, grace);
+            wake = () => done(cancel(id));
+          });
+          wake = null;
+        }
       });
     }
     const held = () => {
@@ -828,7 +839,7 @@ function makeUploader(options) {
     dueAt = Infinity;
     schedule(other.until - now() + 50);
     settleWaiters(true);
-    return { ...newCounts(), remaining: count(), skipped: true };
+    Object.assign(total, { remaining: count(), skipped: true });
   }
 
   /** Without Web Locks: hold the lease until a request sent at `from` must have ended. */
