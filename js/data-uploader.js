@@ -38,6 +38,7 @@ const KEEPALIVE_BYTES = 60000; // browsers refuse keepalive bodies past 64 KiB i
 const WRAPPER_BYTES = 300; // the batch wrapper and the participant key added at send time
 const ASK_LIMIT_FROM = 65536; // any collector takes this much; larger uploads need its limit
 const WAITING = 'waiting before the next try';
+const BUSY = 'another tab is sending the queue';
 
 let moduleOrigin = '';
 try {
@@ -533,6 +534,15 @@ function makeUploader(options) {
       answerFor(item, failed(WAITING));
     } else if (item.uploadType !== 'trial' || waiters.size >= config.maxBatchItems) nudge(0);
     else nudge(+config.batchDelayMs || 0);
+    // Every call is answered in time, even while another tab holds the lock: queued, sent later.
+    later(
+      () => {
+        if (waiters.has(item.uploadId) && !inflight.has(item.uploadId) && inQueue(item.uploadId)) {
+          answerFor(item, failed(BUSY));
+        }
+      },
+      +config.batchDelayMs + config.timeoutMs + 1000,
+    );
     return answer;
   }
 
@@ -569,7 +579,7 @@ function makeUploader(options) {
       answer = outcome.json;
     } else if (keptFor(outcome) || kind === 'too-large') {
       item.tooLarge ||= kind === 'too-large';
-      if (error !== WAITING) item.tries += 1;
+      if (error !== WAITING && error !== BUSY) item.tries += 1;
       update(item);
       answer = { ...about, persisted: !memory.has(item.uploadId), httpStatus, error };
       if (reason) answer.reason = reason;
@@ -637,6 +647,7 @@ function makeUploader(options) {
     } catch (err) {
       total.error = errorText(err);
       dueAt = Infinity;
+      attempt(() => settleWaiters(true));
     }
     pump = null; // in the same step as the loop's last look at dueAt: no nudge is missed
     done(total);
