@@ -195,51 +195,48 @@ function makeUploader(options) {
   const get = (key) => readRaw(store(), key);
   const set = (key, text) => writeRaw(store(), key, text);
   const del = (key) => removeRaw(store(), key);
-  const keys = (prefix) =>
+  const ids = (prefix) =>
     attempt(() => {
       const s = store();
-      return Array.from({ length: +s?.length || 0 }, (_, i) => s.key(i)).filter((k) =>
-        k?.startsWith?.(prefix),
-      );
+      return Array.from({ length: +s?.length || 0 }, (_, i) => s.key(i))
+        .filter((k) => k?.startsWith?.(prefix))
+        .map((k) => k.slice(prefix.length));
     }, []);
   const emit = (type, detail) => attempt(() => config.onEvent?.({ type, ...detail }));
   const crypto = () => config.crypto || globalThis.crypto;
   const makeId = () => newId(crypto(), random);
 
-  async function request(path, body, keepalive = false, type = 'application/json') {
-    const base = config.collectorUrl || moduleOrigin || attempt(() => location.origin, '');
-    const controller = new AbortController();
+  function request(path, body, keepalive = false, type = 'application/json') {
+    const base = config.collectorUrl || moduleOrigin || attempt(() => location.origin);
+    const abort = new AbortController();
     const ms = config.timeoutMs;
-    let clock;
-    const timeout = new Promise((done) => {
-      clock = later(() => {
-        controller.abort();
-        done(failed(`no answer within ${ms} ms`));
-      }, ms);
-    });
-    const init = { credentials: 'omit', keepalive, signal: controller.signal };
+    const init = { credentials: 'omit', keepalive, signal: abort.signal };
     if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
-    const answer = (async () => {
-      const url = String(base || '').replace(/\/+$/, '') + path;
-      const response = await (config.fetch || fetch).call(globalThis, url, init);
-      const json = await response.json().catch(() => null);
-      const header = attempt(() => response.headers.get('Retry-After'));
-      const wait = header ? (Number.isFinite(+header) ? +header * 1000 : Date.parse(header) - now()) : 0;
-      return classify(+response.status || 0, json, Math.max(0, wait) || 0);
-    })().catch((err) => failed(`network error: ${errorText(err)}`));
-    try {
-      return await Promise.race([answer, timeout]);
-    } finally {
-      cancel(clock);
-    }
+    let clock;
+    return Promise.race([
+      new Promise((done) => {
+        clock = later(() => {
+          abort.abort();
+          done(failed(`no answer within ${ms} ms`));
+        }, ms);
+      }),
+      (async () => {
+        const url = String(base || '').replace(/\/+$/, '') + path;
+        const response = await (config.fetch || fetch).call(globalThis, url, init);
+        const json = await response.json().catch(() => null);
+        const header = attempt(() => response.headers.get('Retry-After'));
+        const wait = header ? (isFinite(header) ? header * 1000 : Date.parse(header) - now()) : 0;
+        return classify(response.status, json, Math.max(0, wait) || 0);
+      })().catch((err) => failed(`network error: ${errorText(err)}`)),
+    ]).finally(() => cancel(clock));
   }
 
   function readQueue(withBodies = false) {
     const found = new Map();
     const debris = [];
-    const bodies = new Set(keys(BODY).map((k) => k.slice(BODY.length)));
-    for (const key of keys(ITEM)) {
-      const id = key.slice(ITEM.length);
+    const bodies = new Set(ids(BODY));
+    for (const id of ids(ITEM)) {
+      const key = ITEM + id;
       const meta = attempt(() => JSON.parse(get(key)));
       const hasBody = bodies.delete(id);
       if (typeof meta?.uploadId !== 'string') debris.push({ key, reason: 'unreadable queue entry' });
@@ -261,7 +258,7 @@ function makeUploader(options) {
   const inQueue = (uploadId) => memory.has(uploadId) || typeof get(ITEM + uploadId) === 'string';
 
   function count() {
-    const stored = new Set(keys(ITEM).map((key) => key.slice(ITEM.length)));
+    const stored = new Set(ids(ITEM));
     estimate = stored.size + [...memory.keys()].filter((id) => !stored.has(id)).length;
     return estimate;
   }
@@ -324,18 +321,17 @@ function makeUploader(options) {
     waiters.delete(old.uploadId);
   }
 
-  const cleanQueue = () =>
-    attempt(() => {
-      const { debris } = readQueue();
-      for (const { key, reason } of debris) {
-        if (!key.startsWith(ITEM)) del(key);
-        else {
-          drop(key.slice(ITEM.length));
-          emit('dropped', { key, reason });
-        }
+  function cleanQueue() {
+    const { debris } = readQueue();
+    for (const { key, reason } of debris) {
+      if (!key.startsWith(ITEM)) del(key);
+      else {
+        drop(key.slice(ITEM.length));
+        emit('dropped', { key, reason });
       }
-      return debris.length;
-    }, 0);
+    }
+    return debris.length;
+  }
 
   function backoff() {
     const s = readJson(store(), RETRY) || backoffMemory || {};
@@ -512,35 +508,35 @@ function makeUploader(options) {
   }
 
   function answerFor(item, outcome, counts = newCounts()) {
+    const id = item.uploadId;
     const about = describe(item);
-    const { kind, httpStatus, error, reason } = outcome;
-    let answer;
+    const { kind, httpStatus, error, reason, json } = outcome;
+    const answer = { ...about, persisted: false, httpStatus, error };
+    if (reason) answer.reason = reason;
     for (const done of changeWaiters.splice(0)) done();
     if (kind === 'ok') {
-      drop(item.uploadId);
+      drop(id);
       counts.stored += 1;
       storedCount += 1;
-      const keyVerified = outcome.json.keyVerified !== false;
+      const keyVerified = json.keyVerified !== false;
       emit('stored', { ...about, keyVerified });
       if (!keyVerified) emit('key-mismatch', { ...about, httpStatus });
-      answer = outcome.json;
-    } else if (keptFor(outcome) || kind === 'too-large') {
+      return resolve(id, json);
+    }
+    if (keptFor(outcome) || kind === 'too-large') {
       item.tooLarge ||= kind === 'too-large';
       if (error !== WAITING && error !== BUSY) item.tries += 1;
       update(item);
-      answer = { ...about, persisted: !memory.has(item.uploadId), httpStatus, error };
-      if (reason) answer.reason = reason;
+      answer.persisted = !memory.has(id);
       if (item.tooLarge) emit('too-large', (answer.reason = kind) && answer);
       else {
         if (kind === 'hold') emit('study-unavailable', answer);
         emit('queued', answer);
       }
-      answer = { status: item.tooLarge ? 'error' : 'queued', ...answer };
-    } else {
-      answer = { status: 'error', ...about, persisted: false, httpStatus, error };
-      if (reason) answer.reason = reason;
-      if (kind !== 'reject' && !inQueue(item.uploadId)) return resolve(item.uploadId, answer);
-      drop(item.uploadId);
+      return resolve(id, { status: item.tooLarge ? 'error' : 'queued', ...answer });
+    }
+    if (kind === 'reject' || inQueue(id)) {
+      drop(id);
       counts.rejected += 1;
       emit('rejected', { ...about, httpStatus, error, reason });
       if (reason === 'participant-key') emit('key-mismatch', { ...about, httpStatus });
@@ -550,7 +546,7 @@ function makeUploader(options) {
         counts.rejected += dropWhere((i) => i.studyId === item.studyId, 'study archived', archived);
       }
     }
-    resolve(item.uploadId, answer);
+    resolve(id, { status: 'error', ...answer });
   }
 
   function nudge(ms) {
@@ -817,20 +813,16 @@ function makeUploader(options) {
     return { stored: storedCount - before, remaining: getQueueState().items.length };
   }
 
-  const getQueueState = () =>
-    attempt(
-      () => {
-        const items = queued().map((item) => {
-          const row = { ...describe(item), timestamp: item.timestamp, tries: item.tries };
-          row.persisted = !memory.has(item.uploadId);
-          if (item.tooLarge) row.tooLarge = true;
-          return row;
-        });
-        const { attempt: tries, notBefore } = backoff();
-        return { items, attempt: tries, nextAttemptAt: notBefore, flushing: Boolean(pump) };
-      },
-      { items: [], attempt: 0, nextAttemptAt: 0, flushing: false },
-    );
+  function getQueueState() {
+    const items = queued().map((item) => {
+      const row = { ...describe(item), timestamp: item.timestamp, tries: item.tries };
+      row.persisted = !memory.has(item.uploadId);
+      if (item.tooLarge) row.tooLarge = true;
+      return row;
+    });
+    const { attempt: tries, notBefore } = backoff();
+    return { items, attempt: tries, nextAttemptAt: notBefore, flushing: Boolean(pump) };
+  }
 
   function downloadBackup(participantId) {
     const uploads = attempt(() => readQueue(true).items, [])
