@@ -442,15 +442,9 @@ function makeUploader(options) {
       if (isErased(id)) return erasedAnswer(id);
       start();
       if (uploadType !== 'trial') remember(id);
-      let item;
-      try {
-        item = createItem(id, uploadType, build, meta);
-      } catch (err) {
-        return refuse(`the upload cannot be serialised: ${errorText(err)}`);
-      }
-      return await submit(item);
+      return await submit(createItem(id, uploadType, build, meta));
     } catch (err) {
-      return refuse(`uploader failure: ${errorText(err)}`);
+      return refuse(`not uploaded: ${errorText(err)}`);
     }
   }
 
