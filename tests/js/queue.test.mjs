@@ -301,3 +301,23 @@ test('Web Locks when present: flushes of two tabs run one after the other', asyn
   assert.equal(collector.calls.length, 1);
   assert.deepEqual(held, ['dataUploader.v1.flush', 'dataUploader.v1.flush']);
 });
+
+test('a call is answered in time even while another tab holds the lock: queued, sent later', async () => {
+  let release;
+  const busy = new Promise((resolve) => {
+    release = resolve;
+  });
+  const locks = { request: (name, fn) => busy.then(fn) }; // another tab has the lock until release()
+  const { uploader, clock, collector } = setUp({ locks, timeoutMs: 5000 });
+  const pending = uploader.uploadSubmissionData(PID, { n: 1 });
+  await clock.advance(6100);
+  const answer = await pending;
+  assert.equal(answer.status, 'queued');
+  assert.equal(answer.persisted, true);
+  assert.equal(answer.error, 'another tab is sending the queue');
+  assert.equal(collector.calls.length, 0);
+  release();
+  await clock.advance(0);
+  assert.equal(collector.stored.size, 1); // the pump sends it once the lock is free
+  assert.deepEqual(uploader.getQueueState().items, []);
+});
