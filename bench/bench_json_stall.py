@@ -9,7 +9,9 @@ simply refused at the door), then, in one run:
    count before any parse;
 3. ``attack (under the cap)``: the same 12 connections send the largest body of tiny objects the
    default ``MAX_JSON_VALUES`` lets through to the parser (it is parsed in a worker thread and
-   refused 400 for lacking a participantId), the worst an attacker can make the server parse.
+   refused 400 for lacking a participantId), the worst an attacker can make the server parse;
+4. ``attack (few long values)``: the same 12 connections send 4 MB bodies of 250 long strings:
+   few values, but milliseconds each to decode (parsed off the event loop past 64 KiB).
 
 Prints p50/p99/max of the probe latency per phase, and the attack's request rate. Target:
 p99 < 100 ms under attack. A benchmark, not a test: figures depend on the machine (and on what
@@ -17,7 +19,7 @@ else it runs: compare with the baseline of the same run). The attacker runs at n
 
 Usage::
 
-    .venv/bin/python bench/bench_json_stall.py [--seconds 10] [--connections 12]
+    .venv/bin/python bench/bench_json_stall.py [--seconds 10] [--connections 12] [--only long]
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ from tests.support.settings import local_settings  # noqa: E402
 
 def tiny_objects_body(count: int) -> bytes:
     return b'{"submissionData": {"a": [' + b",".join([b"{}"] * count) + b"]}}"
+
+
+def long_values_body(count: int = 250, length: int = 16_000) -> bytes:
+    return b'{"submissionData": {"a": [' + b",".join([b'"' + b"x" * length + b'"'] * count) + b"]}}"
 
 
 def attacker(port: int, body: bytes, connections: int, seconds: float, sent: multiprocessing.Value) -> None:
@@ -115,6 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=12)
+    parser.add_argument("--only", default="", help="run the baseline and the attacks whose name holds this")
     args = parser.parse_args()
     cap = Settings.model_fields["max_json_values"].default
     over = tiny_objects_body(1_000_000)
@@ -130,7 +137,10 @@ def main() -> None:
                 ("baseline (no attack)", None),
                 ("attack, over the cap", over),
                 ("attack, under the cap", under),
+                ("attack, few long values", long_values_body()),
             ):
+                if body is not None and args.only not in name:
+                    continue
                 latencies, sent = phase(collector.port, body, args.connections, args.seconds)
                 report(name, latencies, sent, args.seconds)
 

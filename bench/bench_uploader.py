@@ -1,9 +1,13 @@
-"""Browser uploader figures: module size, and main-thread time per call measured in headless Chromium.
+"""Browser module figures against their budgets: sizes, and main-thread time per call in headless Chromium.
 
-Run: ``.venv/bin/python bench/bench_uploader.py [--calls 200]``. It starts a real collector on a
-temporary folder, loads the module from it into a page, and times ``uploadUserStatus`` and
-``uploadSubmissionData``: the synchronous part (what blocks the study's code, via performance.now()
-around the call) and the whole main-thread cost (Chromium's TaskDuration over all calls).
+Run: ``.venv/bin/python bench/bench_uploader.py [--calls 200]``. It prints
+
+* the sizes of js/data-uploader.js (as served, and gzip -9) and js/jspsych-collector.js (gzip -9);
+* for ``uploadUserStatus`` and ``uploadSubmissionData`` (a jsonDump of about 30 KB), loaded from a
+  real collector on a temporary folder: the synchronous part (what blocks the study's code,
+  performance.now() around the call; the budget is on its median) and the whole main-thread cost
+  (Chromium's TaskDuration over all calls, the request and its answer included);
+* for the jsPsych hook ``on_data_update``: the synchronous part per trial.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from tests.support.collector_process import CollectorProcess  # noqa: E402
 from tests.support.settings import local_settings  # noqa: E402
 
 MODULE = REPO / "js" / "data-uploader.js"
+HOOKS = REPO / "js" / "jspsych-collector.js"
+BUDGETS = {"served": 30_000, "gzipped": 8_000, "hooks gzipped": 3_000, "submission ms": 1.0, "trial ms": 0.3}
 
 # Study keys as the study leaves them after a few weeks, and a jsonDump of about 40 KB.
 SETUP = """async ([url, regions]) => {
@@ -45,6 +51,23 @@ SETUP = """async ([url, regions]) => {
     features: { amplitude: 0.1 * i, frequency: 2.5 } })),
     surveyResponses: { q1: 'yes' }, timing: { total: 1234 }, completion: 'qualtrics' };
   return JSON.stringify(window.dump).length;
+}"""
+
+# jsPsych-like trials through the hooks, one after another as jsPsych makes them (each returns at once).
+TIME_TRIALS = """async ([url, calls]) => {
+  const { collectorHooks } = await import(url + '/js/jspsych-collector.js');
+  const hooks = collectorHooks({ participantId: 'BENCH02', collectorUrl: url });
+  const sync = [];
+  for (let i = 0; i < calls; i += 1) {
+    const trial = { trial_type: 'html-keyboard-response', trial_index: i, rt: 400 + i, response: 'f',
+      stimulus: '<p>+</p>', time_elapsed: 1000 * i };
+    const t0 = performance.now();
+    hooks.on_data_update(trial);
+    sync.push(performance.now() - t0);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  await hooks.flush(10000);
+  return sync.sort((a, b) => a - b);
 }"""
 
 # Sequential calls: each one finishes before the next, as a study makes them.
@@ -86,7 +109,11 @@ def main() -> None:
     args = parser.parse_args()
 
     raw = MODULE.read_bytes()
-    print(f"module js/data-uploader.js: {len(raw)} bytes, {len(gzip.compress(raw, 9))} bytes gzipped")
+    gzipped = len(gzip.compress(raw, 9))
+    hooks = len(gzip.compress(HOOKS.read_bytes(), 9))
+    print(f"js/data-uploader.js: {len(raw)} bytes served (budget {BUDGETS['served']}), ", end="")
+    print(f"{gzipped} bytes gzipped (budget {BUDGETS['gzipped']})")
+    print(f"js/jspsych-collector.js: {hooks} bytes gzipped (budget {BUDGETS['hooks gzipped']})")
 
     from playwright.sync_api import sync_playwright
 
@@ -109,6 +136,13 @@ def main() -> None:
             ]
             for label, kind, expected in rows:
                 report(label, measure(page, cdp, kind, args.calls, expected))
+            trials = page.evaluate(TIME_TRIALS, [collector.url, args.calls])
+            median, p95 = trials[len(trials) // 2], trials[int(len(trials) * 0.95)]
+            print("{:52} {:9.3f}ms {:7.3f}ms".format("on_data_update (jsPsych hooks)", median, p95))
+            print(
+                f"budgets: uploadSubmissionData sync median < {BUDGETS['submission ms']} ms, "
+                f"on_data_update median < {BUDGETS['trial ms']} ms"
+            )
             collector.stop()  # now every call fails and stays queued: the queue grows to `calls` items
             page.evaluate(
                 "m.configureUploader({ retryBaseMs: 3600000, retryMaxMs: 3600000, maxQueueItems: 100000 })"

@@ -97,6 +97,8 @@ $('submit-timeout').onclick = () => {
 $('upload-status').onclick = () => show(uploader.uploadUserStatus(participant()));
 $('restore-status').onclick = () => show(uploader.restoreUserStatus(participant()));
 $('flush-queue').onclick = () => show(uploader.flushQueue());
+// The last resort when uploads do not get through: a file the participant can send the team.
+$('download-backup').onclick = () => uploader.downloadBackup(participant());
 $('participant').onchange = () => uploader.configureUploader({ participantId: participant() });
 
 function showQueue() {

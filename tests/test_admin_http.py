@@ -42,6 +42,12 @@ def log_in(client: TestClient, password: str = PASSWORD) -> object:
     return client.post("/admin/login", data={"password": password}, follow_redirects=False)
 
 
+def form_token(client: TestClient, page: str = "/admin") -> str:
+    """The token a logged-in page's forms carry (every form that changes anything needs it)."""
+    text = client.get(page).text
+    return text.split('name="token" value="', 1)[1].split('"', 1)[0]
+
+
 @pytest.mark.parametrize(("method", "path"), PROTECTED)
 def test_every_admin_route_refuses_without_a_session(
     client: TestClient, seeded: None, method: str, path: str
@@ -82,7 +88,7 @@ def test_login_sets_a_safe_cookie_and_opens_the_dashboard(client: TestClient, se
     page = client.get("/admin")
     assert page.status_code == 200
     assert 'id="participant-count">2<' in page.text and 'id="submission-count">2<' in page.text
-    logout = client.post("/admin/logout", follow_redirects=False)
+    logout = client.post("/admin/logout", data={"token": form_token(client)}, follow_redirects=False)
     assert logout.status_code == 303
     client.cookies.clear()  # what a browser does with the expired cookie
     assert client.get("/admin", follow_redirects=False).status_code == 303
@@ -158,6 +164,8 @@ def test_dashboard_export_zip_has_every_table(client: TestClient, seeded: None) 
     archive = zipfile.ZipFile(io.BytesIO(answer.content))
     assert sorted(archive.namelist()) == [
         "export/README.md",
+        "export/load.R",  # the typed loaders, as beside a CSV export on disk
+        "export/load.py",
         "export/participants.csv",
         "export/responses.csv",
         "export/sessions.csv",

@@ -18,6 +18,7 @@ from collector.settings import Settings
 from collector.storage import ObjectStore
 from collector.verify import verify_bucket
 from tests.support.factories import make_status, put_status
+from tests.test_admin_http import form_token
 
 PASSWORD = "test-admin-password-1"
 
@@ -56,7 +57,8 @@ def opens(client: TestClient, cookie: str) -> bool:
 def test_a_cookie_used_after_logout_is_refused(client: TestClient) -> None:
     cookie = logged_in_cookie(client)
     assert opens(client, cookie)
-    assert client.post("/admin/logout", follow_redirects=False).status_code == 303
+    logout = client.post("/admin/logout", data={"token": form_token(client)}, follow_redirects=False)
+    assert logout.status_code == 303
     # A stolen copy of the cookie (or a browser that kept it) opens nothing any more.
     assert not opens(client, cookie)
     assert client.get("/admin/participants", follow_redirects=False).status_code == 303
@@ -70,7 +72,8 @@ def test_logout_on_one_instance_ends_the_session_on_the_other(
     assert opens(second, cookie)  # one shared secret: either instance accepts the session
     other = logged_in_cookie(second)
     assert opens(first, cookie)
-    assert first.post("/admin/logout", follow_redirects=False).status_code == 303
+    logout = first.post("/admin/logout", data={"token": form_token(first)}, follow_redirects=False)
+    assert logout.status_code == 303
     assert not opens(second, cookie)
     assert not opens(first, cookie)
     assert opens(first, other) and opens(second, other)  # only that session ended

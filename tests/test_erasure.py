@@ -129,7 +129,7 @@ def test_erasure_leaves_a_tombstone_and_an_audit_record_with_no_participant_data
     assert store.get_or_none(intent_key(layout, "P001ERASE")) is None
 
     # Running it again has nothing to do and writes no second record.
-    again = erase_participant(store, layout, "P001ERASE", who="bob", reason="double-check")
+    again = erase_participant(store, layout, "P001ERASE", who="bob", reason="double-check", settle_seconds=0)
     assert again.already_erased and again.audit_keys == [key]
     assert len(audit_records(store, layout)) == 1
 
@@ -139,7 +139,7 @@ def test_export_and_verify_are_clean_after_an_erasure(
 ) -> None:
     upload_participant(client, store, layout, "GONE1")
     upload_participant(client, store, layout, "STAYS1")
-    erase_participant(store, layout, "GONE1", who="alice", reason="withdrew")
+    erase_participant(store, layout, "GONE1", who="alice", reason="withdrew", settle_seconds=0)
 
     report = verify_bucket(store, layout)
     # The trial object is a key this branch's layout does not know yet: the only defect expected.
@@ -154,9 +154,8 @@ def test_export_and_verify_are_clean_after_an_erasure(
 
 
 def test_verify_reports_an_incomplete_erasure(store: ObjectStore, layout: KeyLayout) -> None:
-    erase_participant(
-        store, layout, "HALF1", who="alice", reason="withdrew"
-    )  # nothing stored: tombstone only
+    # Nothing stored: tombstone only.
+    erase_participant(store, layout, "HALF1", who="alice", reason="withdrew", settle_seconds=0)
     assert verify_bucket(store, layout).ok
     leftover = layout.submissions_dir("HALF1") + "HALF1_Complete_2025-11-19_14-30-45.json"
     store.put(leftover, encode({"participantId": "HALF1"}))
@@ -170,7 +169,7 @@ def test_verify_reports_an_incomplete_erasure(store: ObjectStore, layout: KeyLay
 def test_refuses_a_bad_id_or_an_empty_reason(store: ObjectStore, layout: KeyLayout) -> None:
     for pid, reason in (("../etc", "x"), ("", "x"), ("P1", "   ")):
         with pytest.raises(ErasureRefused):
-            erase_participant(store, layout, pid, who="alice", reason=reason)
+            erase_participant(store, layout, pid, who="alice", reason=reason, settle_seconds=0)
     assert list(store.list(f"{layout.prefix}/")) == []
 
 
@@ -215,12 +214,14 @@ def test_an_erasure_killed_at_any_step_is_finished_by_running_it_again(
         pid = f"KILL{writes}"
         before = upload_participant(client, store, layout, pid)
         try:
-            erase_participant(DyingStore(store, writes), layout, pid, who="alice", reason="withdrew")
+            erase_participant(
+                DyingStore(store, writes), layout, pid, who="alice", reason="withdrew", settle_seconds=0
+            )
         except Killed:
             killed = True
         else:
             killed = False
-        result = erase_participant(store, layout, pid, who="bob", reason="finishing")
+        result = erase_participant(store, layout, pid, who="bob", reason="finishing", settle_seconds=0)
         assert [info.key for info in store.list(layout.participant_dir(pid))] == [layout.status_key(pid)]
         assert json.loads(store.get(layout.status_key(pid)).body)["erased"] is True
         records = [r for _, r in audit_records(store, layout) if r["participantId"] == pid]
@@ -241,7 +242,7 @@ def test_an_upload_after_the_erasure_is_refused_with_410(
     client: TestClient, store: ObjectStore, layout: KeyLayout
 ) -> None:
     upload_participant(client, store, layout, "BACK1")
-    erase_participant(store, layout, "BACK1", who="alice", reason="withdrew")
+    erase_participant(store, layout, "BACK1", who="alice", reason="withdrew", settle_seconds=0)
     answer = client.post(
         URL,
         json={
@@ -338,11 +339,13 @@ def test_dashboard_erasure_needs_a_session_same_origin_and_the_typed_id(
     assert page.status_code == 200 and 'id="erase-form"' in page.text
     assert '<strong id="erase-object-count">4</strong>' in page.text
 
+    token = page.text.split('name="token" value="', 1)[1].split('"', 1)[0]
+    form["token"] = token
     cross = client.post(target, data=form, headers={"Origin": "http://evil.example"})
     assert cross.status_code == 403
-    mistyped = client.post(target, data={"reason": "withdrew", "confirm": "DASH"})
+    mistyped = client.post(target, data={"reason": "withdrew", "confirm": "DASH", "token": token})
     assert mistyped.status_code == 400 and "Type the participant ID" in mistyped.text
-    no_reason = client.post(target, data={"reason": " ", "confirm": "DASH1"})
+    no_reason = client.post(target, data={"reason": " ", "confirm": "DASH1", "token": token})
     assert no_reason.status_code == 400
     assert {info.key for info in store.list(layout.participant_dir("DASH1"))} == set(before)
 

@@ -389,6 +389,8 @@ def test_every_documented_status_is_provoked_above(tmp_path: Path) -> None:
         # The modules missing from the installation.
         ("GET /js/data-uploader.js", 404),
         ("GET /js/jspsych-collector.js", 404),
+        ("GET /js/collector-common.js", 404),
+        ("GET /js/seed-study.js", 404),
     }
     spec = scene(tmp_path).client.get("/openapi.json").json()
     missing = [

@@ -21,11 +21,13 @@ from fastapi.testclient import TestClient
 
 from collector.app import create_app
 from collector.erasure import erase_participant
+from collector.errors import ParticipantErased
 from collector.keys import KeyLayout
 from collector.participant_keys import HASH_FIELD, key_hash, release_key
 from collector.settings import Settings
 from collector.status_cache import StatusCache
 from collector.storage import ObjectStore, StorageError, open_store
+from collector.tombstone import CONFIRM_WINDOW_SECONDS, ERASURE_SETTLE_SECONDS
 from collector.verify import verify_bucket
 from tests.support.counting_store import CountingStore
 from tests.support.settings import local_settings, s3_settings
@@ -184,7 +186,8 @@ def test_common_path_costs_one_request_per_status_two_per_submission_one_per_tri
     # Trials of a participant with no status yet: the first reads, the next ones do not.
     _, costs["first trial, new participant"] = collector.requests(trial("T9", 0))
     _, costs["next trial"] = collector.requests(trial("T9", 1))
-    assert costs["first trial, new participant"] == {"get": 1, "put": 1}
+    # (and a listing: a participant with no status and never met here may be a new one)
+    assert costs["first trial, new participant"] == {"get": 1, "list": 1, "put": 1}
     assert costs["next trial"] == {"put": 1}
     print("storage requests per upload with a warm cache:", costs)
 
@@ -268,23 +271,40 @@ def test_erased_participant_with_a_cold_trial_cache_stores_nothing_at_all(
     assert everything(store, layout) == before
 
 
-def test_within_the_freshness_window_a_trial_may_land_after_an_erasure_elsewhere(
+def test_a_warm_trial_cache_lands_nothing_once_an_erasure_elsewhere_returns(
     collectors: list[Collector], world: tuple[Settings, ObjectStore, KeyLayout]
 ) -> None:
-    """The accepted window (collector.status_cache): verify reports the trial, erasing again removes it."""
+    """The erasure fence (collector.tombstone): the erasure outlasts every cached confirmation."""
     _, store, layout = world
     collector = collectors[0]
     assert collector.post(status_upload("E3", 1)).status_code == 200
     erase_participant(store, layout, "E3", who="cli", reason="withdrew")
-    late = collector.post(trial("E3", 0))
-    assert late.status_code == 200  # decided from what was true a moment before the erasure
-    assert not verify_bucket(store, layout).ok
-    erase_participant(store, layout, "E3", who="cli", reason="withdrew, again")
-    assert verify_bucket(store, layout).ok
-    # Anything that writes the status is refused at once; the trial read after the window.
+    # The erasure spent ERASURE_SETTLE_SECONDS after its tombstone: the cache's clock saw them pass.
+    collector.clock.now += ERASURE_SETTLE_SECONDS
+    before = everything(store, layout)
+    assert collector.post(trial("E3", 0)).status_code == 410
     assert collector.post(status_upload("E3", 2)).status_code == 410
-    collector.clock.now += collector.app.state.services.uploads.trial_fresh_seconds + 1
-    assert collector.post(trial("E3", 1)).status_code == 410
+    assert everything(store, layout) == before
+    assert verify_bucket(store, layout).ok
+
+
+def test_a_trial_written_past_the_window_confirms_and_withdraws_itself(
+    collectors: list[Collector], world: tuple[Settings, ObjectStore, KeyLayout]
+) -> None:
+    """A write that completes later than the window after its confirmation reads status again."""
+    _, store, layout = world
+    collector = collectors[0]
+    assert collector.post(status_upload("E4", 1)).status_code == 200
+    services = collector.app.state.services
+    decided = services.uploads.trial_verdict("E4", KEY)  # confirmed now, from the cache
+    written = layout.trial_key("E4", "run-1", 0)
+    store.put(written, b"{}")  # the trial lands...
+    erase_participant(store, layout, "E4", who="cli", reason="withdrew", settle_seconds=0)
+    store.put(written, b"{}")  # ...and, slower than the window, again after the erasure
+    collector.clock.now += CONFIRM_WINDOW_SECONDS + 0.1
+    with pytest.raises(ParticipantErased):
+        services.uploads.confirm_not_erased("E4", decided.confirmed_at, [written])
+    assert [info.key for info in store.list(layout.participant_dir("E4"))] == [layout.status_key("E4")]
 
 
 # --- Key release and a new claim elsewhere ----------------------------------------------------

@@ -143,4 +143,7 @@ def test_open_store_picks_the_backend_from_settings(tmp_path, moto_endpoint: str
     assert Settings(r2_account_id="acc", r2_access_key_id="k", r2_secret_access_key="s").endpoint_url == (
         "https://acc.r2.cloudflarestorage.com"
     )
-    assert Settings(s3_endpoint_url=moto_endpoint).storage_kind == "s3"
+    assert (
+        Settings(s3_endpoint_url=moto_endpoint, r2_access_key_id="k", r2_secret_access_key="s").storage_kind
+        == "s3"
+    )

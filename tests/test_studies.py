@@ -133,8 +133,8 @@ def test_a_second_study_is_isolated_and_the_same_id_is_two_participants(
     restored = client.post(RESTORE, json={"participantId": "P1", "participantKey": KEY_B, "studyId": "pilot"})
     assert restored.status_code == 200 and restored.json()["userStatus"]["studyId"] == "pilot"
     assert client.post(RESTORE, json={"participantId": "P1", "participantKey": KEY_B}).status_code == 404
-    default_keys = keys_under(store, "volcano-audio-anonymized-data/")
-    assert default_keys == [KeyLayout("volcano-audio-anonymized-data").status_key("P1")]
+    default = KeyLayout("volcano-audio-anonymized-data")
+    assert keys_under(store, default.participants_root) == [default.status_key("P1")]
 
 
 def test_unknown_and_malformed_study_ids(
@@ -324,7 +324,7 @@ def test_a_registry_pointing_a_study_at_the_default_prefix_stores_nothing(
     store.put(registry_key(study_settings.data_prefix), json.dumps(hostile).encode())
     answer = client.post(URL, json=status("H1", "pilot"))
     assert answer.status_code == 503
-    assert keys_under(store, study_settings.data_prefix + "/") == []
+    assert keys_under(store, KeyLayout(study_settings.data_prefix).participants_root) == []
 
 
 def test_cli_study_commands_and_tools_on_one_study(

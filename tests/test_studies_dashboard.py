@@ -95,7 +95,7 @@ def test_trial_only_participants_in_the_study_export(
     archive = zipfile.ZipFile(io.BytesIO(client.get("/admin/export.zip?format=csv&study=jspsych").content))
     rows = list(csv.DictReader(io.StringIO(archive.read("export/participants.csv").decode())))
     counts = {
-        row["participant_id"]: (row["trial_count"], row["trial_session_count"], row["status_key"])
+        row["participant_id"]: (row["stored_trials"], row["stored_trial_sessions"], row["status_key"])
         for row in rows
     }
     layout = KeyLayout(study_prefix(settings.data_prefix, "jspsych"))
@@ -155,19 +155,19 @@ def test_the_study_page_closes_and_archives_with_a_form_token(
 ) -> None:
     page = client.get("/admin/studies/jspsych")
     assert page.status_code == 200 and 'id="study-status">open<' in page.text
-    token = re.search(r'name="form_token" value="([^"]+)"', page.text).group(1)
-    refused = client.post("/admin/studies/jspsych/status", data={"status": "closed", "form_token": "x"})
+    token = re.search(r'name="token" value="([^"]+)"', page.text).group(1)
+    refused = client.post("/admin/studies/jspsych/status", data={"status": "closed", "token": "x"})
     assert refused.status_code == 403
     cross_site = client.post(
         "/admin/studies/jspsych/status",
-        data={"status": "closed", "form_token": token},
+        data={"status": "closed", "token": token},
         headers={"Origin": "https://evil.example"},
     )
     assert cross_site.status_code == 403
     assert read_registry(store, settings.data_prefix).get("jspsych").status == "open"
     closed = client.post(
         "/admin/studies/jspsych/status",
-        data={"status": "closed", "form_token": token, "reason": "pilot done"},
+        data={"status": "closed", "token": token, "reason": "pilot done"},
         follow_redirects=False,
     )
     assert closed.status_code == 303
@@ -179,7 +179,7 @@ def test_the_study_page_closes_and_archives_with_a_form_token(
     ]
     records = [json.loads(store.get(key).body) for key in audit]
     assert any(r["by"] == "dashboard" and r["reason"] == "pilot done" for r in records)
-    bad = client.post("/admin/studies/jspsych/status", data={"status": "paused", "form_token": token})
+    bad = client.post("/admin/studies/jspsych/status", data={"status": "paused", "token": token})
     assert bad.status_code == 400
     assert client.get("/admin/studies/nosuch").status_code == 404
     logged_out = TestClient(client.app)
@@ -238,15 +238,18 @@ def test_dashboard_erasure_and_key_release_stay_inside_the_study(
         assert client.post(URL, json=body).status_code == 200
     form = client.get("/admin/participants/SAME/erase?study=jspsych").text
     assert 'action="/admin/participants/SAME/erase?study=jspsych"' in form
+    token = re.search(r'name="token" value="([^"]+)"', form).group(1)
     erased = client.post(
-        "/admin/participants/SAME/erase?study=jspsych", data={"confirm": "SAME", "reason": "withdrew"}
+        "/admin/participants/SAME/erase?study=jspsych",
+        data={"confirm": "SAME", "reason": "withdrew", "token": token},
     )
     assert erased.status_code == 200, erased.text
     default = KeyLayout(settings.data_prefix)
     study = KeyLayout(study_prefix(settings.data_prefix, "jspsych"))
     assert json.loads(store.get(study.status_key("SAME")).body)["erased"] is True
     assert json.loads(store.get(default.status_key("SAME")).body)["consented"] is True
-    assert client.post(URL, json={"participantId": "SAME", "studyId": "jspsych"}).status_code == 410
+    erased_there = {"participantId": "SAME", "studyId": "jspsych", "participantKey": key}
+    assert client.post(URL, json=erased_there).status_code == 410
     assert client.post(URL, json={"participantId": "SAME", "participantKey": key}).status_code == 200
     page = client.get("/admin/participants/SAME").text
     assert 'action="/admin/participants/SAME/release-key"' in page
@@ -257,9 +260,9 @@ def test_studies_are_registered_and_changed_from_the_dashboard(
     client: TestClient, store: ObjectStore, settings: Settings
 ) -> None:
     page = client.get("/admin/studies").text
-    token = re.search(r'name="form_token" value="([^"]+)"', page).group(1)
+    token = re.search(r'name="token" value="([^"]+)"', page).group(1)
     fields = {
-        "form_token": token,
+        "token": token,
         "study_id": "pilot2",
         "title": "Second pilot",
         "origins": "https://a.example.org\nhttps://b.example.org:8443",
@@ -277,8 +280,7 @@ def test_studies_are_registered_and_changed_from_the_dashboard(
         answer = client.post("/admin/studies", data={**fields, "study_id": "pilot3", **bad})
         assert answer.status_code == 400, bad
     assert (
-        client.post("/admin/studies", data={**fields, "study_id": "pilot4", "form_token": "no"}).status_code
-        == 403
+        client.post("/admin/studies", data={**fields, "study_id": "pilot4", "token": "no"}).status_code == 403
     )
     assert set(read_registry(store, settings.data_prefix).studies) == {"jspsych", "pilot2"}
 
@@ -286,7 +288,7 @@ def test_studies_are_registered_and_changed_from_the_dashboard(
     assert "https://a.example.org\nhttps://b.example.org:8443</textarea>" in shown
     changed = client.post(
         "/admin/studies/pilot2/settings",
-        data={"form_token": token, "title": "Renamed", "origins": "https://c.example.org", "milestones": "x"},
+        data={"token": token, "title": "Renamed", "origins": "https://c.example.org", "milestones": "x"},
         follow_redirects=False,
     )
     assert changed.status_code == 303
@@ -297,9 +299,7 @@ def test_studies_are_registered_and_changed_from_the_dashboard(
         None,
         ("x",),
     )
-    refused = client.post(
-        "/admin/studies/pilot2/settings", data={"form_token": token, "max_participants": "lots"}
-    )
+    refused = client.post("/admin/studies/pilot2/settings", data={"token": token, "max_participants": "lots"})
     assert (
         refused.status_code == 400
         and read_registry(store, settings.data_prefix).get("pilot2").title == "Renamed"

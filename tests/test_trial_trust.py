@@ -52,7 +52,11 @@ def test_a_trial_with_a_wrong_or_missing_key_is_stored_marked_unverified(
         answer = client.post(URL, json=trial(index, **extra))
         assert answer.status_code == 200
         assert answer.json()["keyVerified"] is False
-        assert json.loads(store.get(layout.trial_key("TT1", "run-A", index)).body)["keyVerified"] is False
+        [stored] = answer.json()["filesUploaded"]  # kept apart, never at the trial's own key
+        assert (
+            layout.parse(stored).apart and store.get_or_none(layout.trial_key("TT1", "run-A", index)) is None
+        )
+        assert json.loads(store.get(stored).body)["keyVerified"] is False
     assert store.get(layout.status_key("TT1")).body == before  # a trial never changes the status
 
 
@@ -83,7 +87,7 @@ def test_a_trial_for_an_erased_participant_is_410_and_stores_nothing(
     with TestClient(create_app(uncached)) as client:
         claim(client)
         assert client.post(URL, json=trial(0, participantKey=KEY)).status_code == 200
-        erase_participant(store, layout, "TT1", who="test", reason="withdrew")
+        erase_participant(store, layout, "TT1", who="test", reason="withdrew", settle_seconds=0)
         answer = client.post(URL, json=trial(1, participantKey=KEY))
         assert answer.status_code == 410 and answer.json()["reason"] == "erased"
         batch = client.post(URL + "/batch", json={"uploads": [trial(2, participantKey=KEY)]})

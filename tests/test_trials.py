@@ -88,8 +88,10 @@ def test_a_trial_is_stored_at_its_key_without_the_participant_key(
     assert stored.pop("serverReceivedAt").endswith("Z")
     assert stored == {k: v for k, v in body.items() if k != "participantKey"}
     assert counting.writes == [key]
-    # One write for a new trial, after the one read of status.json (erased? key verified?).
-    assert counting.requests == [("get", layout.status_key("T1")), ("put", key)]
+    # One write for a new trial, after the one read of status.json (erased? key verified?)
+    # and, for a participant this process never met, one listing (a new participant?).
+    folder = layout.participant_dir("T1")
+    assert counting.requests == [("get", layout.status_key("T1")), ("list", folder), ("put", key)]
 
 
 def test_a_retried_trial_is_stored_once_and_answered_with_the_same_key(

@@ -136,7 +136,7 @@ def test_malformed_key_is_refused(
     answer = client.post(URL, json={**SEED_BODY, "participantKey": key})
     assert answer.status_code == 422
     assert "participantKey" in answer.json()["error"]
-    assert list(store.list(f"{layout.prefix}/")) == []
+    assert [i.key for i in store.list(f"{layout.prefix}/") if i.key not in layout.server_keys] == []
 
 
 def test_seed_curl_example_still_works_for_a_new_participant(client: TestClient) -> None:
@@ -329,6 +329,9 @@ def test_same_second_submissions_cost_bounded_requests(
 
 
 @pytest.mark.slow
+# The bound on requests per name is the collector's, not the backend's: the local folder shows it
+# (the 30-submission test above runs on S3 too), at half the suite's time.
+@pytest.mark.parametrize("backend", ["local"])
 def test_eleven_hundred_same_second_submissions_all_stored(
     counted: tuple[TestClient, CountingStore], layout: KeyLayout
 ) -> None:
@@ -349,7 +352,8 @@ def test_old_counter_suffixes_and_new_hash_suffixes_are_read(layout: KeyLayout) 
 
 
 def test_every_batch_item_costs_a_token(tmp_path: Path) -> None:
-    client = TestClient(create_app(local_settings(tmp_path, rate_limit_per_minute=60, rate_limit_burst=5)))
+    # One token a minute: a batch slowed by a loaded machine must not earn a refill mid-test.
+    client = TestClient(create_app(local_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=5)))
     uploads = [status_upload(f"B{n}", key=None, uploadId=f"b{n}") for n in range(8)]
     answer = client.post(URL + "/batch", json={"uploads": uploads})
     assert answer.status_code == 200
@@ -390,7 +394,7 @@ def test_a_body_of_a_million_tiny_objects_is_refused_before_parsing(
     answer = client.post(URL, content=raw, headers={"Content-Type": "application/json"})
     assert answer.status_code == 413
     assert "MAX_JSON_VALUES" in answer.json()["error"]
-    assert list(store.list(f"{layout.prefix}/")) == []
+    assert [i.key for i in store.list(f"{layout.prefix}/") if i.key not in layout.server_keys] == []
 
 
 def test_json_value_cap_is_a_setting(tmp_path: Path) -> None:

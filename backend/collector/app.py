@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -12,26 +15,42 @@ from fastapi import Depends, FastAPI
 from . import __version__, admin
 from .keys import KeyLayout
 from .metrics import Metrics
-from .routes import health, static, uploads
+from .routes import api_docs, health, static, uploads
 from .settings import Settings
-from .storage import ObjectStore, RetryingStore, open_store
+from .storage import (
+    ConditionalWriteGate,
+    ConditionalWritesIgnored,
+    ObjectStore,
+    RetryingStore,
+    StorageError,
+    open_store,
+)
 from .studies.cors import StudyCORSMiddleware
 from .studies.registry import RegistryCache
 from .studies.routing import StudyServices
 from .web.body_limit import BodyLimitMiddleware
-from .web.concurrency import ConcurrencyLimit
+from .web.concurrency import BodiesInFlight, ConcurrencyLimit
 from .web.error_handlers import install_error_handlers
 from .web.rate_limit import ParticipantLimits
 from .web.services import Services, upload_services
 
+logger = logging.getLogger("collector")
+
 
 def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastAPI:
-    """A collector over ``store`` (default: the backend the settings select)."""
+    """A collector over ``store`` (default: the backend the settings select).
+
+    A bucket the settings select is used only once it has proven its conditional writes
+    (``ConditionalWriteGate``); a ``store`` handed in (tests, benchmarks) is used as it is.
+    """
     metrics = Metrics()
-    retrying = RetryingStore(
+    layout = KeyLayout(settings.data_prefix)
+    retrying: ObjectStore = RetryingStore(
         store or open_store(settings), metrics, deadline_seconds=settings.storage_deadline_seconds
     )
-    layout = KeyLayout(settings.data_prefix)
+    gate = None
+    if store is None and settings.storage_kind == "s3":
+        retrying = gate = ConditionalWriteGate(retrying, layout.conditional_probe_key)
     limits = ParticipantLimits.from_settings(settings)
     upload_service, trial_service = upload_services(retrying, layout, settings)
     # Registered studies: their own services over the same store, refusals before storing.
@@ -47,6 +66,8 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         trials=trial_service,
         limits=limits,
         studies=StudyServices(registry),
+        slots=ConcurrencyLimit.from_settings(settings),
+        bodies=BodiesInFlight.from_settings(settings),
     )
 
     @asynccontextmanager
@@ -54,7 +75,14 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         # Storage calls run in anyio's worker threads, each holding its thread while it waits:
         # the default 40 would cap uploads/s against a distant bucket (40 / request latency).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.storage_threads
+        proving = None
+        if gate is not None and not await _proven_at_start(gate):
+            proving = asyncio.create_task(_prove_until_done(gate, settings.retry_after_seconds))
         yield
+        if proving is not None:
+            proving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await proving
         retrying.close()
 
     app = FastAPI(
@@ -62,17 +90,18 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         version=__version__,
         description="Backs up browser-study participant uploads to an S3-compatible bucket.",
         lifespan=lifespan,
+        docs_url=None,  # served from the collector's own copy of Swagger UI (routes/api_docs.py)
+        redoc_url=None,
     )
     app.state.services = services
-    # The participant API: refuse a flooding address first (cheap), then bound uploads in progress.
-    participant_limits = [
-        Depends(limits.uploads),
-        Depends(ConcurrencyLimit.from_settings(settings)),
-    ]
-    app.include_router(uploads.router, dependencies=participant_limits)
+    # The participant API: refuse a flooding address first (cheap); the routes then bound bodies
+    # arriving per address and, once a body is whole, uploads in progress (web.concurrency).
+    app.include_router(uploads.router, dependencies=[Depends(limits.uploads)])
     app.include_router(health.router)
+    app.include_router(api_docs.router)
     admin.install(app, services)  # the research team's dashboard under /admin
     app.include_router(static.router)
+    static.describe_limits(app, settings)
     install_error_handlers(app)
     # Inside CORS, so a browser can read the 413 (and drop the upload rather than retry it).
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
@@ -87,6 +116,36 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         max_age=600,
     )
     return app
+
+
+async def _proven_at_start(gate: ConditionalWriteGate) -> bool:
+    """Prove the bucket before serving. A bucket that ignores a condition stops the start
+    (``ConditionalWritesIgnored`` propagates); an unreachable one does not, since R2 may hiccup
+    during a deploy: uploads and /healthz answer 503 until a later proof succeeds."""
+    try:
+        await anyio.to_thread.run_sync(gate.prove)
+    except ConditionalWritesIgnored:
+        raise
+    except StorageError as exc:
+        logger.warning(
+            "⚠️ Cannot reach the bucket to prove its conditional writes (%s); "
+            "answering 503 to uploads and /healthz, and trying again",
+            exc,
+        )
+        return False
+    return True
+
+
+async def _prove_until_done(gate: ConditionalWriteGate, interval: float) -> None:
+    """Keep proving in the background until it holds (requests also try, see the gate)."""
+    while not gate.proven:
+        await asyncio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(gate.prove)
+        except ConditionalWritesIgnored:
+            return  # the gate refuses every call from now on, and has said why
+        except StorageError:
+            continue
 
 
 def create_app_from_environment() -> FastAPI:

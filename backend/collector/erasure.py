@@ -13,14 +13,19 @@ Order, chosen so that a SIGKILL at any point can be re-run and finishes the job:
    every hash the audit will hold was recorded while the object still existed; an object that
    vanished between listing and reading (someone else deleted it) is recorded with
    ``"sha256": null`` and counted as ``unhashed``.
-2. **Tombstone first**, over ``status.json``. From that moment uploads for the ID answer 410,
+2. **Tombstone first**, over ``status.json`` (keeping the participant's key hash, so only
+   their own browser learns of the erasure). From that moment uploads for the ID answer 410,
    so the participant's browser (which always sends its full local state) cannot put back what
    step 3 removes. Deleting first and marking last would leave a window, as long as the
    erasure takes (or forever, after a crash), in which one upload restores everything.
-3. **Delete** every other object, then list again: an upload that read the old status just
-   before the tombstone may land a submission afterwards. Stragglers are hashed into the
-   intent and deleted, up to ``MAX_ROUNDS`` times; what is still there raises
-   ``ErasureIncomplete`` (run it again).
+3. **Delete** every other object, wait until ``ERASURE_SETTLE_SECONDS`` have passed since the
+   tombstone, then list again. An upload that confirmed the old status just before the
+   tombstone may still land an object, but only within the confirmation window
+   (``collector.tombstone``): by the end of the wait every such object is there to be listed,
+   and none can appear after it. Stragglers are hashed into the intent and deleted, up to
+   ``MAX_ROUNDS`` times; what is still there raises ``ErasureIncomplete`` (run it again).
+   On a local folder the emptied folders go too. When this returns, nothing of the
+   participant's but the tombstone is stored, and nothing will be.
 4. **Audit record**, create-if-absent under a name fixed by the intent (start time + token),
    so a re-run after a crash between 4 and 5 finds it written and goes on. If that record
    lacks objects the re-run found, a supplementary record is written beside it.
@@ -37,6 +42,7 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,9 +50,11 @@ from typing import Any
 
 from .audit import audit_dir, audit_record_key, encode_record
 from .keys import KeyLayout, format_timestamp, is_valid_participant_id, parse_timestamp
+from .participant_keys import StatusState
 from .reading.scan import read_many
+from .server_fields import ERASED_AT
 from .storage import AlreadyExists, ObjectInfo, ObjectNotFound, ObjectStore, StorageError
-from .tombstone import body_is_tombstone, encode_tombstone
+from .tombstone import ERASURE_SETTLE_SECONDS, encode_tombstone
 
 AUDIT_KIND = "erasures"
 INTENT_DIR = "audit/erasures-in-progress"
@@ -96,7 +104,7 @@ def intent_key(layout: KeyLayout, participant_id: str) -> str:
 def preview_erasure(store: ObjectStore, layout: KeyLayout, participant_id: str) -> ErasurePreview:
     _check_id(participant_id)
     status_key = layout.status_key(participant_id)
-    tombstone = _tombstone_time(store, status_key)
+    tombstone = _erased_at(StatusState.of(store.get_or_none(status_key)))
     objects = [
         info
         for info in store.list(layout.participant_dir(participant_id))
@@ -114,8 +122,14 @@ def erase_participant(
     who: str,
     reason: str,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    settle_seconds: float = ERASURE_SETTLE_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> ErasureResult:
-    """Erase (or finish erasing) one participant; see the module docstring for the order."""
+    """Erase (or finish erasing) one participant; see the module docstring for the order.
+
+    ``settle_seconds`` below ``ERASURE_SETTLE_SECONDS`` breaks the promise that nothing is stored
+    afterwards; only tests that race nothing against the erasure shorten it.
+    """
     _check_id(participant_id)
     reason, who = reason.strip(), who.strip()
     if not reason:
@@ -128,7 +142,8 @@ def erase_participant(
     status_key = layout.status_key(participant_id)
     pending_key = intent_key(layout, participant_id)
     stored_intent = store.get_or_none(pending_key)
-    tombstone_at = _tombstone_time(store, status_key)
+    status = StatusState.of(store.get_or_none(status_key))
+    tombstone_at = _erased_at(status)
     present = _present(store, layout, participant_id, status_key, tombstone_at is not None)
 
     if stored_intent is None and tombstone_at is not None and not present:
@@ -156,31 +171,38 @@ def erase_participant(
     _hash_into(store, intent, present)
     store.put(pending_key, encode_record(intent))
 
-    # 2. Tombstone, so no upload can put back what is deleted next.
+    # 2. Tombstone, so no upload can put back what is deleted next. The key hash stays in it.
     erased_at = tombstone_at or intent.get("erasedAt") or intent["startedAt"]
+    key_hash = status.key_hash
+    tombstone = encode_tombstone(participant_id, _parsed(erased_at), key_hash)
     if tombstone_at is None:
-        store.put(status_key, encode_tombstone(participant_id, _parsed(erased_at)))
+        store.put(status_key, tombstone)
+    settled_at = time.monotonic() + settle_seconds
     intent["erasedAt"] = erased_at
 
-    # 3. Delete, then look again for uploads that raced the tombstone.
+    # 3. Delete, let every upload that confirmed before the tombstone land, then look again.
     for _ in range(MAX_ROUNDS):
         for info in present:
             if info.key != status_key:
                 store.delete(info.key)
-        still_tombstone = _tombstone_time(store, status_key) is not None
+        remaining = settled_at - time.monotonic()
+        if remaining > 0:
+            sleep(remaining)
+        still_tombstone = _erased_at(StatusState.of(store.get_or_none(status_key))) is not None
         present = _present(store, layout, participant_id, status_key, still_tombstone)
         if not present:
             break
         _hash_into(store, intent, present)
         store.put(pending_key, encode_record(intent))
-        if not still_tombstone:  # an upload replaced it: mark the participant erased again
-            store.put(status_key, encode_tombstone(participant_id, _parsed(erased_at)))
+        if not still_tombstone:  # something replaced it: mark the participant erased again
+            store.put(status_key, tombstone)
             present = [info for info in present if info.key != status_key]
     else:
         if present:
             raise ErasureIncomplete(
                 f"{len(present)} object(s) of {participant_id} keep appearing; run the erasure again"
             )
+    store.prune_empty_folders(layout.participant_dir(participant_id))
 
     # 4. The audit record, under a name the intent fixes; 5. the intent goes.
     objects = [ErasedObject(o["key"], o.get("size"), o.get("sha256")) for o in intent["objects"]]
@@ -195,11 +217,11 @@ def _check_id(participant_id: str) -> None:
         raise ErasureRefused(f"not a participant ID: {participant_id!r}")
 
 
-def _tombstone_time(store: ObjectStore, status_key: str) -> str | None:
-    stored = store.get_or_none(status_key)
-    if stored is None or not body_is_tombstone(stored.body):
+def _erased_at(status: StatusState) -> str | None:
+    """The tombstone's time ("" if it has none), or None when the status is no tombstone."""
+    if not status.erased or status.document is None:
         return None
-    erased_at = json.loads(stored.body).get("erasedAt")
+    erased_at = status.document.get(ERASED_AT)
     return erased_at if isinstance(erased_at, str) else ""
 
 

@@ -18,6 +18,7 @@
     ├── ParticipantErased            410  the research team erased this participant
     ├── StudyArchived                410  the study is archived; nothing more is stored
     ├── RateLimited                  429  retry later
+    │   └── TooManyBodies            429  too many bodies arriving from the address (closes)
     ├── NotImplementedOnServer       501  this server lacks an optional part (e.g. pyarrow)
     ├── Overloaded                   503  too many uploads in progress; retry later
     └── StorageUnavailable           503  the store failed past its retry deadline; retry later
@@ -126,6 +127,12 @@ class StudyArchived(CollectorError):
 
 class RateLimited(CollectorError):
     status = 429
+
+
+class TooManyBodies(RateLimited):
+    """Refused before the body was read (too many still arriving from the address): close."""
+
+    closes_connection = True
 
 
 class NotImplementedOnServer(CollectorError):

@@ -16,6 +16,11 @@ cached ETag first, then the submission is created: 2 requests per submission, 1 
 upload; a trial then costs its one write. Should the swap fail (someone else wrote), the upload
 starts over from step 1. ``status_cache`` explains why that can save requests but never change an
 outcome. The participant key costs no request of its own.
+
+Every path that stores an object confirms first that ``status.json`` holds no tombstone (its
+read, or its swap) and keeps to the erasure fence of ``collector.tombstone``: writes that end
+later than ``CONFIRM_WINDOW_SECONDS`` after that confirmation are checked again and withdrawn
+if the participant was erased meanwhile, so an erasure that has returned is final.
 """
 
 from __future__ import annotations
@@ -32,15 +37,16 @@ from .errors import NotFound, ParticipantErased, ParticipantKeyMismatch, storage
 from .keys import KeyLayout, format_timestamp, parse_timestamp
 from .models import DEFAULT_CLOCK_SKEW, PRIVATE_STATUS_FIELDS, Upload
 from .participant_keys import HASH_FIELD, KeyVerdict, StatusState, decide, key_matches
+from .server_fields import ERASED_AT
 from .status_cache import StatusCache
 from .storage import ObjectStore, PreconditionFailed, StorageError
 from .storage.retrying import shared_deadline
 from .submission_names import store_submission
+from .tombstone import CONFIRM_WINDOW_SECONDS
 
 logger = logging.getLogger(__name__)
 
 MAX_STATUS_ATTEMPTS = 200
-DEFAULT_TRIAL_FRESH_SECONDS = 5.0
 NOT_FOUND_MESSAGE = "no status stored for this participant"
 
 
@@ -91,9 +97,9 @@ class UploadService:
         self._clock = clock
         # None: every upload reads status.json first (tools, and STATUS_CACHE_SIZE=0).
         self.status_cache = status_cache
-        # How long a cached status may decide a trial (which no conditional write confirms): as
-        # long as an uncached upload may spend retrying between its read and its write.
-        self.trial_fresh_seconds = deadline_seconds or DEFAULT_TRIAL_FRESH_SECONDS
+        # How long a cached status may decide a trial (which no conditional write confirms): the
+        # erasure fence's window (collector.tombstone); a later write is confirmed after it.
+        self.trial_fresh_seconds = CONFIRM_WINDOW_SECONDS
 
     def store_upload(
         self,
@@ -101,12 +107,15 @@ class UploadService:
         *,
         received_at: datetime,
         on_new_participant: Callable[[], None] | None = None,
+        on_unverified: Callable[[int], None] | None = None,
     ) -> UploadResult:
         """Store one upload.
 
         Raises ``ParticipantErased`` (410), ``ParticipantKeyMismatch`` (403, status uploads only),
         whatever ``on_new_participant`` raises when the status read found nothing (the per-address
-        cap), and ``StorageUnavailable`` when the store fails past its deadline.
+        cap), whatever ``on_unverified`` raises when told the size of a submission about to be
+        stored without the participant's key (the per-participant cap), and
+        ``StorageUnavailable`` when the store fails past its deadline.
         """
         pid = upload.participant_id
         stamped = {**upload.document, "serverReceivedAt": format_timestamp(received_at)}
@@ -119,10 +128,16 @@ class UploadService:
         )
         # The upload's writes share their last sync (a local folder: 3 barriers, not 4); all are
         # durable when the block exits, before the log line and the 200.
-        with unavailable, deadline, self.store.names_synced_at_end():
-            outcome = self._store_from_cache(upload, stamped, status_key)
-            if outcome is None:
-                outcome = self._store_from_read(upload, stamped, status_key, on_new_participant)
+        try:
+            with unavailable, deadline, self.store.names_synced_at_end():
+                outcome = self._store_from_cache(upload, stamped, status_key)
+                if outcome is None:
+                    outcome = self._store_from_read(
+                        upload, stamped, status_key, on_new_participant, on_unverified
+                    )
+        except _AnsweredAsClaimed as answered:
+            logger.info("Upload for erased participant %s without its key: nothing stored", pid)
+            return answered.result
         status_written, submission_key, verdict = outcome
         files = ([status_key] if status_written else []) + ([submission_key] if submission_key else [])
         if verdict.verified is False:
@@ -149,17 +164,20 @@ class UploadService:
         if not verdict.may_change_status or cached.moment > upload.moment:
             return None
         document = _status_document(stamped, verdict)
+        confirmed_at = self.fence_clock()
         try:
             etag = self.store.put(status_key, _encode(document), if_match=cached.etag)
         except PreconditionFailed:
             # Someone else wrote (or erased): nothing is written yet, so start over from a read.
             self._forget(pid, cached.etag)
             return None
-        self._remember(pid, etag, verdict.hash_to_store, _document_moment(document, self.clock_skew))
+        moment = _document_moment(document, self.clock_skew)
+        self._remember(pid, etag, verdict.hash_to_store, moment, confirmed_at)
         submission_key = None
         if upload.upload_type == "submission":
             document = stamped if verdict.verified is None else {**stamped, "keyVerified": verdict.verified}
             submission_key = store_submission(self.store, self.layout, upload, document)
+            self._confirm_not_erased(pid, confirmed_at, [submission_key])
         return True, submission_key, verdict
 
     def _store_from_read(
@@ -168,9 +186,18 @@ class UploadService:
         stamped: dict[str, Any],
         status_key: str,
         on_new_participant: Callable[[], None] | None,
+        on_unverified: Callable[[int], None] | None,
     ) -> tuple[bool, str | None, KeyVerdict]:
         """Read status.json, decide, create the submission, swap the status (see module docstring)."""
-        state = self._read(upload.participant_id, status_key)
+        pid = upload.participant_id
+        confirmed_at = self.fence_clock()
+        state = self._read(pid, status_key, confirmed_at)
+        if state.erased and not self._may_learn_erasure(pid, state, upload.participant_key):
+            # Only the participant's own browser (their key) learns of the erasure (410).
+            self._answer_as_claimed(upload, state)
+        if upload.upload_type == "status" and self._superseded(upload, state):
+            # Nothing to write, whoever asks: the answer says nothing of the key (or claim).
+            return False, None, KeyVerdict(True, None, None)
         verdict = self._decide(upload, state)
         if not state.exists and on_new_participant is not None:
             on_new_participant()
@@ -178,11 +205,47 @@ class UploadService:
             stamped = {**stamped, "keyVerified": verdict.verified}
         submission_key = None
         if upload.upload_type == "submission":
-            submission_key = store_submission(self.store, self.layout, upload, stamped)
+            before_write = on_unverified if verdict.verified is False else None
+            submission_key = store_submission(self.store, self.layout, upload, stamped, before_write)
+        written = [submission_key] if submission_key else []
         status_written = False
         if verdict.may_change_status:
-            status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+            try:
+                status_written, verdict = self._store_status(status_key, upload, stamped, state, verdict)
+            except ParticipantErased:
+                self._withdraw(written)  # erased since the read: this upload leaves nothing
+                raise
+        if not status_written:  # a swap after the submission confirms it; otherwise, the window
+            self._confirm_not_erased(pid, confirmed_at, written)
         return status_written, submission_key, verdict
+
+    def _superseded(self, upload: Upload, state: StatusState) -> bool:
+        """A newer status is stored than this upload's (a tombstone is decided apart)."""
+        if not state.exists or state.erased:
+            return False
+        return _document_moment(state.document, self.clock_skew) > upload.moment
+
+    def _may_learn_erasure(self, participant_id: str, state: StatusState, key: str | None) -> bool:
+        """Whether a request may be told of an erasure: with the key the tombstone kept, or when
+        there is no key to ask for (keys off, or the participant never held one)."""
+        if not self.participant_keys or state.key_hash is None:
+            return True
+        return key_matches(state.key_hash, participant_id, key)
+
+    def _answer_as_claimed(self, upload: Upload, state: StatusState) -> None:
+        """Raise the answer a claimed participant gets for this keyless or wrong-key upload.
+
+        Status: superseded when older than the erasure, else 403. A submission: 200 with
+        ``keyVerified: false`` under the name it would have had. Nothing is stored.
+        """
+        erased_at = parse_timestamp((state.document or {}).get(ERASED_AT)) or _OLDEST
+        pid = upload.participant_id
+        if upload.upload_type == "status":
+            if erased_at > upload.moment:
+                raise _AnsweredAsClaimed(UploadResult(pid, upload.timestamp_text, [], True, None))
+            raise ParticipantKeyMismatch("participant key does not match; status not changed")
+        name = self.layout.submission_key(pid, upload.moment)
+        raise _AnsweredAsClaimed(UploadResult(pid, upload.timestamp_text, [name], False, False))
 
     def _decide(self, upload: Upload, state: StatusState) -> KeyVerdict:
         if state.erased:
@@ -216,7 +279,7 @@ class UploadService:
                 # claimed the participant, or the research team may have erased it).
                 state = self._read(pid, key)
                 if state.erased:
-                    return False, KeyVerdict(False, verdict.verified, None)
+                    raise ParticipantErased(_erased_message(pid)) from None
                 again = decide(self.participant_keys, pid, state.key_hash, upload.participant_key)
                 if not again.may_change_status:
                     return False, again
@@ -226,24 +289,64 @@ class UploadService:
             return True, verdict
         raise StorageError(f"status.json for {upload.participant_id} is too contended")
 
-    def trial_verdict(self, participant_id: str, key: str | None) -> bool | None:
-        """Whether a trial's key is verified (None: keys not in play); ``ParticipantErased`` if erased.
+    def trial_verdict(self, participant_id: str, key: str | None) -> TrialVerdict:
+        """Whether a trial's key is verified, and when that was confirmed; ``ParticipantErased`` if erased.
 
         One read of ``status.json``. A trial never claims a participant nor changes its status:
         an experiment sends trials before any status, and a forged trial must not lock anyone out.
         Without that read when this process saw the status within ``trial_fresh_seconds`` and
         the key is accepted; a ``keyVerified: false`` decision is always confirmed by the read.
+        The caller passes ``confirmed_at`` to ``confirm_not_erased`` once the trial is written.
         """
+        seen_here = False  # this process read or wrote the participant before: not new
         if self.status_cache is not None:
+            seen_here = self.status_cache.get(participant_id) is not None
             cached = self.status_cache.fresh(participant_id, self.trial_fresh_seconds)
             if cached is not None:
                 verdict = self._trial_key_verdict(participant_id, cached.key_hash, key)
                 if verdict is not False:
-                    return verdict
-        state = self._read_state(participant_id)
-        if state.erased:
+                    return TrialVerdict(verdict, cached.confirmed_at, True)
+        confirmed_at = self.fence_clock()
+        with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
+            state = self._read(participant_id, self.layout.status_key(participant_id), confirmed_at)
+            if state.erased:
+                if not self._may_learn_erasure(participant_id, state, key):  # as if claimed
+                    return TrialVerdict(False, confirmed_at, True, erased=True)
+                raise ParticipantErased(_erased_message(participant_id))
+            # A participant with trials only has no status.json: one listing (the first time
+            # this process meets them) tells a known participant from a new one.
+            known = state.exists or seen_here or self._has_objects(participant_id)
+        return TrialVerdict(self._trial_key_verdict(participant_id, state.key_hash, key), confirmed_at, known)
+
+    def _has_objects(self, participant_id: str) -> bool:
+        return next(iter(self.store.list(self.layout.participant_dir(participant_id))), None) is not None
+
+    def fence_clock(self) -> float:
+        """The clock confirmations are measured on: the status cache's when there is one."""
+        return self.status_cache.clock() if self.status_cache is not None else self._clock()
+
+    def confirm_not_erased(self, participant_id: str, confirmed_at: float, written: list[str]) -> None:
+        """After writing ``written``: raise ``ParticipantErased`` (having removed them) if erased since.
+
+        The upload's side of the erasure fence (``collector.tombstone``): writes that completed
+        within ``CONFIRM_WINDOW_SECONDS`` of ``confirmed_at`` need nothing more, later ones read
+        ``status.json`` again. 503 when the store fails.
+        """
+        context = f"{participant_id}, erasure check"
+        with storage_unavailable(retry_after=self.retry_after, log_context=context):
+            self._confirm_not_erased(participant_id, confirmed_at, written)
+
+    def _confirm_not_erased(self, participant_id: str, confirmed_at: float, written: list[str]) -> None:
+        if not written or self.fence_clock() - confirmed_at <= CONFIRM_WINDOW_SECONDS:
+            return
+        if self._read(participant_id, self.layout.status_key(participant_id)).erased:
+            self._withdraw(written)
             raise ParticipantErased(_erased_message(participant_id))
-        return self._trial_key_verdict(participant_id, state.key_hash, key)
+
+    def _withdraw(self, written: list[str]) -> None:
+        """Delete what this upload wrote after its participant was erased (the erasure may be done)."""
+        for key in written:
+            self.store.delete(key)
 
     def _trial_key_verdict(
         self, participant_id: str, stored_hash: str | None, key: str | None
@@ -252,27 +355,36 @@ class UploadService:
             return None
         return key_matches(stored_hash, participant_id, key)
 
-    def _read_state(self, participant_id: str) -> StatusState:
+    def _read_state(self, participant_id: str, confirmed_at: float | None = None) -> StatusState:
         with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
-            return self._read(participant_id, self.layout.status_key(participant_id))
+            return self._read(participant_id, self.layout.status_key(participant_id), confirmed_at)
 
-    def _read(self, participant_id: str, status_key: str) -> StatusState:
-        """Read status.json, and remember what it holds (a tombstone is never remembered)."""
+    def _read(self, participant_id: str, status_key: str, confirmed_at: float | None = None) -> StatusState:
+        """Read status.json, and remember what it holds (a tombstone is never remembered).
+
+        ``confirmed_at``: when the read started (the fence clock), taken before the call.
+        """
+        if confirmed_at is None:
+            confirmed_at = self.fence_clock()
         state = StatusState.of(self.store.get_or_none(status_key))
         if state.erased:
             self._forget(participant_id)
         else:
             etag = state.stored.etag if state.stored is not None else None
-            self._remember(
-                participant_id, etag, state.key_hash, _document_moment(state.document, self.clock_skew)
-            )
+            moment = _document_moment(state.document, self.clock_skew)
+            self._remember(participant_id, etag, state.key_hash, moment, confirmed_at)
         return state
 
     def _remember(
-        self, participant_id: str, etag: str | None, key_hash: str | None, moment: datetime
+        self,
+        participant_id: str,
+        etag: str | None,
+        key_hash: str | None,
+        moment: datetime,
+        confirmed_at: float | None = None,
     ) -> None:
         if self.status_cache is not None:
-            self.status_cache.remember(participant_id, etag, key_hash, moment)
+            self.status_cache.remember(participant_id, etag, key_hash, moment, confirmed_at)
 
     def _forget(self, participant_id: str, etag: str | None = None) -> None:
         if self.status_cache is not None:
@@ -288,15 +400,62 @@ class UploadService:
         Raises ``NotFound`` with one message for an unknown, erased, or differently keyed
         participant, so the answer tells a guesser nothing.
         """
-        state = self._read_state(participant_id)
+        status_key = self.layout.status_key(participant_id)
+        with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
+            stored = self.store.get_or_none(status_key)
         if self.participant_keys:
-            # Hash even when nothing is stored, so an unknown ID takes as long as a wrong key.
-            allowed = key_matches(state.key_hash or "0" * 64, participant_id, key) and state.key_hash
-        else:
-            allowed = True
-        if not allowed or state.document is None or state.erased:
+            # The same work whether the ID is unknown or known with a wrong key: find the hash
+            # by a scan of the raw bytes (none for an unknown ID) and compare it in constant
+            # time; the document is parsed only once the key matched (docs/trust-model.md).
+            scanned = _scan_key_hash(stored.body if stored is not None else b"")
+            if not key_matches(scanned or "0" * 64, participant_id, key) or scanned is None:
+                raise NotFound(NOT_FOUND_MESSAGE)
+        state = StatusState.of(stored)
+        if self.participant_keys and state.key_hash != scanned:
+            raise NotFound(NOT_FOUND_MESSAGE)  # the scan found a nested field, not the real hash
+        if state.document is None or state.erased:
             raise NotFound(NOT_FOUND_MESSAGE)
         return {k: v for k, v in state.document.items() if k not in PRIVATE_STATUS_FIELDS}
+
+
+@dataclass(frozen=True)
+class TrialVerdict:
+    """What decided a trial: its key verdict, when the status was confirmed, whether one exists."""
+
+    verified: bool | None  # None: no key in play (unclaimed, or PARTICIPANT_KEYS=off)
+    confirmed_at: float  # fence clock: when status.json was seen without a tombstone
+    participant_known: bool  # a status.json (or a remembered one) exists
+    # Erased, and the request lacks the key: answer as for a claimed participant, store nothing.
+    erased: bool = False
+
+
+class _AnsweredAsClaimed(Exception):
+    """Carries the answer for an erased participant's keyless upload out of the storage block."""
+
+    def __init__(self, result: UploadResult) -> None:
+        super().__init__(result.participant_id)
+        self.result = result
+
+
+_HASH_MARK = f'"{HASH_FIELD}":"'.encode()
+
+
+def _scan_key_hash(body: bytes) -> str | None:
+    """The key hash a status body holds, found without parsing it (one reverse scan).
+
+    The collector writes the hash as the status's last field, compact, so the last occurrence
+    is the top-level one; ``read_status`` still checks it against the parsed document.
+    """
+    at = body.rfind(_HASH_MARK)
+    if at < 0:
+        return None
+    start = at + len(_HASH_MARK)
+    candidate = body[start : start + 64]
+    try:
+        text = candidate.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    return text if len(text) == 64 and body[start + 64 : start + 65] == b'"' else None
 
 
 def _erased_message(participant_id: str) -> str:

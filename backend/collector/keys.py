@@ -14,6 +14,8 @@ _SUFFIX = re.compile(r"[0-9a-f]{8}")
 STATUS_FILE = "user-status/status.json"
 SUBMISSIONS_DIR = "submissions"
 TRIALS_DIR = "trials"
+# Trials sent without the key of a claimed participant: kept apart, never at the trial's own key.
+UNVERIFIED_TRIALS_DIR = "unverified"
 # A trial's index in its session; the key writes it with 6 digits, so key order is index order.
 MAX_TRIAL_INDEX = 100_000
 
@@ -68,6 +70,21 @@ class KeyLayout:
         """The dashboard's shared session secret and revocations (outside participants/)."""
         return f"{self.prefix}/admin/session-secret.json"
 
+    @property
+    def admin_password_key(self) -> str:
+        """The dashboard's generated password, hashed (docs/bucket-layout.md §9)."""
+        return f"{self.prefix}/admin/password.json"
+
+    @property
+    def conditional_probe_key(self) -> str:
+        """The one object the conditional-write proof writes (docs/bucket-layout.md §9)."""
+        return f"{self.prefix}/collector/conditional-write-probe.json"
+
+    @property
+    def server_keys(self) -> frozenset[str]:
+        """The collector's own objects outside participants/: never participant data."""
+        return frozenset({self.admin_session_key, self.admin_password_key, self.conditional_probe_key})
+
     def participant_dir(self, participant_id: str) -> str:
         if not is_valid_participant_id(participant_id):
             raise ValueError(f"not a valid participant id: {participant_id!r}")
@@ -115,6 +132,20 @@ class KeyLayout:
             raise ValueError(f"trial index out of range: {trial_index}")
         return f"{self.trials_dir(participant_id, session_id)}{trial_index:06d}.json"
 
+    def unverified_trial_key(
+        self, participant_id: str, session_id: str, trial_index: int, suffix: str
+    ) -> str:
+        """``.../trials/{sessionId}/unverified/{trialIndex:06d}_{8 hex}.json``: a trial kept apart.
+
+        ``suffix`` comes from the trial's content, so each different unverified trial is kept
+        once, and none can take the verified trial's key (docs/bucket-layout.md §4).
+        """
+        if not _SUFFIX.fullmatch(suffix):
+            raise ValueError(f"not an unverified trial suffix: {suffix!r}")
+        verified = self.trial_key(participant_id, session_id, trial_index)
+        folder, name = verified.rsplit("/", 1)
+        return f"{folder}/{UNVERIFIED_TRIALS_DIR}/{name.removesuffix('.json')}_{suffix}.json"
+
     def parse(self, key: str) -> ParsedKey | None:
         """What a key is (status, submission or trial, whose), or None when it does not fit the layout."""
         if not key.startswith(self.participants_root):
@@ -134,7 +165,8 @@ class KeyLayout:
             return ParsedKey(participant_id, "submission", moment)
         trial = _TRIAL_NAME.fullmatch(rest)
         if trial and int(trial["index"]) <= MAX_TRIAL_INDEX:
-            return ParsedKey(participant_id, "trial", None, trial["session"], int(trial["index"]))
+            apart = trial["apart"] is not None
+            return ParsedKey(participant_id, "trial", None, trial["session"], int(trial["index"]), apart)
         return None
 
 
@@ -146,7 +178,11 @@ _SUBMISSION_NAME = re.compile(
 
 
 # Exactly 6 digits: the one spelling trial_key makes, so a key parses only if it would be built.
-_TRIAL_NAME = re.compile(rf"{TRIALS_DIR}/(?P<session>[A-Za-z0-9_-]{{1,64}})/(?P<index>\d{{6}})\.json")
+# Kept apart (unverified): the same with ``unverified/`` before the name and 8 hex after the index.
+_TRIAL_NAME = re.compile(
+    rf"{TRIALS_DIR}/(?P<session>[A-Za-z0-9_-]{{1,64}})/(?:(?P<apart>{UNVERIFIED_TRIALS_DIR})/)?"
+    r"(?P<index>\d{6})(?(apart)_[0-9a-f]{8})\.json"
+)
 
 
 @dataclass(frozen=True)
@@ -156,3 +192,4 @@ class ParsedKey:
     submitted_at: datetime | None
     session_id: str | None = None  # trials only
     trial_index: int | None = None  # trials only
+    apart: bool = False  # a trial kept apart: sent without the claimed participant's key

@@ -23,14 +23,11 @@ from .keys import (
     parse_timestamp,
 )
 from .participant_keys import HASH_FIELD, KEY_FIELD, is_valid_participant_key
+from .server_fields import without_server_fields
 
 UPLOAD_TYPES = ("submission", "status")
-# Fields the server adds to what it stores; they are ignored when comparing two uploads.
-SERVER_FIELDS = ("serverReceivedAt", "keyVerified")
 # Status fields the restore endpoint never returns: survey answers stay in the bucket.
 PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData", HASH_FIELD)
-# Fields only the server may write: a client's own values for them are dropped, not stored.
-_SERVER_ONLY_FIELDS = ("keyVerified", HASH_FIELD)
 DEFAULT_CLOCK_SKEW = timedelta(seconds=300)
 
 
@@ -138,7 +135,9 @@ def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = D
         raise UnprocessableUpload(f"uploadType must be 'submission' or 'status' (got {preview(upload_type)})")
     if upload_type == "submission" and not isinstance(value.get("submissionData"), dict):
         raise UnprocessableUpload("a submission needs submissionData, a JSON object")
-    document = {k: v for k, v in value.items() if k != KEY_FIELD and k not in _SERVER_ONLY_FIELDS}
+    # The key is a secret and the server fields are the collector's (server_fields): neither is
+    # stored from the client.
+    document = without_server_fields({k: v for k, v in value.items() if k != KEY_FIELD})
     moment = parse_timestamp(envelope.timestamp)
     if moment is None or moment > received_at + clock_skew:
         moment = received_at  # a clock years ahead must not freeze the status or name files
@@ -162,10 +161,6 @@ def parse_batch(value: Any, *, max_items: int) -> list[Any]:
     if len(items) > max_items:
         raise UnprocessableUpload(f"a batch holds at most {max_items} uploads, not {len(items)}")
     return items
-
-
-def without_server_fields(document: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in document.items() if k not in SERVER_FIELDS}
 
 
 class _DuplicateKey(ValueError):

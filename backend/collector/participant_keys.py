@@ -24,12 +24,14 @@ from typing import Any
 
 from .errors import NotFound
 from .keys import KeyLayout, format_timestamp
+from .server_fields import KEY_HASH
 from .storage import ObjectStore, PreconditionFailed, StorageError, StoredObject
+from .tombstone import is_tombstone
 
 logger = logging.getLogger(__name__)
 
 KEY_FIELD = "participantKey"
-HASH_FIELD = "participantKeyHash"
+HASH_FIELD = KEY_HASH
 PARTICIPANT_KEY_PATTERN = r"^[A-Za-z0-9_-]{16,256}$"
 _KEY = re.compile(PARTICIPANT_KEY_PATTERN)
 _HASH_PURPOSE = b"participant-key-v1\0"
@@ -85,7 +87,7 @@ class StatusState:
     @property
     def erased(self) -> bool:
         """A tombstone: the research team erased this participant."""
-        return self.document is not None and self.document.get("erased") is True
+        return is_tombstone(self.document)
 
     @property
     def key_hash(self) -> str | None:

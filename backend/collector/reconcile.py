@@ -1,21 +1,32 @@
-"""Reconciling the bucket with a Qualtrics responses export: who is where, and what to recover.
+"""Reconciling the bucket with the study's other ledgers: who is where, and what to recover.
 
-Reads both export layouts Qualtrics produces:
+The ledgers are a Qualtrics responses export (the survey), a Prolific submissions export (the
+payment platform), or both; their reading is in ``reconcile_ledgers``. One row per participant
+ID found anywhere, with one ``category``:
 
-* current: row 1 column IDs, row 2 question text (may hold commas and newlines, quoted),
-  row 3 ``{"ImportId": ...}`` JSON per column, data from row 4;
-* legacy: row 1 column IDs, row 2 question text, data from row 3.
+* ``erased``: the participant withdrew and their backup was erased at the research team's
+  request, whatever the other ledgers hold: nobody to chase.
 
-A UTF-8 BOM is dropped. ``Status`` comes as a code or as its text (the export's "numeric
-values" or "choice text" setting): 0 IP Address, 1 Survey Preview, 2 Survey Test, 4 Imported,
-8 Spam, 9 Preview Spam, 12 Imported Spam, 16 Offline, 17 Offline Survey Preview. Previews,
-tests, spam and imported responses are excluded; anything else (0, 16, an unknown code) is a
-real response. Column names and participant IDs are compared after stripping surrounding spaces.
+With Qualtrics only (the backup and the survey):
 
-Categories per participant ID: ``both``; ``backup_only`` (in the bucket, no real Qualtrics
-response: Qualtrics lost it, recover from the bucket); ``qualtrics_only`` (a real response, no
-backup: the backup is missing); ``qualtrics_excluded`` (only excluded responses, no backup).
-Erased participants are not in the bucket's side.
+* ``both``; ``backup_only`` (in the bucket, no real Qualtrics response: Qualtrics lost it,
+  recover from the bucket); ``qualtrics_only`` (a real response, no backup: the backup is
+  missing); ``qualtrics_excluded`` (only preview, test, spam or imported responses, no backup).
+
+With Prolific (alone, or with Qualtrics for a three-way table), "paid" meaning APPROVED or
+AWAITING REVIEW, and "data" meaning a backup or a real Qualtrics response:
+
+* ``both`` (Prolific alone) or ``all_three``: paid, and in every ledger given;
+* ``paid_no_data``: paid, but neither a backup nor a Qualtrics response;
+* ``paid_backup_only`` / ``paid_qualtrics_only`` (three-way): paid, and only one of the two holds data;
+* ``returned_with_data``: RETURNED or TIMED-OUT on Prolific, yet with data;
+* ``data_not_paid``: data, but REJECTED, still running, or not on Prolific at all;
+* ``qualtrics_excluded``: only excluded Qualtrics responses; ``prolific_only``: on Prolific,
+  not paid, and no data anywhere (returned early, nothing to do).
+
+Times are ISO-8601 UTC with milliseconds, as everywhere in the collector. Every cell and column
+name written to a CSV goes through the export's spreadsheet-formula neutralising, since the
+ledgers' values and the bucket's field names come from participants.
 """
 
 from __future__ import annotations
@@ -28,176 +39,114 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .keys import KeyLayout
+from .export.writers import neutralise
+from .keys import KeyLayout, format_timestamp
+from .participant_keys import HASH_FIELD
 from .reading.records import stored_moment
 from .reading.scan import decode_object, list_bucket, read_many
+from .reconcile_ledgers import (
+    PROLIFIC_LEFT,
+    PROLIFIC_PAID,
+    PROLIFIC_REJECTED,
+    NotAnExport,
+    ProlificExport,
+    QualtricsExport,
+    read_prolific,
+    read_qualtrics,
+    status_excluded,
+)
 from .storage import ObjectStore, StorageError
 from .tombstone import is_tombstone
 
-CATEGORIES = ("both", "backup_only", "qualtrics_only", "qualtrics_excluded")
-OUTPUT_COLUMNS = (
-    "participantId",
-    "category",
-    "responseIds",
-    "finished",
-    "recordedDate",
-    "backupSubmissions",
-    "lastReceivedAt",
+__all__ = [
+    "CATEGORIES",
+    "NotAnExport",
+    "read_prolific",
+    "read_qualtrics",
+    "reconcile",
+    "recover",
+    "scan_backup",
+    "status_excluded",
+    "summary_lines",
+    "write_rows",
+]
+
+CATEGORIES = (
+    "all_three",
+    "both",
+    "backup_only",
+    "qualtrics_only",
+    "paid_backup_only",
+    "paid_qualtrics_only",
+    "paid_no_data",
+    "returned_with_data",
+    "data_not_paid",
+    "qualtrics_excluded",
+    "prolific_only",
+    "erased",
 )
-STATUS_REAL = {"0": "IP Address", "16": "Offline"}
-STATUS_EXCLUDED = {
-    "1": "Survey Preview",
-    "2": "Survey Test",
-    "4": "Imported",
-    "8": "Spam",
-    "9": "Preview Spam",
-    "12": "Imported Spam",
-    "17": "Offline Survey Preview",
-}
-_EXCLUDED_TEXT = {text.lower() for text in STATUS_EXCLUDED.values()}
-_MAX_FIELD = 16 * 1024 * 1024  # a long free-text answer must not stop the reader
-
-
-class NotAnExport(ValueError):
-    """The file is not a Qualtrics responses export, or lacks a column we need."""
+QUALTRICS_COLUMNS = ("responseIds", "finished", "recordedDate")
+BACKUP_COLUMNS = ("backupSubmissions", "lastReceivedAt")
+PROLIFIC_COLUMNS = (
+    "prolificStatus",
+    "prolificSubmissionIds",
+    "completionCode",
+    "prolificStartedAt",
+    "prolificCompletedAt",
+)
+# Never written by ``--recover``: the hash of the participant's key stays in status.json only.
+NOT_RECOVERED = frozenset({HASH_FIELD})
 
 
 @dataclass
-class QualtricsRow:
-    response_id: str
-    finished: str
-    recorded_date: str
-    excluded: bool
+class BackupParticipant:
+    submission_keys: list[str]  # in key order, so the latest last
+    last_received_at: str
+    status_key: str | None
+
+    @property
+    def submissions(self) -> int:
+        return len(self.submission_keys)
 
 
 @dataclass
-class QualtricsExport:
-    layout: str  # "current" or "legacy"
-    columns: list[str]
-    rows_by_id: dict[str, list[QualtricsRow]]
-    rows_without_id: int = 0
+class Backup:
+    participants: dict[str, BackupParticipant]
+    erased: set[str] = field(default_factory=set)
 
 
 @dataclass
 class ReconcileRow:
     participant_id: str
     category: str
-    response_ids: list[str] = field(default_factory=list)
-    finished: list[str] = field(default_factory=list)
-    recorded_dates: list[str] = field(default_factory=list)
-    backup_submissions: int = 0
-    last_received_at: str = ""
-
-    def as_csv(self) -> dict[str, str]:
-        return {
-            "participantId": self.participant_id,
-            "category": self.category,
-            "responseIds": ";".join(self.response_ids),
-            "finished": ";".join(self.finished),
-            "recordedDate": ";".join(self.recorded_dates),
-            "backupSubmissions": str(self.backup_submissions),
-            "lastReceivedAt": self.last_received_at,
-        }
+    cells: dict[str, str]
+    recoverable: bool = False  # in the bucket, and Qualtrics was given but has no real response
 
 
 @dataclass
 class Reconciliation:
     rows: list[ReconcileRow]
-    export: QualtricsExport
+    columns: tuple[str, ...]
+    qualtrics: QualtricsExport | None = None
+    prolific: ProlificExport | None = None
 
     def counts(self) -> dict[str, int]:
-        counts = dict.fromkeys(CATEGORIES, 0)
+        counts: dict[str, int] = {}
         for row in self.rows:
-            counts[row.category] += 1
-        return counts
+            counts[row.category] = counts.get(row.category, 0) + 1
+        return {name: counts[name] for name in CATEGORIES if name in counts}
 
 
-def status_excluded(value: str) -> bool:
-    """Preview, test, spam or imported, whether the export gives the code or its text."""
-    text = value.strip()
-    if text in STATUS_EXCLUDED:
-        return True
-    if text.endswith(".0") and text[:-2] in STATUS_EXCLUDED:  # a spreadsheet turned 1 into 1.0
-        return True
-    return text.lower() in _EXCLUDED_TEXT
+def scan_backup(store: ObjectStore, layout: KeyLayout) -> Backup:
+    """Every participant in the bucket, erased ones apart, with counts from the listing.
 
-
-def read_export(path: Path, id_column: str) -> QualtricsExport:
-    """Parse the export; ``NotAnExport`` saying why (and listing the columns) when it does not fit."""
-    id_column = id_column.strip()
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise NotAnExport(f"{path} is not UTF-8 text ({exc.reason}); export it as CSV") from None
-    csv.field_size_limit(_MAX_FIELD)
-    try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise NotAnExport(f"{path} is not a readable CSV file: {exc}") from None
-    if len(records) < 2 or not records[0]:
-        raise NotAnExport(f"{path} is not a Qualtrics responses export: it has no header rows")
-    columns = [name.strip() for name in records[0]]
-    if "ResponseId" not in columns and "ResponseID" not in columns:
-        raise NotAnExport(
-            f"{path} is not a Qualtrics responses export: no ResponseId column. "
-            f"Its columns: {_listed(columns)}"
-        )
-    if id_column not in columns:
-        raise NotAnExport(f"no column {id_column!r} in {path}. Its columns: {_listed(columns)}")
-    data_start, layout = 2, "legacy"
-    if len(records) > 2 and records[2] and records[2][0].lstrip().startswith('{"ImportId"'):
-        data_start, layout = 3, "current"
-    index = {name: i for i, name in reversed(list(enumerate(columns)))}
-    response_col = index.get("ResponseId", index.get("ResponseID"))
-
-    def cell(record: list[str], name: str) -> str:
-        position = index.get(name)
-        return record[position].strip() if position is not None and position < len(record) else ""
-
-    rows: dict[str, list[QualtricsRow]] = {}
-    without_id = 0
-    for record in records[data_start:]:
-        if not any(value.strip() for value in record):
-            continue  # blank line at the end
-        pid = cell(record, id_column)
-        if not pid:
-            without_id += 1
-            continue
-        response_id = record[response_col].strip() if response_col < len(record) else ""
-        rows.setdefault(pid, []).append(
-            QualtricsRow(
-                response_id,
-                cell(record, "Finished"),
-                cell(record, "RecordedDate"),
-                status_excluded(cell(record, "Status")),
-            )
-        )
-    return QualtricsExport(layout, columns, rows, without_id)
-
-
-def _listed(columns: list[str], limit: int = 40) -> str:
-    shown = ", ".join(columns[:limit])
-    return shown + (f", ... ({len(columns)} in all)" if len(columns) > limit else "")
-
-
-@dataclass
-class BackupParticipant:
-    submissions: int
-    last_received_at: str
-    latest_submission_key: str | None
-    status_key: str | None
-
-
-def scan_backup(store: ObjectStore, layout: KeyLayout) -> dict[str, BackupParticipant]:
-    """Every participant in the bucket (erased ones left out) with counts from the listing.
-
-    ``lastReceivedAt`` is the status file's ``serverReceivedAt`` (else its timestamp), read
-    concurrently; the listing gives the rest.
+    ``lastReceivedAt`` is the status file's ``serverReceivedAt`` (else its timestamp, else the
+    latest submission's stored time), read concurrently; the listing gives the rest.
     """
     listing = list_bucket(store, layout)
     statuses = {e.status.key: pid for pid, e in listing.participants.items() if e.status}
     received: dict[str, str] = {}
-    erased: set[str] = set()
+    backup = Backup({})
     for key, body in read_many(store, statuses):
         if isinstance(body, StorageError):
             continue
@@ -206,86 +155,149 @@ def scan_backup(store: ObjectStore, layout: KeyLayout) -> dict[str, BackupPartic
         except ValueError:
             continue
         if is_tombstone(document):
-            erased.add(statuses[key])
+            backup.erased.add(statuses[key])
             continue
         moment = stored_moment(document)
         if moment is not None:
-            received[statuses[key]] = moment.isoformat().replace("+00:00", "Z")
-    found = {}
+            received[statuses[key]] = format_timestamp(moment)
     for pid, entry in listing.participants.items():
-        if pid in erased:
+        if pid in backup.erased:
             continue
-        latest = entry.submissions[-1].key if entry.submissions else None
         last = received.get(pid) or max(
-            (info.last_modified.isoformat() for info in entry.submissions), default=""
+            (format_timestamp(info.last_modified) for info in entry.submissions), default=""
         )
-        found[pid] = BackupParticipant(
-            len(entry.submissions), last, latest, entry.status.key if entry.status else None
+        backup.participants[pid] = BackupParticipant(
+            [info.key for info in entry.submissions], last, entry.status.key if entry.status else None
         )
-    return found
+    return backup
 
 
-def reconcile(export: QualtricsExport, backup: dict[str, BackupParticipant]) -> Reconciliation:
+def _prolific_standing(statuses: list[str]) -> str:
+    """The participant's best standing over their Prolific submissions."""
+    if any(s in PROLIFIC_PAID for s in statuses):
+        return "paid"
+    if any(s in PROLIFIC_LEFT for s in statuses):
+        return "left"
+    if any(s in PROLIFIC_REJECTED for s in statuses):
+        return "rejected"
+    return "other" if statuses else "none"
+
+
+def categorise(*, erased: bool, in_backup: bool, qualtrics: str | None, prolific: str | None) -> str:
+    """``qualtrics``: None (not given), real, excluded or none; ``prolific``: None or a standing."""
+    if erased:
+        return "erased"
+    has_response = qualtrics == "real"
+    if prolific is None:
+        if has_response:
+            return "both" if in_backup else "qualtrics_only"
+        if in_backup:
+            return "backup_only"
+        return "qualtrics_excluded"
+    if prolific == "paid":
+        if qualtrics is None:
+            return "both" if in_backup else "paid_no_data"
+        if in_backup and has_response:
+            return "all_three"
+        if in_backup:
+            return "paid_backup_only"
+        return "paid_qualtrics_only" if has_response else "paid_no_data"
+    if in_backup or has_response:
+        return "returned_with_data" if prolific == "left" else "data_not_paid"
+    return "qualtrics_excluded" if qualtrics == "excluded" else "prolific_only"
+
+
+def reconcile(
+    backup: Backup, *, qualtrics: QualtricsExport | None = None, prolific: ProlificExport | None = None
+) -> Reconciliation:
+    if qualtrics is None and prolific is None:
+        raise ValueError("reconcile needs a Qualtrics or a Prolific export")
+    columns = (
+        "participantId",
+        "category",
+        *(QUALTRICS_COLUMNS if qualtrics else ()),
+        *BACKUP_COLUMNS,
+        *(PROLIFIC_COLUMNS if prolific else ()),
+    )
+    everyone = set(backup.participants) | set(backup.erased)
+    everyone |= set(qualtrics.rows_by_id) if qualtrics else set()
+    everyone |= set(prolific.rows_by_id) if prolific else set()
     rows = []
-    for pid in sorted(set(export.rows_by_id) | set(backup)):
-        responses = export.rows_by_id.get(pid, [])
-        real = [r for r in responses if not r.excluded]
-        in_backup = pid in backup
-        if real and in_backup:
-            category = "both"
-        elif in_backup:
-            category = "backup_only"
-        elif real:
-            category = "qualtrics_only"
-        else:
-            category = "qualtrics_excluded"
-        shown = real or responses
-        entry = backup.get(pid)
+    for pid in sorted(everyone):
+        cells: dict[str, str] = {}
+        standing = None
+        qualtrics_state = None
+        if qualtrics is not None:
+            responses = qualtrics.rows_by_id.get(pid, [])
+            real = [r for r in responses if not r.excluded]
+            qualtrics_state = "real" if real else "excluded" if responses else "none"
+            shown = real or responses
+            cells["responseIds"] = ";".join(r.response_id for r in shown)
+            cells["finished"] = ";".join(r.finished for r in shown)
+            cells["recordedDate"] = ";".join(r.recorded_date for r in shown)
+        entry = backup.participants.get(pid)
+        cells["backupSubmissions"] = str(entry.submissions if entry else 0)
+        cells["lastReceivedAt"] = entry.last_received_at if entry else ""
+        if prolific is not None:
+            submissions = prolific.rows_by_id.get(pid, [])
+            standing = _prolific_standing([s.status for s in submissions])
+            cells["prolificStatus"] = ";".join(s.status for s in submissions)
+            cells["prolificSubmissionIds"] = ";".join(s.submission_id for s in submissions)
+            cells["completionCode"] = ";".join(s.completion_code for s in submissions)
+            cells["prolificStartedAt"] = ";".join(s.started_at for s in submissions)
+            cells["prolificCompletedAt"] = ";".join(s.completed_at for s in submissions)
+        category = categorise(
+            erased=pid in backup.erased,
+            in_backup=entry is not None,
+            qualtrics=qualtrics_state,
+            prolific=standing,
+        )
+        lost_by_qualtrics = qualtrics_state is not None and qualtrics_state != "real"
         rows.append(
             ReconcileRow(
                 pid,
                 category,
-                [r.response_id for r in shown],
-                [r.finished for r in shown],
-                [r.recorded_date for r in shown],
-                entry.submissions if entry else 0,
-                entry.last_received_at if entry else "",
+                {"participantId": pid, "category": category, **cells},
+                recoverable=entry is not None and lost_by_qualtrics and category != "erased",
             )
         )
-    return Reconciliation(rows, export)
+    return Reconciliation(rows, columns, qualtrics, prolific)
 
 
-def write_rows(rows: Iterable[ReconcileRow], out: io.TextIOBase) -> None:
-    writer = csv.DictWriter(out, fieldnames=OUTPUT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow(row.as_csv())
+def _csv_writer(out: io.TextIOBase) -> Any:
+    return csv.writer(out, lineterminator="\n")
 
 
-def recover(
-    store: ObjectStore, backup: dict[str, BackupParticipant], result: Reconciliation, directory: Path
-) -> list[Path]:
-    """For each ``backup_only`` participant: ``{id}.json`` (their latest submission's data) and
-    one ``status.csv`` row of their status fields (lists and objects as JSON text)."""
+def write_rows(result: Reconciliation, out: io.TextIOBase) -> None:
+    """The table as CSV, every header and cell neutralised for spreadsheets."""
+    writer = _csv_writer(out)
+    writer.writerow([neutralise(name) for name in result.columns])
+    for row in result.rows:
+        writer.writerow([neutralise(row.cells.get(name, "")) for name in result.columns])
+
+
+@dataclass
+class Recovered:
+    files: list[Path]
+    participants: list[str]  # whose latest verified submission was written
+    unverified_only: list[str]  # in the bucket, but no submission they can be trusted for
+
+
+def recoverable(result: Reconciliation) -> list[str]:
+    """Participants in the bucket (not erased) with no real Qualtrics response: Qualtrics lost them."""
+    return [row.participant_id for row in result.rows if row.recoverable]
+
+
+def recover(store: ObjectStore, backup: Backup, result: Reconciliation, directory: Path) -> Recovered:
+    """For each participant of ``recoverable``: ``{id}.json`` with their latest *verified*
+    submission (not marked ``keyVerified: false``: a keyless participant's uploads count), and one
+    ``status.csv`` row of their status fields (lists and objects as JSON text, the key hash never)."""
     directory.mkdir(parents=True, exist_ok=True)
-    wanted = [row.participant_id for row in result.rows if row.category == "backup_only"]
+    wanted = recoverable(result)
+    entries = {pid: backup.participants[pid] for pid in wanted}
+    latest = latest_verified_submissions(store, entries)
     written: list[Path] = []
-    statuses: dict[str, dict[str, Any]] = {}
-    keys = {}
-    for pid in wanted:
-        entry = backup[pid]
-        if entry.latest_submission_key:
-            keys[entry.latest_submission_key] = ("submission", pid)
-        if entry.status_key:
-            keys[entry.status_key] = ("status", pid)
-    for key, body in read_many(store, keys):
-        kind, pid = keys[key]
-        if isinstance(body, StorageError):
-            raise body
-        document = decode_object(body)
-        if kind == "status":
-            statuses[pid] = document
-            continue
+    for pid, (key, document) in sorted(latest.items()):
         path = directory / f"{pid}.json"
         recovered = {
             "participantId": pid,
@@ -296,16 +308,53 @@ def recover(
         }
         path.write_text(json.dumps(recovered, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
         written.append(path)
-    fields = sorted({name for doc in statuses.values() for name in doc} - {"participantId"})
+    statuses = _read_statuses(store, {e.status_key: pid for pid, e in entries.items() if e.status_key})
+    fields = sorted({name for doc in statuses.values() for name in doc} - {"participantId"} - NOT_RECOVERED)
     status_path = directory / "status.csv"
     with status_path.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["participantId", *fields])
+        writer = _csv_writer(out)
+        writer.writerow([neutralise(name) for name in ("participantId", *fields)])
         for pid in wanted:
             doc = statuses.get(pid, {})
-            writer.writerow([pid, *(_cell(doc.get(name)) for name in fields)])
+            writer.writerow([neutralise(pid), *(neutralise(_cell(doc.get(name))) for name in fields)])
     written.append(status_path)
-    return written
+    return Recovered(written, sorted(latest), sorted(set(wanted) - set(latest)))
+
+
+def latest_verified_submissions(
+    store: ObjectStore, entries: dict[str, BackupParticipant]
+) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Per participant, the latest submission not marked ``keyVerified: false`` (key and document).
+
+    Read newest first, one round per step back, so a participant whose latest upload is verified
+    costs one read; one with only unverified submissions gets no entry.
+    """
+    remaining = {pid: list(entry.submission_keys) for pid, entry in entries.items() if entry.submission_keys}
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
+    while remaining:
+        step = {keys.pop(): pid for pid, keys in remaining.items()}
+        for key, body in read_many(store, step):
+            pid = step[key]
+            if isinstance(body, StorageError):
+                raise body
+            try:
+                document = decode_object(body)
+            except ValueError:
+                continue  # a corrupt file is not the participant's data; try the one before
+            if document.get("keyVerified") is not False:
+                found[pid] = (key, document)
+                remaining.pop(pid, None)
+        remaining = {pid: keys for pid, keys in remaining.items() if keys and pid not in found}
+    return found
+
+
+def _read_statuses(store: ObjectStore, keys: dict[str, str]) -> dict[str, dict[str, Any]]:
+    statuses = {}
+    for key, body in read_many(store, keys):
+        if isinstance(body, StorageError):
+            raise body
+        statuses[keys[key]] = decode_object(body)
+    return statuses
 
 
 def _cell(value: Any) -> str:
@@ -314,3 +363,17 @@ def _cell(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)
+
+
+def summary_lines(result: Reconciliation) -> Iterable[str]:
+    """What the command prints after the table: each file's rows accounted for, then the categories."""
+    if result.qualtrics is not None:
+        headers = result.qualtrics.counts.header
+        yield (
+            f"Qualtrics export ({result.qualtrics.layout}, {headers} header row(s)): "
+            + result.qualtrics.counts.describe()
+        )
+    if result.prolific is not None:
+        yield f"Prolific export: {result.prolific.counts.describe()}"
+    counts = ", ".join(f"{count} {name}" for name, count in result.counts().items())
+    yield f"{len(result.rows)} participant IDs: {counts or 'none'}"

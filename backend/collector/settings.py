@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 StorageKind = Literal["local", "s3"]
+# The variables that point the collector at a bucket; setting any of them means "use a bucket".
+BUCKET_VARIABLES = ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class Settings(BaseSettings):
@@ -17,6 +20,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
 
+    # Which backend the deployment expects; unset: a bucket when any bucket variable is set, else
+    # the local folder. Either way a partial bucket configuration stops the collector at start.
+    storage: StorageKind | None = None
     r2_account_id: str | None = None
     r2_access_key_id: str | None = None
     r2_secret_access_key: str | None = None
@@ -40,6 +46,10 @@ class Settings(BaseSettings):
     # Cookie Secure flag: auto = unless served over plain http on a loopback HOST; behind a
     # TLS proxy on another host use always (or let the proxy send X-Forwarded-Proto).
     admin_cookie_secure: Literal["auto", "always", "never"] = "auto"
+    # The dashboard's public address (e.g. https://collector.example.org), for when a proxy in
+    # front rewrites Host and sends no X-Forwarded-Host: dashboard forms posted from this origin
+    # are accepted. Unset: the request's Host or X-Forwarded-Host decides.
+    public_url: str | None = None
     max_upload_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     max_json_depth: int = Field(default=64, ge=4)
     max_batch_items: int = Field(default=50, ge=1)
@@ -60,6 +70,9 @@ class Settings(BaseSettings):
     retry_after_seconds: int = Field(default=5, ge=1)
     # A client trickling its body (slow-loris) is cut off after this long.
     body_timeout_seconds: float = Field(default=15.0, gt=0)
+    # A connection whose request headers have not all arrived this long after it opened (or
+    # after its last response) is closed by the server itself: idle sockets cannot pile up.
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Per-client-address rate limit on the participant API (429 + Retry-After beyond it). A browser
     # sends a few uploads a minute; the default leaves room for hundreds of participants behind
@@ -69,9 +82,23 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=300, ge=1)
     # New participants (no status.json yet) per address and hour; also off when the rate limit is.
     new_participants_per_hour: int = Field(default=1000, ge=1)
+    # Body bytes per address and hour, beside the request budget (429 + Retry-After beyond it):
+    # what one address can make the collector store. A lab of a hundred participants behind one
+    # NAT, each sending a 4 MB submission a few times over, stays far under it; one address
+    # filling a disk or a bucket's bill does not. At most this much at once, refilled over the
+    # hour. Also off when the rate limit is; 0 switches it off alone.
+    upload_bytes_per_address_per_hour: int = Field(default=2 * 1024**3, ge=0)
+    # Bytes stored without the participant's key (submissions and trials marked keyVerified:
+    # false) per participant and hour, per process. A participant's own browser on a new device
+    # sends a few; a flood against one participant ID is refused (429) past it. 0: no cap.
+    unverified_bytes_per_participant_per_hour: int = Field(default=32 * 1024 * 1024, ge=0)
     # Uploads handled at once by one process: bounds memory (each may hold a body of up to
     # MAX_UPLOAD_BYTES). More wait up to upload_queue_seconds, then get 503 + Retry-After.
     max_concurrent_uploads: int = Field(default=64, ge=1)
+    # Bodies still arriving from one client address at once: a body on its way holds no upload
+    # slot, so this bounds what one address's slow or idle bodies can hold. A browser sends one
+    # upload at a time; a lab of participants behind one address rarely has dozens arriving.
+    max_bodies_in_flight_per_address: int = Field(default=32, ge=1)
     upload_queue_seconds: float = Field(default=10.0, ge=0)
     # Participants whose last status.json this process remembers, so their next upload skips the
     # status read (collector.status_cache; about 200 bytes each). 0: read before every upload.
@@ -84,6 +111,9 @@ class Settings(BaseSettings):
     # Retry-After) and /healthz says so, rather than filling the disk to the last byte.
     min_free_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     min_free_inodes: int = Field(default=10_000, ge=0)
+    # Under this much free space (above MIN_FREE_BYTES), /healthz still answers 200 but says
+    # "lowOnSpace": true, so the operator is warned before uploads are refused.
+    free_space_warning_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
     # Threads one process runs storage calls in (anyio's default is 40). A thread waits for its
     # storage request, so against a distant bucket this, not the CPU, would cap uploads/s.
     storage_threads: int = Field(default=256, ge=1)
@@ -91,22 +121,68 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_admin_password(self) -> Settings:
         # A placeholder password guarding real participant data is worse than none: refuse it.
-        if self.admin_password is not None and self.admin_password.strip().lower() in {
-            "",
-            "changeme",
-            "change-me",
-            "password",
-            "admin",
-        }:
+        if self.admin_password is not None and is_placeholder_password(self.admin_password):
             raise ValueError("ADMIN_PASSWORD is a placeholder; set a real secret or leave it unset")
         return self
 
+    @field_validator("storage", *(name.lower() for name in BUCKET_VARIABLES), mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        # A platform's form often leaves a variable defined but empty: that is "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _normalise_origins(cls, value: str) -> str:
+        return ",".join(normalised_origin(entry) for entry in value.split(",") if entry.strip())
+
+    @model_validator(mode="after")
+    def _check_storage(self) -> Settings:
+        # A partial bucket configuration must not fall back to the local folder: on a platform's
+        # ephemeral disk every upload would be acknowledged, then lost at the next deploy.
+        if self.storage == "local":
+            return self
+        missing = self.missing_bucket_variables()
+        given = [name for name in BUCKET_VARIABLES if getattr(self, name.lower())]
+        if self.storage == "s3" and missing:
+            raise ValueError(f"STORAGE=s3 but the bucket is not configured: set {_listed(missing)}")
+        if given and missing:
+            raise ValueError(
+                f"incomplete bucket configuration: {_listed(given)} set, {_listed(missing)} missing. "
+                "Set the missing variable(s), or STORAGE=local to store into the local folder"
+            )
+        return self
+
+    def missing_bucket_variables(self) -> list[str]:
+        """What is still needed to reach a bucket: an endpoint and both halves of the key."""
+        missing = [] if self.endpoint_url else ["R2_ACCOUNT_ID (or S3_ENDPOINT_URL)"]
+        missing += [
+            name for name in ("R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY") if not getattr(self, name.lower())
+        ]
+        return missing
+
+    @model_validator(mode="after")
+    def _check_public_url(self) -> Settings:
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url.strip())
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("PUBLIC_URL must be an http(s) URL such as https://collector.example.org")
+        return self
+
+    @property
+    def public_origin(self) -> str | None:
+        """``scheme://host[:port]`` of ``PUBLIC_URL``, as a browser sends it in ``Origin``."""
+        if not self.public_url:
+            return None
+        parts = urlsplit(self.public_url.strip())
+        return f"{parts.scheme}://{parts.netloc}".lower()
+
     @property
     def storage_kind(self) -> StorageKind:
-        """``s3`` when credentials or an endpoint are configured, else the local directory."""
-        if self.s3_endpoint_url or (self.r2_account_id and self.r2_access_key_id):
-            return "s3"
-        return "local"
+        """``STORAGE`` when set; else ``s3`` when a bucket is configured, else the local directory."""
+        if self.storage is not None:
+            return self.storage
+        return "s3" if any(getattr(self, name.lower()) for name in BUCKET_VARIABLES) else "local"
 
     @property
     def endpoint_url(self) -> str | None:
@@ -120,13 +196,46 @@ class Settings(BaseSettings):
     @property
     def cors_origins(self) -> list[str]:
         """Origins allowed by CORS; ``*`` on the local default so a study page on any port works."""
-        origins = [o.strip() for o in self.allowed_origins.split(",") if o.strip()]
+        origins = [o for o in self.allowed_origins.split(",") if o]
         if origins:
             return origins
         return ["*"] if self.storage_kind == "local" else []
 
-    def with_generated_admin_password(self) -> tuple[Settings, bool]:
-        """Return settings that have an admin password, and whether one had to be generated."""
-        if self.admin_password:
-            return self, False
-        return self.model_copy(update={"admin_password": secrets.token_urlsafe(18)}), True
+
+def is_placeholder_password(password: str) -> bool:
+    """A placeholder guarding real participant data is worse than none: refused wherever it is set."""
+    return password.strip().lower() in {"", "changeme", "change-me", "password", "admin"}
+
+
+def normalised_origin(entry: str) -> str:
+    """``entry`` as a browser sends it in ``Origin``: lower-case scheme and host, no default port,
+    no trailing slash. ``ValueError`` naming the entry when it is not an origin at all."""
+    text = entry.strip()
+    if text == "*":
+        return text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if (
+        parts is None
+        or parts.scheme.lower() not in _DEFAULT_PORTS
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ValueError(
+            f"{text!r} is not an origin; write each entry as scheme://host[:port], "
+            "e.g. https://study.example.org, with no path"
+        )
+    scheme, host = parts.scheme.lower(), parts.hostname.lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    return f"{scheme}://{host}" + ("" if port in (None, _DEFAULT_PORTS[scheme]) else f":{port}")
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names)

@@ -34,14 +34,14 @@ client's retry completes; an erasure racing the request is the straggler case th
 re-listing already handles for the uncached order.
 
 **Trials** write no ``status.json``, so nothing validates a cached decision for them. A trial
-uses a cache entry only while it is *fresh* (read or written by this process within
-``trial_fresh_seconds``, the storage deadline: as long as an uncached upload may already spend
-between its read and its write while retrying), and only for an accepting decision (a
-``keyVerified: false`` trial reads first). So after an erasure or a key release by *another*
-process, a trial may still be decided from what was true up to that many seconds before;
-``collector verify`` reports such a leftover after an erasure and running the erasure again
-removes it. Erasures and releases made by this process's dashboard drop the entry at once.
-Experiments send trials every few seconds, so most trials cost one request.
+uses a cache entry only while it is *fresh* (confirmed by this process within the erasure
+fence's ``CONFIRM_WINDOW_SECONDS``, ``collector.tombstone``), and only for an accepting decision
+(a ``keyVerified: false`` trial reads first). Its write must then complete within that window
+of the entry's confirmation, or it reads ``status.json`` again and withdraws the trial if it
+finds a tombstone; the erasure waits the window out before its last listing. So an erasure by
+another process, once returned, is final here too. Experiments send trials every few seconds, so
+a trial often costs a read and a write; the cache saves the read for trials sent in quick
+succession.
 """
 
 from __future__ import annotations
@@ -100,8 +100,17 @@ class StatusCache:
             return None
         return entry
 
-    def remember(self, participant_id: str, etag: str | None, key_hash: str | None, moment: datetime) -> None:
-        entry = CachedStatus(etag, key_hash, moment, self.clock())
+    def remember(
+        self,
+        participant_id: str,
+        etag: str | None,
+        key_hash: str | None,
+        moment: datetime,
+        confirmed_at: float | None = None,
+    ) -> None:
+        """Keep the participant's state; ``confirmed_at`` (default now): when the read or write began."""
+        confirmed = self.clock() if confirmed_at is None else confirmed_at
+        entry = CachedStatus(etag, key_hash, moment, confirmed)
         with self._lock:
             self._entries[participant_id] = entry
             self._entries.move_to_end(participant_id)

@@ -16,11 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .keys import KeyLayout
-from .models import Upload, without_server_fields
+from .models import Upload
+from .server_fields import KEY_VERIFIED, without_server_fields
 from .storage import ObjectStore, PreconditionFailed, StorageError
 
 logger = logging.getLogger(__name__)
@@ -46,9 +47,20 @@ def name_suffixes(upload: Upload) -> Iterator[str]:
     yield hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
 
 
-def store_submission(store: ObjectStore, layout: KeyLayout, upload: Upload, stamped: dict[str, Any]) -> str:
-    """Create the submission file under the first free name; its key (the earlier one on a retry)."""
+def store_submission(
+    store: ObjectStore,
+    layout: KeyLayout,
+    upload: Upload,
+    stamped: dict[str, Any],
+    before_write: Callable[[int], None] | None = None,
+) -> str:
+    """Create the submission file under the first free name; its key (the earlier one on a retry).
+
+    ``before_write`` is told the body's size before anything is written, and may refuse by raising.
+    """
     body = json.dumps(stamped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    if before_write is not None:
+        before_write(len(body))
     for suffix in name_suffixes(upload):
         key = layout.submission_key(upload.participant_id, upload.moment, suffix)
         for _ in range(TRIES_PER_NAME):
@@ -59,7 +71,7 @@ def store_submission(store: ObjectStore, layout: KeyLayout, upload: Upload, stam
                 existing = store.get_or_none(key)
                 if existing is None:
                     continue  # the racing write did not land: this name is still free
-                if same_upload(existing.body, upload):
+                if same_upload(existing.body, upload, stamped.get(KEY_VERIFIED)):
                     logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
                     return key
                 break  # taken by another upload: next name
@@ -67,13 +79,18 @@ def store_submission(store: ObjectStore, layout: KeyLayout, upload: Upload, stam
     raise StorageError(f"could not find a free name for a submission of {upload.participant_id}")
 
 
-def same_upload(stored_body: bytes, upload: Upload) -> bool:
-    """Is the stored submission this very upload (a retry)? By uploadId, else by content."""
+def same_upload(stored_body: bytes, upload: Upload, key_verified: object = None) -> bool:
+    """Is the stored submission this very upload (a retry)? By uploadId, else by content.
+
+    Never when one was stored without the participant's key and the other has it
+    (``key_verified``: what this upload stores as ``keyVerified``): a copy sent without the
+    key must not pass for the participant's own upload.
+    """
     try:
         stored = json.loads(stored_body)
     except ValueError:
         return False
-    if not isinstance(stored, dict):
+    if not isinstance(stored, dict) or stored.get(KEY_VERIFIED) != key_verified:
         return False
     if upload.upload_id is not None:
         return stored.get("uploadId") == upload.upload_id

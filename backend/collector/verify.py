@@ -94,7 +94,7 @@ def verify_bucket(
         else:
             report.audit_records += 1
     for info in listing.stray:
-        if info.key == layout.admin_session_key:  # the dashboard's own object, not participant data
+        if info.key in layout.server_keys:  # the collector's own objects, not participant data
             continue
         report.defects.append(Defect(STRAY_KEY, info.key, f"{info.size} bytes"))
         folder = info.key[len(layout.participants_root) :].split("/", 1)[0]

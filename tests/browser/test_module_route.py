@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import tomllib
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from collector.app import create_app
-from collector.routes.static import module_path
+from collector.routes.static import MODULES, module_path
 from tests.support.collector_process import REPO
 from tests.support.settings import local_settings
 
@@ -40,3 +42,28 @@ def test_retry_after_is_readable_cross_origin(tmp_path: Path) -> None:
 
 def test_an_editable_install_finds_the_module_in_the_repository() -> None:
     assert module_path() == REPO / "js" / "data-uploader.js"
+
+
+def test_every_module_the_modules_import_is_served_and_packaged(tmp_path: Path) -> None:
+    """A module imported from the collector loads what it imports from beside it: each is served
+    (CORS-open) and listed for the wheel."""
+    served = set(MODULES)
+    imported = set()
+    for name in served:
+        imported |= set(re.findall(r"from '\./([\w-]+\.js)'", (REPO / "js" / name).read_text()))
+    assert imported <= served
+    assert served == {path.name for path in (REPO / "js").glob("*.js")}
+    packaged = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]
+    assert set(packaged["wheel"]["force-include"]) == {f"js/{name}" for name in served}
+    with TestClient(create_app(local_settings(tmp_path / "data"))) as client:
+        for name in served:
+            answer = client.get(f"/js/{name}", headers={"Origin": "https://elsewhere.example"})
+            assert answer.status_code == 200, name
+            assert answer.headers["access-control-allow-origin"] == "*"
+            assert answer.content == (REPO / "js" / name).read_bytes()
+
+
+def test_the_openapi_description_gives_the_body_limit(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path / "data", max_upload_bytes=123456)
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/openapi.json").json()["info"]["x-max-upload-bytes"] == 123456

@@ -394,7 +394,13 @@ def test_erasure_drops_the_erased_participants_queue_only(
             layout.status_key(ERASED)
         ]
         assert live.status_bytes(ERASED) == scene.tombstone
-        assert set(json.loads(scene.tombstone)) == {"participantId", "erased", "erasedAt"}
+        # The tombstone keeps the key's hash, so only this browser is told of the erasure.
+        assert set(json.loads(scene.tombstone)) == {
+            "participantId",
+            "erased",
+            "erasedAt",
+            "participantKeyHash",
+        }
         assert sorted(doc["submissionData"]["n"] for doc in stored.submissions(KEPT)) == [1, 2]
         assert stored.status(KEPT)["participantId"] == KEPT
         assert len(list(stored.store.list(f"{layout.audit_root}erasures/"))) == 1

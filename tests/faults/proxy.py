@@ -43,6 +43,9 @@ class FaultPlan:
     weights: dict[Fault, float] = field(default_factory=dict)
     methods: frozenset[str] | None = None  # only requests with these methods are faulted
     stall_seconds: float = 5.0
+    # Request headers (lower case) removed before forwarding: upstream behaves as a server that
+    # ignores them, e.g. {"if-none-match", "if-match"} for a bucket without conditional writes.
+    strip_headers: frozenset[str] = frozenset()
 
     def pick(self, method: str, rng: random.Random) -> Fault | None:
         if self.methods is not None and method not in self.methods:
@@ -167,19 +170,16 @@ class FaultProxy:
             raise _Reset
         if fault is Fault.STALL:
             await asyncio.sleep(plan.stall_seconds)
-        response = await self._forward(request, method)
+        response = await self._forward(request, method, plan.strip_headers)
         if fault is Fault.DROP_AFTER_WRITE:
             raise _Reset
         writer.write(response)
         await writer.drain()
 
-    async def _forward(self, request: _Message, method: str) -> bytes:
+    async def _forward(self, request: _Message, method: str, strip: frozenset[str] = frozenset()) -> bytes:
         """Send the request upstream on a fresh connection; the response, framed for the client."""
-        lines = [
-            line
-            for line in request.head.split(b"\r\n")
-            if not line.lower().startswith((b"connection:", b"expect:", b"keep-alive:"))
-        ]
+        dropped = (b"connection:", b"expect:", b"keep-alive:", *(f"{name}:".encode() for name in strip))
+        lines = [line for line in request.head.split(b"\r\n") if not line.lower().startswith(dropped)]
         reader, writer = await asyncio.open_connection(*self.upstream)
         try:
             writer.write(b"\r\n".join([*lines, b"Connection: close", b"", b""]) + request.body)

@@ -181,7 +181,7 @@ test('page-hide after visibilitychange still sends trials made while hidden', as
     doc.dispatchEvent(new Event('visibilitychange')); // hidden: the last status upload
     await settle();
     assert.deepEqual(
-      collector.calls.map((c) => c.body.uploadType),
+      sentUploads(collector).map((u) => u.uploadType),
       ['status'],
     );
     startTrials(uploader, 2);
@@ -231,8 +231,9 @@ test("another tab's flush leaves alone the trials this page is about to send", a
   const tabA = setUp({ storage });
   const calls = startTrials(tabA.uploader, 2);
   const tabB = setUp({ storage, clock: tabA.clock });
-  assert.deepEqual(await tabB.uploader.flushQueue(), { stored: 0, rejected: 0, remaining: 2 });
-  assert.equal(tabB.collector.calls.length, 0); // claimed by tab A's coming send
+  const flushB = await tabB.uploader.flushQueue();
+  assert.deepEqual([flushB.stored, flushB.rejected, flushB.remaining], [0, 0, 2]);
+  assert.equal(tabB.collector.calls.length, 0); // tab A's pump holds the lease for its coming send
   await tabA.clock.advance(BATCH_DELAY_MS);
   for (const answer of await Promise.all(calls)) assert.equal(answer.status, 'success');
   assert.equal(tabA.collector.calls.length, 1);
@@ -243,16 +244,18 @@ test('batchDelayMs: 0 sends each trial on its own at once', async () => {
   const { uploader, collector } = setUp({ batchDelayMs: 0 });
   const answer = await uploader.uploadTrialData(PID, 'S1', 0, { i: 0 });
   assert.equal(answer.status, 'success');
-  assert.ok(collector.calls[0].url.endsWith('/api/upload-user-data'));
+  assert.ok(collector.calls[0].url.endsWith('/api/upload-user-data/batch'));
+  assert.equal(collector.calls[0].body.uploads.length, 1); // a batch of one
 });
 
 test('a trial of an erased participant waiting for the timer is not sent', async () => {
-  const collector = fakeCollector((url) =>
-    url.endsWith('/batch') ? null : jsonAnswer(410, { status: 'error', error: 'erased', reason: 'erased' }),
+  const collector = fakeCollector(() =>
+    jsonAnswer(410, { status: 'error', error: 'erased', reason: 'erased' }),
   );
   const { uploader, clock, events } = setUp({ collector });
-  const trial = uploader.uploadTrialData(PID, 'S1', 0, { i: 0 });
-  const submission = await uploader.uploadSubmissionData(PID, { n: 1 }); // 410: erased
+  const sending = uploader.uploadSubmissionData(PID, { n: 1 }); // in flight, to be answered 410
+  const trial = uploader.uploadTrialData(PID, 'S1', 0, { i: 0 }); // queued for the next batch
+  const submission = await sending;
   assert.equal(submission.reason, 'erased');
   await clock.advance(BATCH_DELAY_MS);
   const answer = await trial;

@@ -40,9 +40,12 @@ export class FakeStorage {
     return [...this.map.keys()].filter((k) => k.startsWith(OWN_PREFIX));
   }
 
-  /** The module's keys about the queue: everything of its own but participant keys and erasure marks. */
+  /** The module's keys about the queue: everything of its own but participant keys, erasure marks
+   *  and the cross-tab lease. */
   queueKeys() {
-    return this.ownKeys().filter((k) => !k.startsWith(KEY_PREFIX) && !k.startsWith(ERASED_PREFIX));
+    return this.ownKeys().filter(
+      (k) => !k.startsWith(KEY_PREFIX) && !k.startsWith(ERASED_PREFIX) && k !== 'dataUploader.v1.lease',
+    );
   }
 }
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { parseStoredValue } from '../../js/data-uploader.js';
-import { FakeStorage, KEY_PREFIX, jsonAnswer, setUp } from './fakes.mjs';
+import { FakeStorage, KEY_PREFIX, jsonAnswer, sentUploads, setUp } from './fakes.mjs';
 
 const PID = 'P001ABC';
 
@@ -36,7 +36,7 @@ for (const [key, raw, field, expected] of ROWS) {
     const { uploader, collector } = setUp({ storage: new FakeStorage({ [key]: raw }) });
     const answer = await uploader.uploadUserStatus(PID);
     assert.equal(answer.status, 'success');
-    const sent = collector.calls[0].body;
+    const [sent] = sentUploads(collector);
     assert.deepEqual(sent[field], expected);
     assert.equal(sent.participantId, PID);
     assert.equal(sent.uploadType, 'status');
@@ -49,7 +49,7 @@ test('the whole table at once, with totalSessionTimeHours derived and nothing el
   const before = storage.snapshot();
   const { uploader, collector } = setUp({ storage });
   await uploader.uploadSubmissionData(PID, { regions: [1], completed: true });
-  const sent = collector.calls[0].body;
+  const [sent] = sentUploads(collector);
   for (const [, , field, expected] of ROWS) assert.deepEqual(sent[field], expected, field);
   assert.equal(sent.totalSessionTimeHours, 2);
   assert.deepEqual(sent.submissionData, { regions: [1], completed: true });
@@ -82,7 +82,7 @@ test('a value that does not parse is sent as its string, never dropped', async (
   });
   const { uploader, collector } = setUp({ storage });
   await uploader.uploadUserStatus(PID);
-  const sent = collector.calls[0].body;
+  const [sent] = sentUploads(collector);
   assert.equal(sent.sessionHistory, '[{"start":1,');
   assert.equal(sent.weeklySessionCount, 'two');
   assert.equal(sent.totalSessionTime, 'lots');

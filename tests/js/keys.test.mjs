@@ -21,7 +21,7 @@ test('the first upload makes a key with getRandomValues, kept at dataUploader.v1
   const key = storage.getItem(KEY_PREFIX + PID);
   assert.match(key, KEY_SHAPE);
   assert.deepEqual(requested, [32]);
-  assert.equal(collector.calls[0].body.participantKey, key);
+  assert.equal(sentUploads(collector)[0].participantKey, key);
   // Another participant on the same browser gets a key of their own.
   await uploader.uploadUserStatus('OTHER1');
   assert.match(storage.getItem(`${KEY_PREFIX}OTHER1`), KEY_SHAPE);
@@ -83,7 +83,7 @@ test('a study-supplied key replaces the browser-made one, for the configured par
   uploader.configure({ participantId: PID, participantKey: secret });
   await uploader.uploadUserStatus(PID);
   await uploader.uploadUserStatus('OTHER1');
-  const keys = collector.calls.map((c) => [c.body.participantId, c.body.participantKey]);
+  const keys = sentUploads(collector).map((u) => [u.participantId, u.participantKey]);
   assert.equal(keys[0][1], made);
   assert.deepEqual(keys[1], [PID, secret]);
   assert.notEqual(keys[2][1], secret);
@@ -95,8 +95,8 @@ test('a participantKey given without a participantId is for the first participan
   const { uploader, collector, storage } = setUp({ participantKey: secret });
   await uploader.uploadSubmissionData(PID, { n: 1 });
   await uploader.uploadUserStatus('OTHER1');
-  assert.equal(collector.calls[0].body.participantKey, secret);
-  assert.notEqual(collector.calls[1].body.participantKey, secret);
+  assert.equal(sentUploads(collector)[0].participantKey, secret);
+  assert.notEqual(sentUploads(collector)[1].participantKey, secret);
   assert.equal(storage.getItem(KEY_PREFIX + PID), secret);
 });
 
@@ -118,10 +118,10 @@ test('no key is sent when it cannot be kept (it would claim for one page load on
   const { FullStorage } = await import('./fakes.mjs');
   const { uploader, collector } = setUp({ storage: new FullStorage() });
   await uploader.uploadUserStatus(PID);
-  assert.equal('participantKey' in collector.calls[0].body, false);
+  assert.equal('participantKey' in sentUploads(collector)[0], false);
   const noCrypto = setUp({ crypto: {} });
   await noCrypto.uploader.uploadUserStatus(PID);
-  assert.equal('participantKey' in noCrypto.collector.calls[0].body, false);
+  assert.equal('participantKey' in sentUploads(noCrypto.collector)[0], false);
 });
 
 test('a garbled stored key is replaced; two instances of one browser share the key', async () => {
@@ -132,7 +132,7 @@ test('a garbled stored key is replaced; two instances of one browser share the k
   assert.match(key, KEY_SHAPE);
   const b = setUp({ storage });
   await b.uploader.uploadSubmissionData(PID, { n: 1 });
-  assert.equal(b.collector.calls[0].body.participantKey, key);
+  assert.equal(sentUploads(b.collector)[0].participantKey, key);
 });
 
 test('the page-hide status upload is text/plain with keepalive, with the key in its body', async () => {
@@ -145,8 +145,8 @@ test('the page-hide status upload is text/plain with keepalive, with the key in 
     const [call] = collector.calls;
     assert.equal(call.init.keepalive, true);
     assert.equal(call.init.headers['Content-Type'], 'text/plain');
-    assert.equal(call.body.uploadType, 'status');
-    assert.equal(call.body.participantKey, storage.getItem(KEY_PREFIX + PID));
+    assert.equal(call.body.uploads[0].uploadType, 'status');
+    assert.equal(call.body.uploads[0].participantKey, storage.getItem(KEY_PREFIX + PID));
     uploader.close();
     page.dispatchEvent(new Event('pageshow'));
     page.dispatchEvent(new Event('pagehide'));

@@ -9,6 +9,7 @@ import {
   answerOf,
   fakeCollector,
   jsonAnswer,
+  sentUploads,
   setUp,
 } from './fakes.mjs';
 
@@ -141,7 +142,7 @@ test('bad arguments and bad options resolve to errors, never throw', async () =>
   assert.equal(typeof uploader.configure({ onEvent: studyBug }), 'object');
   // A submission that is not an object is kept, wrapped, rather than refused.
   assert.equal((await uploader.uploadSubmissionData(PID, 'just text')).status, 'success');
-  assert.deepEqual(collector.calls.at(-1).body.submissionData, { value: 'just text' });
+  assert.deepEqual(sentUploads(collector).at(-1).submissionData, { value: 'just text' });
 });
 
 test('an unreadable queue entry of its own is dropped by cleaning, with an event, not silently', () => {

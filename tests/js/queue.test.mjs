@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { backoffDelay, splitBatches } from '../../js/data-uploader.js';
-import { FakeClock, FakeStorage, fakeCollector, jsonAnswer, offline, setUp } from './fakes.mjs';
+import { FakeClock, FakeStorage, fakeCollector, jsonAnswer, offline, sentUploads, setUp } from './fakes.mjs';
 
 const PID = 'P001ABC';
 
@@ -26,7 +26,7 @@ test('a network failure keeps the upload queued; the next page load sends it unc
   const answer = await first.uploader.uploadSubmissionData(PID, { answers: [1, 2, 3] });
   assert.equal(answer.status, 'queued');
   assert.equal(answer.persisted, true);
-  const sentFirst = first.collector.calls[0].body;
+  const [sentFirst] = sentUploads(first.collector);
   assert.equal(storage.queueKeys().filter((k) => k.startsWith('dataUploader.v1.item.')).length, 1);
   first.uploader.close();
 
@@ -130,10 +130,10 @@ test('newer status uploads supersede older ones; submissions are all kept', asyn
   assert.equal(items.filter((i) => i.uploadType === 'submission').length, 3);
   const statuses = items.filter((i) => i.uploadType === 'status');
   assert.deepEqual(statuses.map((i) => i.participantId).sort(), ['OTHER1', PID]);
-  const lastStatus = collector.calls
-    .filter((c) => c.body.uploadType === 'status' && c.body.participantId === PID)
+  const lastStatus = sentUploads(collector)
+    .filter((u) => u.uploadType === 'status' && u.participantId === PID)
     .at(-1);
-  assert.ok(statuses.some((i) => i.uploadId === lastStatus.body.uploadId));
+  assert.ok(statuses.some((i) => i.uploadId === lastStatus.uploadId));
 });
 
 test('the bound: oldest statuses give way; a submission over it is kept in memory, loudly', async () => {
@@ -219,17 +219,17 @@ test('each batch item is answered on its own: the stored and the refused leave t
   assert.ok(uploader.getQueueState().nextAttemptAt > clock.t);
 });
 
-test('a batch refused as a whole (413, an older collector) falls back to one request each', async () => {
+test('a batch refused as a whole is sent again one upload per batch; each is answered', async () => {
   const { uploader } = setUp({ collector: offline() });
   for (let i = 0; i < 3; i += 1) await uploader.uploadSubmissionData(PID, { i });
-  const collector = fakeCollector((url) =>
-    url.endsWith('/batch') ? jsonAnswer(413, { status: 'error', error: 'too big' }) : null,
+  const collector = fakeCollector((url, init, body) =>
+    body.uploads.length > 1 ? jsonAnswer(400, { status: 'error', error: 'malformed batch' }) : null,
   );
   uploader.configure({ fetch: collector.fetch });
   assert.deepEqual(await uploader.flushQueue(), { stored: 3, rejected: 0, remaining: 0 });
   assert.deepEqual(
-    collector.calls.map((c) => c.url.split('/').at(-1)),
-    ['batch', 'upload-user-data', 'upload-user-data', 'upload-user-data'],
+    collector.calls.map((c) => c.body.uploads.length),
+    [3, 1, 1, 1],
   );
 });
 
@@ -295,8 +295,29 @@ test('Web Locks when present: flushes of two tabs run one after the other', asyn
   const collector = fakeCollector();
   tabA.configure({ fetch: collector.fetch });
   const { uploader: tabB } = setUp({ storage, clock, collector, locks, lockGraceMs: 0 });
+  held.length = 0; // the uploads took the lock too: count the flushes'
   const [a, b] = await Promise.all([tabA.flushQueue(), tabB.flushQueue()]);
   assert.equal(a.stored + b.stored, 2);
   assert.equal(collector.calls.length, 1);
   assert.deepEqual(held, ['dataUploader.v1.flush', 'dataUploader.v1.flush']);
+});
+
+test('a call is answered in time even while another tab holds the lock: queued, sent later', async () => {
+  let release;
+  const busy = new Promise((resolve) => {
+    release = resolve;
+  });
+  const locks = { request: (name, fn) => busy.then(fn) }; // another tab has the lock until release()
+  const { uploader, clock, collector } = setUp({ locks, timeoutMs: 5000 });
+  const pending = uploader.uploadSubmissionData(PID, { n: 1 });
+  await clock.advance(6100);
+  const answer = await pending;
+  assert.equal(answer.status, 'queued');
+  assert.equal(answer.persisted, true);
+  assert.equal(answer.error, 'another tab is sending the queue');
+  assert.equal(collector.calls.length, 0);
+  release();
+  await clock.advance(0);
+  assert.equal(collector.stored.size, 1); // the pump sends it once the lock is free
+  assert.deepEqual(uploader.getQueueState().items, []);
 });

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..errors import LoginRequired
 from ..web.error_handlers import error_response
 from ..web.services import Services
-from . import erase_routes, participant_routes, routes, study_routes
+from . import completeness_routes, erase_routes, participant_routes, routes, study_routes
 from .bounded import cell_text, utc_text
 from .context import STATIC_DIR, build_context
 
@@ -35,11 +35,13 @@ def install(app: FastAPI, services: Services) -> None:
     admin.templates.env.filters["cell"] = cell_text
     admin.templates.env.filters["utc"] = utc_text
     admin.templates.env.globals["in_study"] = study_routes.in_study
+    admin.templates.env.globals["export_formats"] = completeness_routes.offered_export_formats()
     app.state.admin = admin
     app.include_router(routes.router)
     app.include_router(participant_routes.router)
     app.include_router(erase_routes.router)
     app.include_router(study_routes.router)
+    app.include_router(completeness_routes.router)
     app.mount("/admin/static", StaticFiles(directory=STATIC_DIR), name="admin-static")
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_middleware(AdminHeaders)

@@ -5,6 +5,7 @@ stolen cookie tells nothing about the password. The secret comes from ``ADMIN_SE
 or, when that is unset, is generated once and kept in the store itself (``SessionStateStore``,
 created with create-if-absent), so every worker and every instance on the bucket shares it.
 The signing key mixes in a digest of the password: changing the password ends every session.
+Without ``ADMIN_PASSWORD`` the password is a hashed one kept in the bucket (``password.py``).
 
 Revocation lives in the same stored object: logout adds the session's nonce to ``revoked``
 (compare-and-swap), and every process re-reads the object at most every ``check_seconds``.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
@@ -24,6 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..storage import AlreadyExists, ObjectStore, PreconditionFailed
+from .password import StoredPassword
+
+logger = logging.getLogger("collector.admin")
 
 COOKIE_NAME = "collector_admin"
 SESSION_SECONDS = 8 * 3600
@@ -154,25 +159,53 @@ def _with_revoked(state: SessionState, nonce: str, expiry: int, now: float) -> S
 class AdminAuth:
     """Checks the password and issues/validates tokens ``v2.{epoch}.{expiry}.{nonce}.{signature}``."""
 
-    def __init__(self, password: str | None, state: SessionStateSource | None = None) -> None:
-        self.enabled = bool(password)
+    def __init__(
+        self,
+        password: str | None,
+        state: SessionStateSource | None = None,
+        stored: StoredPassword | None = None,
+    ) -> None:
+        """``password`` (``ADMIN_PASSWORD``) wins; without it, the ``stored`` hashed one is used."""
+        self.stored = None if password else stored
+        self.enabled = bool(password) or self.stored is not None
         secret = (password or secrets.token_urlsafe(32)).encode("utf-8")
         self._password_digest = hashlib.sha256(secret).digest()
         self.state = state or MemorySessionState()
-        self._keys: dict[bytes, bytes] = {}
+        self._keys: dict[tuple[bytes, bytes], bytes] = {}
 
     def password_matches(self, candidate: str) -> bool:
-        """Constant-time: comparing fixed-length digests hides the password's length too."""
+        """Constant-time: comparing fixed-length digests hides the password's length too.
+
+        With a stored password this may read the bucket and hashes (scrypt): call it off the loop.
+        """
+        if self.stored is not None:
+            current = self.stored.current()
+            if current is None:  # none yet (the start could not reach the bucket): make it now
+                generated = self.stored.ensure()
+                if generated is not None:
+                    logger.warning("Admin dashboard password (generated): %s", generated)
+                current = self.stored.current()
+            return current is not None and current.matches(candidate)
         digest = hashlib.sha256(candidate.encode("utf-8")).digest()
         return self.enabled and hmac.compare_digest(digest, self._password_digest)
+
+    def _password_fingerprint(self) -> bytes | None:
+        """What of the password goes into the signing key (so a new password ends every session)."""
+        if self.stored is None:
+            return self._password_digest
+        current = self.stored.current()
+        return None if current is None else hashlib.sha256(current.encode()).digest()
 
     def signing_key(self, state: SessionState | None = None) -> bytes:
         """HMAC(random secret, purpose + password digest): unguessable without the secret."""
         secret = (state or self.state.current()).secret
-        key = self._keys.get(secret)
+        fingerprint = self._password_fingerprint()
+        if fingerprint is None:  # no password stored: no session is valid, none can be issued
+            raise LookupError("no dashboard password is set")
+        key = self._keys.get((secret, fingerprint))
         if key is None:
-            key = hmac.new(secret, _KEY_PURPOSE + self._password_digest, hashlib.sha256).digest()
-            self._keys = {secret: key}
+            key = hmac.new(secret, _KEY_PURPOSE + fingerprint, hashlib.sha256).digest()
+            self._keys = {(secret, fingerprint): key}
         return key
 
     def issue(self, now: float | None = None) -> str:
@@ -203,7 +236,11 @@ class AdminAuth:
         if version != _TOKEN_VERSION or not (epoch.isdigit() and expiry.isdigit()):
             return None
         state = self.state.current()
-        if not hmac.compare_digest(signature, self._sign(payload, state)):
+        try:
+            expected = self._sign(payload, state)
+        except LookupError:
+            return None
+        if not hmac.compare_digest(signature, expected):
             return None
         now = time.time() if now is None else now
         if int(epoch) != state.epoch or int(expiry) <= now or nonce in state.revoked:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,6 +18,7 @@ from ..studies.registry import Study
 from ..web.services import Services
 from .auth import COOKIE_NAME, AdminAuth, LoginThrottle, SessionStateStore
 from .index import ParticipantIndex
+from .password import StoredPassword
 
 T = TypeVar("T")
 
@@ -50,7 +51,15 @@ def build_context(services: Services) -> AdminContext:
     )
     return AdminContext(
         services=services,
-        auth=AdminAuth(settings.admin_password, state),
+        auth=AdminAuth(
+            settings.admin_password,
+            state,
+            StoredPassword(
+                services.store,
+                services.layout.admin_password_key,
+                check_seconds=settings.admin_session_check_seconds,
+            ),
+        ),
         throttle=LoginThrottle(),
         index=ParticipantIndex(services.store, services.layout),
         templates=templates,
@@ -129,10 +138,41 @@ def cookie_secure(request: Request, admin: AdminContext) -> bool:
 
 
 def same_origin(request: Request) -> None:
-    """Refuse a cross-site form post (belt and braces beside the SameSite=Strict cookie)."""
+    """Refuse a cross-site form post (belt and braces beside the SameSite=Strict cookie and the
+    form tokens).
+
+    The dashboard's own origin is the request's ``Host``, or what a proxy in front says it was:
+    ``X-Forwarded-Host`` (nginx's default rewrites ``Host`` to the upstream's address), or
+    ``PUBLIC_URL``. A browser cannot add ``X-Forwarded-Host`` to a cross-site form post (a form
+    sets no headers, and a script would need a CORS preflight the dashboard never grants), so
+    honouring it lets no forged form through.
+    """
     origin = request.headers.get("origin")
-    if origin and urlsplit(origin).netloc != request.headers.get("host"):
+    if not origin:
+        return
+    parts = urlsplit(origin)
+    own_hosts = {request.headers.get("host", "")}
+    forwarded = request.headers.get("x-forwarded-host")
+    if forwarded:
+        own_hosts.add(forwarded.split(",", 1)[0].strip())
+    own_origin = get_admin(request).services.settings.public_origin
+    if parts.netloc not in own_hosts and f"{parts.scheme}://{parts.netloc}".lower() != own_origin:
         raise Forbidden("cross-site request refused")
+
+
+async def checked_form(
+    request: Request, admin: AdminContext, *, max_bytes: int = 4096
+) -> dict[str, list[str]]:
+    """The posted form (its first ``max_bytes``), once its ``token`` field is this session's form
+    token (``AdminAuth.form_token``, put in every page's forms): 403 otherwise, before anything
+    changes. A forged form from another site cannot know it."""
+    body = await request.body()
+    form = parse_qs(body[:max_bytes].decode("utf-8", "replace"))
+    token = form.get("token", [""])[0]
+    # Off the loop: checking the token may re-read the shared session state from the bucket.
+    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
+        raise Forbidden("the form has expired; reload the page and try again")
+    return form
 
 
 AdminDep = Annotated[AdminContext, Depends(get_admin)]

@@ -1,15 +1,15 @@
 """Erasing a participant from the dashboard: a confirmation page, then a POST that erases.
 
-The POST is guarded like every dashboard form: a valid session cookie (SameSite=Strict) and
-an Origin, when sent, naming this host. The confirmation step asks for the reason and for the
-participant ID typed again, so neither a stray click nor a forged form erases anyone.
+The POST is guarded like every dashboard form: a valid session cookie (SameSite=Strict), the
+session's form token, and an Origin, when sent, naming this dashboard. The confirmation step
+asks for the reason and for the participant ID typed again, so neither a stray click nor a
+forged form erases anyone.
 The audit record names ``dashboard`` as who asked.
 """
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,7 +19,8 @@ from ..erasure import ErasureRefused, erase_participant, preview_erasure
 from ..errors import NotFound
 from ..keys import is_valid_participant_id
 from ..storage import StorageError
-from .context import AdminContext, SessionDep, same_origin
+from .context import AdminContext, SessionDep, checked_form, same_origin
+from .rendering import render_html
 
 logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin/participants", include_in_schema=False)
@@ -37,10 +38,9 @@ async def erase_form(request: Request, participant_id: str, admin: SessionDep) -
 async def erase(request: Request, participant_id: str, admin: SessionDep) -> HTMLResponse:
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
+    form = await checked_form(request, admin, max_bytes=_MAX_FORM_BYTES)  # 403 unless this session's
+    if len(await request.body()) > _MAX_FORM_BYTES:
         return await _confirm_page(request, admin, participant_id, error="The form is too large.", status=413)
-    form = parse_qs(body.decode("utf-8", "replace"))
     reason = form.get("reason", [""])[0].strip()
     typed = form.get("confirm", [""])[0].strip()
     if typed != participant_id:
@@ -63,8 +63,8 @@ async def erase(request: Request, participant_id: str, admin: SessionDep) -> HTM
     services.uploads.forget(participant_id)  # its cached status no longer decides a trial here
     logger.info("Dashboard erased participant %s: %d object(s)", participant_id, len(result.objects))
     await run_in_threadpool(admin.index.refresh, full=False)
-    return admin.templates.TemplateResponse(
-        request, "erase.html", {"pid": participant_id, "result": result, "preview": None}
+    return await render_html(
+        request, admin, "erase.html", {"pid": participant_id, "result": result, "preview": None}
     )
 
 
@@ -81,8 +81,9 @@ async def _confirm_page(
         raise NotFound("no such participant")
     services = admin.services
     preview = await run_in_threadpool(preview_erasure, services.store, services.layout, participant_id)
-    return admin.templates.TemplateResponse(
+    return await render_html(
         request,
+        admin,
         "erase.html",
         {"pid": participant_id, "preview": preview, "result": None, "error": error, "reason": reason},
         status_code=status,

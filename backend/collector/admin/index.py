@@ -1,10 +1,13 @@
 """An in-process index of every participant, for a dashboard that stays fast at 10,000 of them.
 
-Built from one listing of the bucket (submission counts and times come from it, never from
-reading the files) plus every ``status.json``, read concurrently. A rebuild re-reads only the
-status files whose size or modification time changed. The index is a cache of the bucket, not
-state: each worker process keeps its own; it is served for ``ttl`` seconds, then refreshed in
-the background while the previous one is still served, and the Refresh button rebuilds it fully.
+Built from one listing of the bucket (submission times come from it) plus every
+``status.json``, read concurrently. A rebuild re-reads only the status files whose size or
+modification time changed. Submissions are read only where they can change what is shown (a
+participant who holds or held a key may have unverified ones, which do not count; one with trials
+has sessions they complete), each once per process (``reading.submissions``). The index is a cache
+of the bucket, not state: each worker process keeps its own; it is served for ``ttl`` seconds,
+then refreshed in the background while the previous one is still served, and the Refresh button
+rebuilds it fully.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from ..keys import KeyLayout
+from ..participant_keys import HASH_FIELD
 from ..reading.records import (
     as_bool,
     as_float,
@@ -26,7 +30,16 @@ from ..reading.records import (
     session_moment,
     session_records,
 )
-from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
+from ..reading.scan import (
+    DEFAULT_READERS,
+    BucketListing,
+    ParticipantObjects,
+    decode_object,
+    key_released,
+    list_bucket,
+    read_many,
+)
+from ..reading.submissions import Submission, SubmissionFacts
 from ..storage import ObjectInfo, ObjectStore, StorageError
 from ..tombstone import is_tombstone
 
@@ -44,11 +57,14 @@ class ParticipantSummary:
     total_hours: float | None
     volcano: str | None
     mode: str | None
-    last_upload: datetime | None  # server receipt time (the listing's last_modified)
-    submission_count: int
-    submission_times: tuple[datetime, ...] = ()  # server receipt times, from the listing
+    # Server receipt time (the listing's last_modified) of status.json or of a submission that
+    # speaks for the participant: an unverified one (reading.records.is_unverified) never moves it.
+    last_upload: datetime | None
+    submission_count: int  # submissions that speak for the participant
+    submission_times: tuple[datetime, ...] = ()  # their server receipt times, from the listing
     completed_session_times: tuple[datetime, ...] = ()  # the browser's own dates: may be anything
     erased: bool = False  # status.json is an erasure tombstone
+    unverified_count: int = 0  # submissions marked keyVerified: false, shown apart
     trial_count: int = 0
     trial_session_count: int = 0
     milestones: tuple[bool, ...] = ()  # the study's milestone fields, in order (True when reached)
@@ -82,6 +98,8 @@ class ParticipantIndex:
         self.milestones = milestones  # a registered study's funnel fields (collector.studies)
         self.ttl = ttl
         self.workers = workers
+        # What each submission says, read once per process; the participant page shares it.
+        self.submissions = SubmissionFacts()
         self._snapshot: Snapshot | None = None
         self._statuses: dict[str, tuple[tuple[int, datetime], dict[str, Any] | None]] = {}
         self._build_lock = threading.Lock()
@@ -130,11 +148,23 @@ class ParticipantIndex:
                 except ValueError:
                     logger.warning("Admin index: %r is not a JSON object", key)
             self._statuses[key] = (versions[key], document)
-        summaries = []
-        for entry in listing.participants.values():
-            status = self._statuses.get(entry.status.key, (None, None))[1] if entry.status else None
-            summary = _summary(self.layout, entry.participant_id, entry.status, status, entry.submissions)
-            summaries.append(_with_trials(summary, entry.trials, status, self.milestones))
+        statuses = {
+            pid: self._statuses.get(entry.status.key, (None, None))[1] if entry.status else None
+            for pid, entry in listing.participants.items()
+        }
+        # A submission that cannot be read now counts as before (it is read again next time),
+        # like an unreadable status: storage trouble must not take the whole dashboard down.
+        to_read = _submissions_to_read(listing, self.layout, statuses)
+        facts = self.submissions.of(self.store, to_read, workers=self.workers, raise_errors=False)
+        summaries = [
+            _with_trials(
+                _summary(entry, statuses[entry.participant_id], facts),
+                entry.trials,
+                statuses[entry.participant_id],
+                self.milestones,
+            )
+            for entry in listing.participants.values()
+        ]
         logger.info(
             "Admin index: %d participants (%d status files read) in %.2f s",
             len(summaries),
@@ -148,17 +178,34 @@ def _version(info: ObjectInfo) -> tuple[int, datetime]:
     return info.size, info.last_modified
 
 
+def _submissions_to_read(
+    listing: BucketListing, layout: KeyLayout, statuses: dict[str, dict[str, Any] | None]
+) -> list[ObjectInfo]:
+    """The submissions whose content the index needs: of participants who hold (or held) a key,
+    since only theirs can be unverified, and of those with trials, whose sessions they complete.
+
+    A submission is marked unverified only when a key hash was stored at the time, so a
+    participant who never held a key needs none read (the listing tells the rest).
+    """
+    released = key_released(listing, layout)
+    return [
+        info
+        for pid, entry in listing.participants.items()
+        if entry.trials or pid in released or (statuses[pid] or {}).get(HASH_FIELD)
+        for info in entry.submissions
+    ]
+
+
 def _summary(
-    layout: KeyLayout,
-    participant_id: str,
-    status_info: ObjectInfo | None,
-    status: dict[str, Any] | None,
-    submissions: list[ObjectInfo],
+    entry: ParticipantObjects, status: dict[str, Any] | None, facts: dict[str, Submission]
 ) -> ParticipantSummary:
     doc = status or {}
-    # Server receipt times (when the object was stored), from the listing: no reads, and no
-    # client clock, which may say 9999 or 1970 (see docs/api.md on timestamps).
-    times = tuple(info.last_modified for info in submissions)
+    status_info = entry.status
+    # Server receipt times (when the object was stored), from the listing, and no client clock,
+    # which may say 9999 or 1970 (see docs/api.md on timestamps); unverified submissions apart.
+    unverified = [info for info in entry.submissions if info.key in facts and not facts[info.key].counts]
+    apart = {info.key for info in unverified}
+    times = tuple(info.last_modified for info in entry.submissions if info.key not in apart)
     status_time = status_info.last_modified if status_info else None
     uploads = [*times, status_time] if status_time else list(times)
     completed = tuple(
@@ -168,7 +215,7 @@ def _summary(
     )
     flags = ("hasSeenParticipantSetup", "hasSeenWelcome", "hasSeenTutorial", "tutorialCompleted")
     return ParticipantSummary(
-        participant_id=participant_id,
+        participant_id=entry.participant_id,
         has_status=status_info is not None,
         status_readable=status is not None,
         flags=tuple(as_bool(doc.get(name)) is True for name in flags),  # type: ignore[arg-type]
@@ -178,10 +225,11 @@ def _summary(
         volcano=as_text(doc.get("selectedVolcano")),
         mode=as_text(doc.get("selectedMode")),
         last_upload=max(uploads) if uploads else None,
-        submission_count=len(submissions),
+        submission_count=len(times),
         submission_times=times,
         completed_session_times=completed,
         erased=is_tombstone(status),
+        unverified_count=len(unverified),
     )
 
 
@@ -193,14 +241,13 @@ def _with_trials(
 ) -> ParticipantSummary:
     """The summary with the participant's trial counts and milestones (from the listing and status)."""
     doc = status or {}
-    last = max((info.last_modified for info in trials), default=None)
-    if last is not None and summary.last_upload is not None:
-        last = max(last, summary.last_upload)
+    # A participant who sent only trials has no other upload time: their last trial's receipt.
+    last_trial = max((info.last_modified for info in trials), default=None)
     return replace(
         summary,
         trial_count=len(trials),
         trial_session_count=len({info.key.rsplit("/", 2)[-2] for info in trials}),
-        last_upload=last or summary.last_upload,
+        last_upload=summary.last_upload or last_trial,
         milestones=tuple(as_bool(doc.get(name)) is True for name in milestones),
     )
 

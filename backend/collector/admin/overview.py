@@ -71,6 +71,7 @@ class Overview:
     window_start: date | None = None
     window_end: date | None = None
     erased: int = 0  # erased participants, not counted in ``participants``
+    unverified_submissions: int = 0  # stored without the participant's key: not in ``submissions``
 
 
 def build_overview(
@@ -125,6 +126,7 @@ def build_overview(
             _series(weeks, timedelta(weeks=1), MAX_WEEKS),
         ),
         erased=erased,
+        unverified_submissions=sum(p.unverified_count for p in people),
     )
 
 

@@ -16,19 +16,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
-from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from ..errors import Forbidden, InvalidUpload, NotFound
+from ..errors import InvalidUpload, NotFound
 from ..keys import is_valid_participant_id
 from ..participant_keys import HASH_FIELD, release_key
-from ..reading.records import SESSION_COMPLETED_NAMES, session_records
+from ..reading.records import (
+    PRIVATE_FIELDS,
+    SESSION_COMPLETED_NAMES,
+    session_records,
+    shareable_body,
+    without_private_fields,
+)
 from ..reading.scan import decode_object, read_many
 from ..storage import ObjectInfo, ObjectNotFound, StorageError, StoredObject
-from ..trials import TrialSession, submission_session_ids, summarise_sessions
-from .auth import COOKIE_NAME
+from ..trials import TrialSession, summarise_sessions
+from ..trials.sessions import SessionCompletions
 from .bounded import (
     MAX_PARSE_BYTES,
     MAX_VIEW_CHARS,
@@ -38,7 +43,7 @@ from .bounded import (
     session_table,
     status_fields,
 )
-from .context import AdminContext, SessionDep, off_loop, same_origin
+from .context import AdminContext, SessionDep, checked_form, off_loop, same_origin
 from .rendering import render_html
 from .zipstream import stream_zip
 
@@ -103,13 +108,12 @@ async def participant_page(
 ) -> HTMLResponse:
     """Read, build and render on the thread pool: a big page never holds up the event loop."""
     pages = (sessions_page, submissions_page, trials_page)
-    cookie = request.cookies.get(COOKIE_NAME, "")
-    context = await off_loop(admin, _participant_context, admin, participant_id, pages, cookie)
+    context = await off_loop(admin, _participant_context, admin, participant_id, pages)
     return await render_html(request, admin, "participant.html", {**context, "released": released})
 
 
 def _participant_context(
-    admin: AdminContext, participant_id: str, pages: tuple[int, int, int], cookie: str
+    admin: AdminContext, participant_id: str, pages: tuple[int, int, int]
 ) -> dict[str, Any]:
     sessions_page, submissions_page, trials_page = pages
     objects = _objects(admin, participant_id)
@@ -127,11 +131,13 @@ def _participant_context(
     records = session_records(status or {})
     if "columns" not in memo:
         memo["columns"] = session_columns(records, _SESSION_COLUMNS)
-    fields, more_fields = status_fields(status or {}, hidden=("sessionHistory", HASH_FIELD))
+    fields, more_fields = status_fields(status or {}, hidden=("sessionHistory", *PRIVATE_FIELDS))
     submitted = [info for info in objects if _kind(admin, info) == "submission"]
     page = page_of(len(submitted), submissions_page)
-    shown = _read_submissions(admin, submitted[page.slice])
-    trial_sessions = _trial_sessions(admin, participant_id, objects, submitted, shown)
+    # Through the index's record of what each submission says: only those it has not read yet
+    # (stored since its last build) are read here, however many are stored.
+    facts = admin.index.submissions.of(admin.services.store, submitted[page.slice])
+    trial_sessions = _trial_sessions(admin, participant_id, objects, submitted)
     trials = page_of(len(trial_sessions), trials_page)
     return {
         "pid": participant_id,
@@ -140,10 +146,9 @@ def _participant_context(
         "fields": fields,
         "more_fields": more_fields,
         "key_held": bool((status or {}).get(HASH_FIELD)),
-        "form_token": admin.auth.form_token(cookie),  # may re-read the session state: off the loop
         "sessions": session_table(records, _SESSION_COLUMNS, sessions_page, memo["columns"]),
         "submissions": [
-            SubmissionRow(info, _name(info), shown[info.key].problem, shown[info.key].key_verified)
+            SubmissionRow(info, _name(info), facts[info.key].problem, facts[info.key].key_verified)
             for info in submitted[page.slice]
         ],
         "submissions_page": page,
@@ -152,40 +157,6 @@ def _participant_context(
         "page_rows": PAGE_ROWS,
         "status_info": status_info,
     }
-
-
-@dataclass(frozen=True)
-class _Checked:
-    """What reading one submission told: why it cannot be read, its keyVerified, the sessions it names."""
-
-    problem: str | None
-    key_verified: bool | None = None
-    session_ids: frozenset[str] = frozenset()
-
-
-def _read_submissions(admin: AdminContext, infos: list[ObjectInfo]) -> dict[str, _Checked]:
-    """Each submission read once (in parallel) to tell a readable file from a corrupt one."""
-    checked = {
-        info.key: _Checked(f"too large to check ({info.size} bytes)")
-        for info in infos
-        if info.size > MAX_PARSE_BYTES
-    }
-    small = [info.key for info in infos if info.size <= MAX_PARSE_BYTES]
-    for key, body in read_many(admin.services.store, small, workers=8):
-        if isinstance(body, ObjectNotFound):
-            checked[key] = _Checked("deleted since it was listed")
-            continue
-        if isinstance(body, StorageError):
-            raise body
-        try:
-            document = decode_object(body)
-        except ValueError as exc:
-            checked[key] = _Checked(str(exc))
-            continue
-        flag = document.get("keyVerified")
-        verified = flag if isinstance(flag, bool) else None
-        checked[key] = _Checked(None, verified, frozenset(submission_session_ids(document)))
-    return checked
 
 
 @router.get("/{participant_id}/view/{name:path}")
@@ -209,7 +180,10 @@ def _view_context(admin: AdminContext, participant_id: str, name: str) -> dict[s
         }
     key, body = _read(admin, participant_id, name)
     try:
-        text = json.dumps(json.loads(body), ensure_ascii=False, indent=2)
+        document = json.loads(body)
+        if isinstance(document, dict):
+            document = without_private_fields(document)
+        text = json.dumps(document, ensure_ascii=False, indent=2)
         problem = None
     except (ValueError, RecursionError) as exc:
         text, problem = body.decode("utf-8", "replace"), f"cannot be read as JSON: {exc}"
@@ -232,7 +206,7 @@ async def download_file(participant_id: str, name: str, admin: SessionDep) -> Re
     if download == "status.json":
         download = f"{participant_id}_status.json"
     return Response(
-        body,
+        shareable_body(body),
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="{download}"'},
     )
@@ -250,7 +224,7 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
         for key, body in read_many(store, [info.key for info in objects], workers=8):
             if isinstance(body, StorageError):
                 raise body
-            archive.writestr(key, body)
+            archive.writestr(key, shareable_body(body))
 
     return StreamingResponse(
         stream_zip(fill),
@@ -262,11 +236,7 @@ async def download_zip(participant_id: str, admin: SessionDep) -> Response:
 @router.post("/{participant_id}/release-key", dependencies=[Depends(same_origin)])
 async def release_participant_key(request: Request, participant_id: str, admin: SessionDep) -> Response:
     """Release the participant's key (they changed device): their next keyed upload claims again."""
-    form = parse_qs((await request.body())[:4096].decode("utf-8", "replace"))
-    token = form.get("token", [""])[0]
-    # Off the loop: checking the token may re-read the shared session state from the bucket.
-    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
-        raise Forbidden("the form has expired; reload the page and try again")
+    form = await checked_form(request, admin)
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
     reason = form.get("reason", [""])[0].strip()
@@ -312,15 +282,10 @@ def _read(admin: AdminContext, participant_id: str, name: str) -> tuple[str, byt
 
 
 def _trial_sessions(
-    admin: AdminContext,
-    participant_id: str,
-    objects: list[ObjectInfo],
-    submitted: list[ObjectInfo],
-    already_read: dict[str, _Checked],
+    admin: AdminContext, participant_id: str, objects: list[ObjectInfo], submitted: list[ObjectInfo]
 ) -> list[TrialSession]:
-    """Sessions of per-trial data, from the listing. Only when there are trials are the submissions
-    read, to see which sessions they complete (the rule is in collector.trials.sessions); the ones
-    the submissions table has just read are not read again."""
+    """Sessions of per-trial data, from the listing. Only when there are trials do the submissions
+    matter, to see which sessions they complete (the rule is in collector.trials.sessions)."""
     layout = admin.services.layout
     trials: list[tuple[str, int, datetime | str | None]] = [
         (parsed.session_id, parsed.trial_index, info.last_modified)
@@ -331,13 +296,14 @@ def _trial_sessions(
     ]
     if not trials:
         return []
-    rest = [info for info in submitted if info.key not in already_read]
-    checked = {**already_read, **_read_submissions(admin, rest)}
-    completed_by: dict[str, str] = {}
-    for info in submitted:  # key order: the first submission naming a session completes it
-        for session_id in checked[info.key].session_ids:
-            completed_by.setdefault(session_id, info.key)
-    return summarise_sessions(participant_id, trials, completed_by)
+    facts = admin.index.submissions.of(admin.services.store, submitted)
+    completions = SessionCompletions()
+    for info in submitted:
+        found = facts[info.key]
+        completions.note(
+            info.key, found.session_ids, unverified=found.unverified, keyed=found.key_verified is True
+        )
+    return summarise_sessions(participant_id, trials, completions.completed_by, completions.unverified)
 
 
 def _kind(admin: AdminContext, info: ObjectInfo) -> str | None:

@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from ..errors import NotImplementedOnServer
 from ..export import ExportFailed, ZipSink, export_bucket
 from .auth import COOKIE_NAME, SESSION_SECONDS
-from .context import AdminDep, SessionDep, cookie_secure, off_loop, same_origin
+from .context import AdminDep, SessionDep, checked_form, cookie_secure, off_loop, same_origin
 from .index import ParticipantSummary
 from .overview import build_overview
 from .rendering import render_html
@@ -65,7 +65,7 @@ async def login(request: Request, admin: AdminDep) -> Response:
             429,
             {"Retry-After": str(wait)},
         )
-    if not admin.auth.password_matches(password):
+    if not await off_loop(admin, admin.auth.password_matches, password):
         admin.throttle.failed(client)
         logger.warning("⚠️ Admin login from %r failed: wrong password", client)
         return _login_page(request, admin, target, "Wrong password.", 401)
@@ -88,6 +88,7 @@ async def login(request: Request, admin: AdminDep) -> Response:
 @router.post("/logout", dependencies=[Depends(same_origin)])
 async def logout(request: Request, admin: AdminDep) -> Response:
     """End the session on every worker and instance (recorded in the bucket), then clear the cookie."""
+    await checked_form(request, admin)
     await off_loop(admin, admin.auth.revoke, request.cookies.get(COOKIE_NAME))
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(
@@ -141,7 +142,8 @@ async def participants(
 
 
 @router.post("/refresh", dependencies=[Depends(same_origin)])
-async def refresh(admin: SessionDep) -> Response:
+async def refresh(request: Request, admin: SessionDep) -> Response:
+    await checked_form(request, admin)
     await off_loop(admin, admin.index.refresh)
     study = f"?study={admin.study.id}" if admin.study is not None else ""
     return RedirectResponse(f"/admin/participants{study}", status_code=303)

@@ -10,22 +10,21 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import pass_context
 
-from ..errors import Forbidden, NotFound
+from ..errors import NotFound
 from ..keys import is_valid_participant_id
 from ..reading.scan import decode_object, read_many
 from ..storage import StorageError
 from ..studies.manage import change_study_settings, register_study
 from ..studies.registry import STUDY_STATUSES, InvalidStudy, Study, make_study
-from .auth import COOKIE_NAME
 from .bounded import MAX_COLUMNS, cell_text, page_of, session_columns
-from .context import AdminContext, SessionDep, off_loop, same_origin, study_context
+from .context import AdminContext, SessionDep, checked_form, off_loop, same_origin, study_context
 from .rendering import render_html
 
 logger = logging.getLogger(__name__)
@@ -63,15 +62,14 @@ async def _studies_page(
     """The default study and every registered one, with their figures (each study's own index),
     and the form that registers a study."""
     rows = await off_loop(admin, _study_rows, request.app.state.admin)
-    token = await off_loop(admin, admin.auth.form_token, request.cookies.get(COOKIE_NAME) or "")
-    context = {"rows": rows, "form_token": token, "error": error, "form": form or {}}
+    context = {"rows": rows, "error": error, "form": form or {}}
     return await render_html(request, admin, "studies.html", context, status_code=status_code)
 
 
 @router.post("/studies", dependencies=[Depends(same_origin)])
 async def register(request: Request, admin: SessionDep) -> Response:
     """Register a study from the dashboard (the same rules and audit as ``collector study add``)."""
-    form = await _checked_form(request, admin)
+    form = await _form(request, admin)
     study_id = form.get("study_id", "").strip()
     services = admin.services
     prefix = services.settings.data_prefix
@@ -93,7 +91,7 @@ async def register(request: Request, admin: SessionDep) -> Response:
 async def change_settings(request: Request, study_id: str, admin: SessionDep) -> Response:
     """Change a study's title, origins, cap and milestones (as ``collector study set``)."""
     await off_loop(admin, study_context, request.app.state.admin, study_id)
-    form = await _checked_form(request, admin)
+    form = await _form(request, admin)
     try:
         changes = _settings_of(form)
     except InvalidStudy as exc:
@@ -119,16 +117,10 @@ def _settings_of(form: dict[str, str]) -> dict[str, Any]:
     }
 
 
-async def _checked_form(request: Request, admin: AdminContext) -> dict[str, str]:
-    """The posted form's fields (first value each), once its size and form token are checked."""
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        raise Forbidden("the form is too large")
-    form = {name: values[0] for name, values in parse_qs(body.decode("utf-8", "replace")).items()}
-    token = form.get("form_token", "")
-    if not await off_loop(admin, admin.auth.form_token_valid, request.cookies.get(COOKIE_NAME), token):
-        raise Forbidden("the form expired; reload the page and try again")
-    return form
+async def _form(request: Request, admin: AdminContext) -> dict[str, str]:
+    """The posted form's fields (first value each), once its form token is checked."""
+    form = await checked_form(request, admin, max_bytes=_MAX_FORM_BYTES)
+    return {name: values[0] for name, values in form.items()}
 
 
 def _forget_registry(admin: AdminContext) -> None:
@@ -170,12 +162,11 @@ async def _study_page(
 ) -> HTMLResponse:
     context = await off_loop(admin, study_context, request.app.state.admin, study_id)
     assert context.study is not None
-    token = await off_loop(admin, admin.auth.form_token, request.cookies.get(COOKIE_NAME) or "")
     return await render_html(
         request,
         admin,
         "study.html",
-        {"study": context.study, "statuses": STUDY_STATUSES, "form_token": token, "error": error},
+        {"study": context.study, "statuses": STUDY_STATUSES, "error": error},
         status_code=status_code,
     )
 
@@ -184,7 +175,7 @@ async def _study_page(
 async def change_status(request: Request, study_id: str, admin: SessionDep) -> Response:
     """Open, close or archive a study (a form with the session's form token)."""
     await off_loop(admin, study_context, request.app.state.admin, study_id)
-    form = await _checked_form(request, admin)
+    form = await _form(request, admin)
     status = form.get("status", "")
     if status not in STUDY_STATUSES:
         error = "Choose open, closed or archived."

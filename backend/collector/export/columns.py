@@ -27,7 +27,8 @@ class Table:
         return [column.name for column in self.columns]
 
 
-_TIME = "ISO-8601 UTC text"
+TIME_TEXT = "ISO-8601 UTC text"  # in a description, marks a column of times
+_TIME = TIME_TEXT
 
 PARTICIPANTS = Table(
     "participants",
@@ -68,9 +69,22 @@ PARTICIPANTS = Table(
         Column("selected_mode", "string", "Mode chosen (e.g. study).", "selectedMode"),
         Column("session_count", "int64", "Records in sessionHistory (see the sessions table)."),
         Column("response_count", "int64", "Answers in participantResponses (see the responses table)."),
-        Column("submission_count", "int64", "Submission files stored for this participant."),
-        Column("trial_count", "int64", "Trials stored for this participant (see the trials table)."),
-        Column("trial_session_count", "int64", "Trial sessions (runs of the experiment) they sent."),
+        Column(
+            "submission_count",
+            "int64",
+            "Submissions that speak for this participant: stored with their key, or while they held "
+            "none (every submission not marked keyVerified: false). With --since, of the exported "
+            "submissions only.",
+        ),
+        Column(
+            "unverified_submission_count",
+            "int64",
+            "Submissions stored for this ID without the participant's key (keyVerified: false): "
+            "anyone could have sent them, so they are counted here, apart, and never in "
+            "submission_count or a trial session's completion. With --since, of the exported only.",
+        ),
+        Column("stored_trials", "int64", "Trials stored for this participant (see the trials table)."),
+        Column("stored_trial_sessions", "int64", "Trial sessions (runs of the experiment) they sent."),
         Column(
             "extra_json",
             "string",
@@ -174,8 +188,10 @@ TRIAL_SESSIONS = Table(
     "One row per session that has stored trials (participant x sessionId), ordered by "
     "participant_id, session_id. Not the sessions table (which is sessionHistory in status.json). "
     "A session is complete when the participant has a submission naming it (sessionId at the "
-    "submission's top level or in its submissionData), partial otherwise (trials only: the tab was "
-    "closed or the final upload never arrived). With --since, only submissions in the export count.",
+    "submission's top level or in its submissionData) that is not marked keyVerified: false, "
+    "partial otherwise (trials only: the tab was closed or the final upload never arrived). An "
+    "unverified submission never completes a session: it is counted in unverified_submissions. "
+    "With --since, only submissions in the export count.",
     (
         Column("participant_id", "string", "Participant ID."),
         Column("session_id", "string", "Session ID."),
@@ -186,12 +202,34 @@ TRIAL_SESSIONS = Table(
         Column(
             "missing_trials",
             "int64",
-            "Indices from 0 to last_trial_index with no stored trial (0 when none is missing).",
+            "Indices with no stored trial, from 0 to expected_trials - 1 when the session says how many "
+            "it expects, else from 0 to last_trial_index (0 when none is missing).",
+        ),
+        Column(
+            "expected_trials",
+            "int64",
+            "expectedTrials sent with the session's highest-indexed trial (the timeline's trial count, "
+            "when the study knows it); empty when not sent.",
+        ),
+        Column(
+            "missing_indices",
+            "string",
+            "The missing indices, runs joined with '-' and separated by ',' (e.g. 2,4-6); empty when none.",
         ),
         Column("first_received_at", "string", f"serverReceivedAt of the earliest trial ({_TIME})."),
         Column("last_received_at", "string", f"serverReceivedAt of the latest trial ({_TIME})."),
         Column(
-            "submission_key", "string", "Key of the submission that completes it (the first in key order)."
+            "submission_key",
+            "string",
+            "Key of the submission that completes it: of those naming it and not marked "
+            "keyVerified: false, one sent with the participant's key before one stored while "
+            "nobody held a key, then the first in key order.",
+        ),
+        Column(
+            "unverified_submissions",
+            "int64",
+            "Submissions naming this session that were stored without the participant's key "
+            "(keyVerified: false): kept, shown here, never completing it.",
         ),
     ),
 )

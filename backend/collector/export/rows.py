@@ -21,6 +21,7 @@ from ..reading.records import (
     flatten_responses,
     json_type,
     session_completed,
+    without_private_fields,
 )
 from ..storage import ObjectInfo
 from .columns import PARTICIPANTS, ColumnType
@@ -35,8 +36,6 @@ _CONVERTERS: dict[ColumnType, Callable[[Any], Any]] = {
 }
 # Fields that have their own table instead of a place in extra_json.
 _OWN_TABLE = {"sessionHistory", "participantResponses", "participantId"}
-# Never exported: the hash of the participant's key stays in status.json only.
-_NOT_EXPORTED = {"participantKeyHash"}
 
 
 def received_at(document: dict[str, Any], stored_at: datetime) -> datetime:
@@ -54,9 +53,16 @@ def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
 
 
-def participant_row(participant_id: str, key: str, status: dict[str, Any], submission_count: int) -> Row:
+def participant_row(
+    participant_id: str,
+    key: str,
+    status: dict[str, Any],
+    submission_count: int = 0,
+    unverified_submission_count: int = 0,
+) -> Row:
+    """The participants table's row; the counts split submissions by ``reading.records.is_unverified``."""
     row: Row = {"participant_id": participant_id, "status_key": key}
-    extra = {k: v for k, v in status.items() if k not in _OWN_TABLE and k not in _NOT_EXPORTED}
+    extra = {k: v for k, v in without_private_fields(status).items() if k not in _OWN_TABLE}
     for column in PARTICIPANTS.columns:
         if column.source is None:
             continue
@@ -69,6 +75,7 @@ def participant_row(participant_id: str, key: str, status: dict[str, Any], submi
     row["session_count"] = len(history) if isinstance(history, list) else 0
     row["response_count"] = sum(1 for _ in flatten_responses(status.get("participantResponses")))
     row["submission_count"] = submission_count
+    row["unverified_submission_count"] = unverified_submission_count
     row["extra_json"] = canonical_json(extra, sort_keys=True) if extra else None
     return row
 
@@ -123,7 +130,7 @@ def submission_row(
         "server_received_at": as_text(document.get("serverReceivedAt")),
         "upload_id": as_text(document.get("uploadId")),
         "key_verified": as_bool(document.get("keyVerified")),
-        "submission_json": canonical_json(document),
+        "submission_json": canonical_json(without_private_fields(document)),
     }
 
 

@@ -8,14 +8,17 @@ participants (an erasure tombstone at status.json) are left out, with anything l
 
 from __future__ import annotations
 
+import json
 import logging
+import tempfile
 from collections.abc import Collection
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import IO, Protocol
 
-from ..keys import KeyLayout, parse_timestamp
+from ..keys import KeyLayout
+from ..reading.records import is_unverified
 from ..reading.scan import (
     DEFAULT_READERS,
     BucketListing,
@@ -26,8 +29,9 @@ from ..reading.scan import (
 )
 from ..storage import ObjectInfo, ObjectNotFound, ObjectStore, StorageError
 from ..tombstone import is_tombstone
-from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Table
+from .columns import PARTICIPANTS, RESPONSES, SESSIONS, SUBMISSIONS, TABLES, TRIAL_TABLES, Column, Table
 from .dictionary import data_dictionary
+from .loaders import write_loaders
 from .rows import Row, participant_row, received_at, response_rows, session_rows, submission_row
 from .trials import TrialTables
 from .writers import Format, Sink, TableWriter, open_writer
@@ -66,6 +70,7 @@ class ExportReport:
     problems: list[Problem] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     erased: list[str] = field(default_factory=list)  # participants left out because they were erased
+    trial_columns: list[Column] = field(default_factory=list)  # this export's trialData columns
 
 
 def table_file_name(table: Table, fmt: Format) -> str:
@@ -102,7 +107,7 @@ def export_bucket(
     ]
     # Every participant with anything stored: one who sent only trials (a jsPsych study) has no
     # status.json and is still a participant, with their counts.
-    statuses = [entry for entry in listing.participants.values() if entry.status or entry.trials or entry.submissions]
+    statuses = [e for e in listing.participants.values() if e.status or e.trials or e.submissions]
     trials = TrialTables()
     progress.start(len(statuses) + len(submissions) + trials.count(listing))
 
@@ -114,14 +119,21 @@ def export_bucket(
             stack.callback(writers[table.name].close)  # runs before the sink closes the file
             report.files.append(table_file_name(table, fmt))
         recent = {entry.participant_id for entry, _ in submissions}
-        _export_statuses(store, statuses, writers, report, progress, since, recent, strict, workers)
+        # Participant rows wait in a spool for their submission counts, which only the
+        # submission pass knows (which submissions are unverified), and that pass must know first
+        # who was erased.
+        participants = stack.enter_context(tempfile.SpooledTemporaryFile(max_size=8 * 1024 * 1024))
+        _export_statuses(
+            store, statuses, writers, participants, report, progress, since, recent, strict, workers
+        )
         erased = set(report.erased)
         kept = [(entry, info) for entry, info in submissions if entry.participant_id not in erased]
         progress.advance(len(submissions) - len(kept))  # counted at the start, never read
         submissions = kept
-        _export_submissions(
+        counts = _export_submissions(
             store, layout, submissions, writers, report, progress, since, strict, workers, trials
         )
+        _write_participants(participants, writers[PARTICIPANTS.name], counts)
     # An erased participant's leftover trials (an erasure still running) are left out too.
     for participant_id in erased:
         entry = listing.participants.pop(participant_id, None)
@@ -142,10 +154,13 @@ def export_bucket(
         )
     )
     report.files.extend(table_file_name(table, fmt) for table in TRIAL_TABLES)
+    report.trial_columns = [column for _, column in trials.field_columns]
     # Last, because the trials table's columns are known only once the trials are read.
     with sink.open(README_NAME) as out:
-        out.write(data_dictionary(fmt, trial_columns=[c for _, c in trials.field_columns]).encode("utf-8"))
+        out.write(data_dictionary(fmt, trial_columns=report.trial_columns).encode("utf-8"))
     report.files.append(README_NAME)
+    if fmt == "csv":  # CSV has no types: loaders that give each column its dictionary type
+        report.files.extend(write_loaders(sink, report.trial_columns))
     return report
 
 
@@ -153,6 +168,7 @@ def _export_statuses(
     store: ObjectStore,
     statuses: list[ParticipantObjects],
     writers: dict[str, TableWriter],
+    participants: IO[bytes],
     report: ExportReport,
     progress: Progress,
     since: datetime | None,
@@ -163,12 +179,11 @@ def _export_statuses(
     by_key = {entry.status.key: entry for entry in statuses if entry.status}
     bodies = read_many(store, by_key, workers=workers)
     for entry in statuses:
+        progress.advance()
         if entry.status is None:
-            progress.advance()
-            _export_without_status(entry, writers, report, since)
+            _spool_without_status(entry, participants, report, since)
             continue
         key, body = next(bodies)
-        progress.advance()
         status = _decoded(key, body, report, strict)
         if status is None:
             continue
@@ -180,8 +195,10 @@ def _export_statuses(
             if received_at(status, entry.status.last_modified) < since:
                 continue
         pid = entry.participant_id
+        row = _with_trial_counts(participant_row(pid, key, status), entry)
+        participants.write(json.dumps(row).encode("utf-8") + b"\n")
+        report.rows[PARTICIPANTS.name] += 1
         rows = {
-            PARTICIPANTS.name: [_with_trial_counts(participant_row(pid, key, status, len(entry.submissions)), entry)],
             SESSIONS.name: list(session_rows(pid, status)),
             RESPONSES.name: list(response_rows(pid, status)),
         }
@@ -189,25 +206,6 @@ def _export_statuses(
             for row in table_rows:
                 writers[table_name].write(row)
             report.rows[table_name] += len(table_rows)
-
-
-def _with_trial_counts(row: Row, entry: ParticipantObjects) -> Row:
-    row["trial_count"] = len(entry.trials)
-    row["trial_session_count"] = len({info.key.rsplit("/", 2)[-2] for info in entry.trials})
-    return row
-
-
-def _export_without_status(
-    entry: ParticipantObjects, writers: dict[str, TableWriter], report: ExportReport, since: datetime | None
-) -> None:
-    """The participants row of someone with trials or submissions and no status.json."""
-    stored = [*entry.trials, *entry.submissions]
-    if since is not None and all(info.last_modified < since for info in stored):
-        return
-    row = participant_row(entry.participant_id, "", {}, len(entry.submissions))
-    row["status_key"] = None
-    writers[PARTICIPANTS.name].write(_with_trial_counts(row, entry))
-    report.rows[PARTICIPANTS.name] += 1
 
 
 def _export_submissions(
@@ -221,7 +219,9 @@ def _export_submissions(
     strict: bool,
     workers: int,
     trials: TrialTables,
-) -> None:
+) -> dict[str, SubmissionCounts]:
+    """Write the submissions table; per participant, how many speak for them and how many not."""
+    counts: dict[str, SubmissionCounts] = {}
     infos = {info.key: (entry, info) for entry, info in submissions}
     for key, body in read_many(store, infos, workers=workers):
         progress.advance()
@@ -237,6 +237,46 @@ def _export_submissions(
         )
         report.rows[SUBMISSIONS.name] += 1
         trials.note_submission(entry.participant_id, key, document)
+        count = counts.setdefault(entry.participant_id, SubmissionCounts())
+        if is_unverified(document):
+            count.unverified += 1
+        else:
+            count.verified += 1
+    return counts
+
+
+def _with_trial_counts(row: Row, entry: ParticipantObjects) -> Row:
+    row["stored_trials"] = len(entry.trials)
+    row["stored_trial_sessions"] = len({info.key.rsplit("/", 2)[-2] for info in entry.trials})
+    return row
+
+
+def _spool_without_status(
+    entry: ParticipantObjects, participants: IO[bytes], report: ExportReport, since: datetime | None
+) -> None:
+    """The participants row of someone with trials or submissions and no status.json."""
+    stored = [*entry.trials, *entry.submissions]
+    if since is not None and all(info.last_modified < since for info in stored):
+        return
+    row = _with_trial_counts(participant_row(entry.participant_id, "", {}), entry)
+    row["status_key"] = None
+    participants.write(json.dumps(row).encode("utf-8") + b"\n")
+    report.rows[PARTICIPANTS.name] += 1
+
+
+@dataclass
+class SubmissionCounts:
+    verified: int = 0  # every submission not marked keyVerified: false (reading.records.is_unverified)
+    unverified: int = 0
+
+
+def _write_participants(spool: IO[bytes], writer: TableWriter, counts: dict[str, SubmissionCounts]) -> None:
+    spool.seek(0)
+    for line in spool:
+        row = json.loads(line)
+        count = counts.get(row["participant_id"], SubmissionCounts())
+        row["submission_count"], row["unverified_submission_count"] = count.verified, count.unverified
+        writer.write(row)
 
 
 def _decoded(key: str, body: bytes | StorageError, report: ExportReport, strict: bool) -> dict | None:
@@ -265,4 +305,3 @@ def _selected(listing: BucketListing, participant_ids: Collection[str]) -> Bucke
     return BucketListing(
         {p: e for p, e in listing.participants.items() if p in wanted}, listing.stray, listing.audit
     )
-

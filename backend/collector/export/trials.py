@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
-from ..keys import KeyLayout, parse_timestamp
+from ..completeness import ExpectedTrials, index_ranges, missing_count, missing_runs
+from ..keys import KeyLayout
+from ..reading.records import is_unverified, without_private_fields
 from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
-from ..trials.sessions import submission_session_ids, summarise_sessions
+from ..trials.sessions import SessionCompletions, submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
 from .rows import canonical_json, received_at
 from .writers import Format, Sink, open_writer
@@ -79,15 +81,24 @@ class _FieldKind:
 class TrialTables:
     """Submissions that complete sessions are noted during the submission pass; then ``write``."""
 
-    completed_by: dict[tuple[str, str], str] = field(default_factory=dict)
+    completions: dict[str, SessionCompletions] = field(default_factory=dict)  # by participant ID
     field_columns: list[tuple[str, Column]] = field(default_factory=list)  # (trialData name, column)
+    expected: ExpectedTrials = field(default_factory=ExpectedTrials)
 
     def note_submission(self, participant_id: str, key: str, document: dict[str, Any]) -> None:
-        """Remember which sessions this submission completes (the first one in key order wins)."""
-        for session_id in submission_session_ids(document):
-            current = self.completed_by.get((participant_id, session_id))
-            if current is None or key < current:
-                self.completed_by[(participant_id, session_id)] = key
+        """Remember which sessions this submission completes (trials.sessions.SessionCompletions);
+        an unverified one completes none, it is counted beside the sessions it names."""
+        completions = self.completions.setdefault(participant_id, SessionCompletions())
+        completions.note(
+            key,
+            submission_session_ids(document),
+            unverified=is_unverified(document),
+            keyed=document.get("keyVerified") is True,
+        )
+
+    def _completed(self, participant_id: str, session_id: str) -> bool:
+        completions = self.completions.get(participant_id)
+        return completions is not None and session_id in completions.completed_by
 
     @staticmethod
     def count(listing: BucketListing) -> int:
@@ -107,7 +118,9 @@ class TrialTables:
         advance: Callable[[], None] = lambda: None,
     ) -> dict[str, int]:
         """Write both tables into ``sink``; the row count of each."""
-        stored_at = {info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials}
+        stored_at = {
+            info.key: info.last_modified for entry in listing.participants.values() for info in entry.trials
+        }
         kinds: dict[str, _FieldKind] = {}
         sessions: dict[tuple[str, str], list[tuple[int, str | None]]] = {}
         recent: set[tuple[str, str]] = set()  # sessions with a trial received on or after ``since``
@@ -121,17 +134,20 @@ class TrialTables:
                 row = _trial_record(
                     parsed.participant_id, parsed.session_id or "", parsed.trial_index, document
                 )
-                for name, value in row["data"].items():
-                    kinds.setdefault(name, _FieldKind()).observe(value)
+                row["data"], row["more"] = _split_fields(row["data"], kinds)
                 session = (row["participant_id"], row["session_id"])
-                sessions.setdefault(session, []).append((row["trial_index"], row["server_received_at"]))
+                # A session counts verified trials only; unverified ones are rows of their own.
+                indices = sessions.setdefault(session, [])
+                if row["key_verified"]:
+                    indices.append((row["trial_index"], row["server_received_at"]))
+                    self.expected.note(session, row["trial_index"], document)
                 if since is not None and received_at(document, stored_at[key]) >= since:
                     recent.add(session)
                 spool.write(json.dumps(row, ensure_ascii=False).encode("utf-8") + b"\n")
             kept = {
                 session
                 for session in sessions
-                if since is None or session in self.completed_by or session in recent
+                if since is None or session in recent or self._completed(*session)
             }
             self.field_columns = _field_columns(kinds)
             spool.seek(0)
@@ -166,10 +182,11 @@ class TrialTables:
 
     def _row(self, record: dict[str, Any]) -> dict[str, Any]:
         data = record.pop("data")
+        more = record.pop("more")
         row = dict(record)
         for name, column in self.field_columns:
-            row[column.name] = _typed(data.pop(name, None), column.type)
-        row[TRIALS_TRAILING[0].name] = canonical_json(data, sort_keys=True) if data else None
+            row[column.name] = _typed(data.get(name), column.type)
+        row[TRIALS_TRAILING[0].name] = more
         return row
 
     def _write_sessions(
@@ -183,15 +200,18 @@ class TrialTables:
         for (pid, sid), trials in sorted(sessions.items()):
             if (pid, sid) in kept:
                 by_participant.setdefault(pid, []).extend((sid, index, at) for index, at in trials)
-        completed: dict[str, dict[str, str]] = {}
-        for (pid, sid), key in self.completed_by.items():
-            completed.setdefault(pid, {})[sid] = key
         written = 0
         with sink.open(f"{TRIAL_SESSIONS.name}.{fmt}") as out:
             writer = open_writer(fmt, TRIAL_SESSIONS, out)
             try:
                 for pid, trials in by_participant.items():
-                    for summary in summarise_sessions(pid, trials, completed.get(pid, {})):
+                    stored: dict[str, list[int]] = {}
+                    for sid, index, _ in trials:
+                        stored.setdefault(sid, []).append(index)
+                    done = self.completions.get(pid, SessionCompletions())
+                    for summary in summarise_sessions(pid, trials, done.completed_by, done.unverified):
+                        expected = self.expected.of((pid, summary.session_id))
+                        missing = missing_runs(stored.get(summary.session_id, []), expected)
                         writer.write(
                             {
                                 "participant_id": pid,
@@ -200,10 +220,13 @@ class TrialTables:
                                 "trial_count": summary.trial_count,
                                 "first_trial_index": summary.first_trial_index,
                                 "last_trial_index": summary.last_trial_index,
-                                "missing_trials": summary.missing_trials,
+                                "missing_trials": missing_count(missing),
+                                "expected_trials": expected,
+                                "missing_indices": index_ranges(missing) or None,
                                 "first_received_at": summary.first_received_at,
                                 "last_received_at": summary.last_received_at,
                                 "submission_key": summary.submission_key,
+                                "unverified_submissions": summary.unverified_submissions,
                             }
                         )
                         written += 1
@@ -215,7 +238,7 @@ class TrialTables:
 def _trial_record(participant_id: str, session_id: str, index: int | None, document: dict[str, Any]) -> dict:
     """What the spool keeps of one trial: the fixed columns and its trialData."""
     data = document.get("trialData")
-    upload = {k: v for k, v in document.items() if k not in _OWN_COLUMN and k not in _SKIPPED}
+    upload = {k: v for k, v in without_private_fields(document).items() if k not in _OWN_COLUMN | _SKIPPED}
     if not isinstance(data, dict):  # not what the collector stores; kept, not lost
         upload["trialData"] = data
         data = {}
@@ -231,12 +254,47 @@ def _trial_record(participant_id: str, session_id: str, index: int | None, docum
     }
 
 
+def _split_fields(data: dict[str, Any], kinds: dict[str, _FieldKind]) -> tuple[dict[str, Any], str | None]:
+    """A trial's fields that have (or now get) a column, and the rest as their JSON text.
+
+    Columns go to the first ``MAX_TRIAL_FIELD_COLUMNS`` names met, so whether a name gets one is
+    known the moment it is met: only those names are tracked (memory bounded by the cap, not by
+    how many distinct names the trials hold), each trial is split by looking up the tracked names
+    in it (not the other way round), and the rest is written out once, here. Takes ``data`` apart.
+    """
+    if len(kinds) < MAX_TRIAL_FIELD_COLUMNS:
+        for name in data:
+            if len(kinds) >= MAX_TRIAL_FIELD_COLUMNS:
+                break
+            kinds.setdefault(name, _FieldKind())
+    columns = {name: data.pop(name) for name in kinds if name in data}
+    for name, value in columns.items():
+        kinds[name].observe(value)
+    return columns, _sorted_json(data) if data else None
+
+
+def _sorted_json(data: dict[str, Any], chunk: int = 2000) -> str:
+    """``canonical_json(data, sort_keys=True)``, encoded a slice of fields at a time.
+
+    One encoder call on 150,000 fields holds the interpreter lock for a few hundred ms, and the
+    dashboard's zip runs in the collector's process: slices let ``/healthz`` and uploads in between.
+    """
+    if len(data) <= chunk:
+        return canonical_json(data, sort_keys=True)
+    names = sorted(data)
+    parts = (
+        canonical_json({name: data[name] for name in names[start : start + chunk]})[1:-1]
+        for start in range(0, len(names), chunk)
+    )
+    return "{" + ",".join(parts) + "}"
+
+
 def _field_columns(kinds: dict[str, _FieldKind]) -> list[tuple[str, Column]]:
     """Column per trialData field; a name already taken (e.g. jsPsych's own ``trial_index``) gets
     ``data_`` in front until it is free."""
     taken = {*TRIALS.column_names, *(c.name for c in TRIALS_TRAILING), ""}
     columns = []
-    for name, kind in list(kinds.items())[:MAX_TRIAL_FIELD_COLUMNS]:
+    for name, kind in kinds.items():
         column_name = name
         while column_name in taken:
             column_name = "data_" + column_name

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ..keys import parse_timestamp
+from ..participant_keys import HASH_FIELD, KEY_FIELD
 
 # The completion funnel (status flags, docs/browser-module.md §2), in the order a participant meets them.
 FUNNEL_FLAGS = ("hasSeenParticipantSetup", "hasSeenWelcome", "hasSeenTutorial", "tutorialCompleted")
@@ -136,6 +137,43 @@ def json_type(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     return "array" if isinstance(value, list) else "object"
+
+
+def is_unverified(document: Mapping[str, Any]) -> bool:
+    """Was this upload stored without the participant's key (``"keyVerified": false``)?
+
+    The one rule for what speaks for a participant in the research tools: completion, a trial
+    session's submission, "Last upload" and submission counts use every upload *not* so marked,
+    which is those sent with the key and those of a participant who held no key when they came
+    (docs/trust-model.md). Anyone may send an upload for any ID, so a marked one is kept and shown
+    apart, counted separately, and never decides what the participant did.
+    """
+    return document.get("keyVerified") is False
+
+
+# Fields no research tool shows or exports: the hash of the participant's key (kept in
+# status.json to check uploads, docs/bucket-layout.md §2), and the key itself should a document
+# ever hold one. Anyone who saw the hash could test guesses of the key against it offline.
+PRIVATE_FIELDS = (HASH_FIELD, KEY_FIELD)
+
+
+def without_private_fields(document: Mapping[str, Any]) -> dict[str, Any]:
+    """The document to show or export: every top-level field but ``PRIVATE_FIELDS``."""
+    return {name: value for name, value in document.items() if name not in PRIVATE_FIELDS}
+
+
+def shareable_body(body: bytes) -> bytes:
+    """A stored object's bytes to hand out (a download, a zip): as stored, unless the document
+    holds a private field; then the same document without it, re-encoded."""
+    if not any(name.encode() in body for name in PRIVATE_FIELDS):
+        return body  # the common case, decided without decoding a large file
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError):
+        return body  # not JSON: nothing the collector wrote, and no field to remove
+    if not isinstance(document, dict) or not any(name in document for name in PRIVATE_FIELDS):
+        return body
+    return json.dumps(without_private_fields(document), ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def stored_moment(document: dict[str, Any]) -> datetime | None:

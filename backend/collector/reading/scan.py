@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ..keys import KeyLayout
+from ..keys import KeyLayout, is_valid_participant_id
+from ..participant_keys import KEY_RELEASES
 from ..storage import ObjectInfo, ObjectStore, StorageError
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,23 @@ def list_bucket(store: ObjectStore, layout: KeyLayout) -> BucketListing:
         entry.submissions.sort(key=lambda info: info.key)
         entry.trials.sort(key=lambda info: info.key)
     return BucketListing(ordered, stray, audit)
+
+
+def key_released(listing: BucketListing, layout: KeyLayout) -> set[str]:
+    """Participants with a key-release record (``audit/key-releases/{stamp}_{id}_{8 hex}.json``).
+
+    Their status.json no longer holds a key hash, yet submissions stored while it did may be
+    marked unverified.
+    """
+    folder = f"{layout.audit_root}{KEY_RELEASES}/"
+    released = set()
+    for info in listing.audit:
+        name = info.key[len(folder) :] if info.key.startswith(folder) else ""
+        # {YYYY-MM-DD_HH-MM-SS}_ is 20 characters, _{8 hex}.json 14.
+        participant_id = name[20:-14]
+        if len(name) > 34 and is_valid_participant_id(participant_id):
+            released.add(participant_id)
+    return released
 
 
 def read_many(

@@ -9,7 +9,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import StorageUnavailable, storage_unavailable
 from ..models import ErrorResponse
-from ..storage import LowOnSpace
+from ..storage import ConditionalWritesIgnored, LowOnSpace
+from ..web.free_space import low_on_space
 from ..web.services import ServicesDep
 
 router = APIRouter(tags=["operations"])
@@ -23,7 +24,9 @@ router = APIRouter(tags=["operations"])
 async def healthz(services: ServicesDep) -> JSONResponse:
     """200 ``{"status": "ok", "storage": "local"|"s3"}`` when the store answers, else 503.
 
-    503 "storage is low on space" when a local folder is under its free-space thresholds.
+    503 "storage is low on space" when a local folder is under its free-space thresholds;
+    ``"lowOnSpace": true`` (still 200) under the higher warning threshold, before refusals start.
+    On a bucket, 503 until it has proven its conditional writes (``storage.conditional_probe``).
     """
     retry_after = services.settings.retry_after_seconds
     try:
@@ -35,8 +38,17 @@ async def healthz(services: ServicesDep) -> JSONResponse:
         if isinstance(exc.__cause__, LowOnSpace):
             # Reachable, but refusing uploads until space is freed; the message names no path.
             raise StorageUnavailable("storage is low on space", retry_after=retry_after) from exc.__cause__
+        if isinstance(exc.__cause__, ConditionalWritesIgnored):
+            # Reachable, but it would let uploads overwrite each other: refused until replaced.
+            raise StorageUnavailable(
+                "storage ignores conditional writes; uploads are refused (see the collector's log)",
+                retry_after=retry_after,
+            ) from exc.__cause__
         raise
-    return JSONResponse({"status": "ok", "storage": services.settings.storage_kind})
+    body: dict[str, object] = {"status": "ok", "storage": services.settings.storage_kind}
+    if await run_in_threadpool(low_on_space, services.settings):
+        body["lowOnSpace"] = True
+    return JSONResponse(body)
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from ..errors import NotFound
 from ..models import ErrorResponse
+from ..settings import Settings
 
 router = APIRouter(tags=["browser module"])
 
@@ -40,26 +42,47 @@ _MODULE_RESPONSES: dict[int | str, dict] = {
 }
 
 
-@router.get(
-    "/js/data-uploader.js",
-    summary="The browser uploader module (docs/browser-module.md)",
-    response_class=JavaScriptResponse,
-    responses=_MODULE_RESPONSES,
-)
-async def data_uploader_module(request: Request) -> Response:
-    """The ES module, CORS-open whatever ``ALLOWED_ORIGINS`` says: it is public code, not data."""
-    return _serve(request, "data-uploader.js")
+# Each module the collector serves, and what it is. data-uploader.js imports the two shared ones,
+# jspsych-collector.js imports data-uploader.js: they are served side by side, from the same path.
+MODULES = {
+    "data-uploader.js": "The browser uploader module (docs/browser-module.md)",
+    "jspsych-collector.js": "The jsPsych hooks module (imports ./data-uploader.js; docs/jspsych.md)",
+    "collector-common.js": "What the browser modules share (imported by both)",
+    "seed-study.js": "The seed study's localStorage fields (imported by data-uploader.js)",
+}
 
 
-@router.get(
-    "/js/jspsych-collector.js",
-    summary="The jsPsych hooks module (imports ./data-uploader.js; docs/jspsych.md)",
-    response_class=JavaScriptResponse,
-    responses=_MODULE_RESPONSES,
-)
-async def jspsych_collector_module(request: Request) -> Response:
-    """The jsPsych integration, served like the uploader it imports (same origin, same path)."""
-    return _serve(request, "jspsych-collector.js")
+def _module_route(name: str, summary: str) -> None:
+    async def serve_module(request: Request) -> Response:
+        """The ES module, CORS-open whatever ``ALLOWED_ORIGINS`` says: it is public code, not data."""
+        return _serve(request, name)
+
+    router.add_api_route(
+        f"/js/{name}",
+        serve_module,
+        methods=["GET"],
+        summary=summary,
+        response_class=JavaScriptResponse,
+        responses=_MODULE_RESPONSES,
+        operation_id=f"module_{name.replace('-', '_').replace('.', '_')}",
+    )
+
+
+for _name, _summary in MODULES.items():
+    _module_route(_name, _summary)
+
+
+def describe_limits(app: FastAPI, settings: Settings) -> None:
+    """Adds the body limit to the app's OpenAPI description (``info.x-max-upload-bytes``): the
+    browser module reads it to keep an upload the collector would refuse as too large."""
+    describe = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            describe()["info"]["x-max-upload-bytes"] = settings.max_upload_bytes
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _serve(request: Request, name: str) -> Response:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +27,7 @@ from ..models import (
 from ..participant_keys import KEY_FIELD
 from ..trials import is_trial
 from ..web.rate_limit import client_address, too_many_uploads
-from ..web.request_body import read_json_body
+from ..web.request_body import ReceivedBody, receive_body
 from ..web.services import Services, ServicesDep
 from .study_uploads import admit_trial, route_to_study
 from .trial_uploads import store_trial_upload
@@ -83,14 +85,27 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return resolve(schema)
 
 
-async def _body(request: Request, services: Services) -> Any:
+async def _receive(request: Request, services: Services) -> ReceivedBody:
+    """The whole body, received outside the upload slot (bounded per address: web.concurrency)."""
     s = services.settings
-    return await read_json_body(
-        request,
-        max_depth=s.max_json_depth,
-        timeout_seconds=s.body_timeout_seconds,
-        max_values=s.max_json_values,
-    )
+    limits, client = services.limits, client_address(request)
+    with services.bodies.receiving(client) if services.bodies is not None else nullcontext():
+        return await receive_body(
+            request,
+            timeout_seconds=s.body_timeout_seconds,
+            max_values=s.max_json_values,
+            charge=(lambda size: limits.charge_body(client, size)) if limits is not None else None,
+        )
+
+
+@asynccontextmanager
+async def _slot(services: Services) -> AsyncIterator[None]:
+    """One of the process's upload slots, for parsing and storing a body that has arrived."""
+    if services.slots is None:
+        yield
+        return
+    async with services.slots.slot():
+        yield
 
 
 async def _store(services: Services, value: Any, client: str, origin: str | None) -> dict[str, Any]:
@@ -99,15 +114,21 @@ async def _store(services: Services, value: Any, client: str, origin: str | None
     services = study.services
     if is_trial(value):  # uploadType "trial": stored once per (session, index), see trial_uploads
         await admit_trial(study, value)  # a closed or full study refuses new participants
-        return await store_trial_upload(services, value)
+        return await store_trial_upload(services, value, client)
     received_at = datetime.now(UTC)
     upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
     limits = services.limits
     admit = (lambda: limits.admit_new_participant(client)) if limits is not None else None
     admit = study.new_participant_hook(upload.participant_id, admit)
+    pid = upload.participant_id
+    unverified = (lambda size: limits.charge_unverified(pid, size)) if limits is not None else None
     try:
         result = await run_in_threadpool(
-            services.uploads.store_upload, upload, received_at=received_at, on_new_participant=admit
+            services.uploads.store_upload,
+            upload,
+            received_at=received_at,
+            on_new_participant=admit,
+            on_unverified=unverified,
         )
     except CollectorError as exc:
         # Erased, wrong key, new-participant cap: refusals, not storage trouble.
@@ -129,9 +150,11 @@ async def _store(services: Services, value: Any, client: str, origin: str | None
 async def upload_user_data(request: Request, services: ServicesDep) -> JSONResponse:
     """Store a status or submission upload; 200 only once it is durably stored."""
     try:
-        value = await _body(request, services)
-        origin = request.headers.get("origin")
-        return JSONResponse(await _store(services, value, client_address(request), origin))
+        body = await _receive(request, services)
+        async with _slot(services):
+            value = await body.parse(max_depth=services.settings.max_json_depth)
+            origin = request.headers.get("origin")
+            return JSONResponse(await _store(services, value, client_address(request), origin))
     except InvalidUpload:
         services.metrics.uploads.labels("unknown", "refused").inc()
         raise
@@ -154,7 +177,14 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
     beyond the address's budget are answered 429 on their own, with ``retryAfter``, and the
     client keeps them for later.
     """
-    value = await _body(request, services)
+    body = await _receive(request, services)
+    async with _slot(services):
+        return await _store_batch(
+            request, services, await body.parse(max_depth=services.settings.max_json_depth)
+        )
+
+
+async def _store_batch(request: Request, services: Services, value: Any) -> JSONResponse:
     items = parse_batch(value, max_items=services.settings.max_batch_items)
     client = client_address(request)
     origin = request.headers.get("origin")
@@ -222,15 +252,17 @@ async def restore_user_status(request: Request, services: ServicesDep) -> JSONRe
     POST, so the key travels in the body, never in a URL. An unknown participant, an erased one,
     and a missing or wrong key all get the same 404, byte for byte.
     """
-    value = await _body(request, services)
-    if not isinstance(value, dict):
-        raise InvalidUpload("the body must be a JSON object")
-    participant_id = value.get("participantId")
-    if not is_valid_participant_id(participant_id):
-        raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")
-    services = (await route_to_study(services, value, request.headers.get("origin"))).services
-    key = value.get(KEY_FIELD)
-    status = await run_in_threadpool(
-        services.uploads.read_status, participant_id, key if isinstance(key, str) else None
-    )
+    body = await _receive(request, services)
+    async with _slot(services):
+        value = await body.parse(max_depth=services.settings.max_json_depth)
+        if not isinstance(value, dict):
+            raise InvalidUpload("the body must be a JSON object")
+        participant_id = value.get("participantId")
+        if not is_valid_participant_id(participant_id):
+            raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")
+        services = (await route_to_study(services, value, request.headers.get("origin"))).services
+        key = value.get(KEY_FIELD)
+        status = await run_in_threadpool(
+            services.uploads.read_status, participant_id, key if isinstance(key, str) else None
+        )
     return JSONResponse({"status": "success", "participantId": participant_id, "userStatus": status})

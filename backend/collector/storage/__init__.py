@@ -14,6 +14,7 @@ from .base import (
     StoredObject,
     TransientStorageError,
 )
+from .conditional_probe import ConditionalWriteGate, ConditionalWritesIgnored, prove_conditional_writes
 from .local import LocalStore
 from .memory import MemoryStore
 from .retrying import RetryingStore
@@ -21,6 +22,8 @@ from .s3 import S3Store
 
 __all__ = [
     "AlreadyExists",
+    "ConditionalWriteGate",
+    "ConditionalWritesIgnored",
     "LocalStore",
     "LowOnSpace",
     "MemoryStore",
@@ -34,6 +37,7 @@ __all__ = [
     "StoredObject",
     "TransientStorageError",
     "open_store",
+    "prove_conditional_writes",
 ]
 
 

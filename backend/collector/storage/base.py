@@ -117,9 +117,46 @@ class ObjectStore(ABC):
         """
         return nullcontext()
 
+    def prune_empty_folders(self, prefix: str) -> None:  # noqa: B027 - only a local folder has any
+        """Remove folders left empty under ``prefix`` (after an erasure); a bucket has none."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing
         """Release connections or handles."""
 
     def temporaries(self) -> Iterator[ObjectInfo]:
         """Leftover temporary files of interrupted writes (only a local folder has any)."""
         return iter(())
+
+
+class ForwardingStore(ObjectStore):
+    """A store that passes every call to ``inner``: the base of wrappers that change only a few."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner = inner
+
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        return self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
+
+    def get(self, key: str) -> StoredObject:
+        return self.inner.get(key)
+
+    def delete(self, key: str) -> None:
+        self.inner.delete(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        return self.inner.list(prefix)
+
+    def check(self) -> None:
+        self.inner.check()
+
+    def names_synced_at_end(self) -> AbstractContextManager[None]:
+        return self.inner.names_synced_at_end()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def temporaries(self) -> Iterator[ObjectInfo]:
+        return self.inner.temporaries()
+
+    def prune_empty_folders(self, prefix: str) -> None:
+        self.inner.prune_empty_folders(prefix)

@@ -185,6 +185,18 @@ class LocalStore(ObjectStore):
         except OSError as exc:
             raise StorageError(f"local store cannot delete {key}: {exc.strerror or exc}") from exc
 
+    def prune_empty_folders(self, prefix: str) -> None:
+        """Remove empty folders under ``prefix`` (a folder ending in ``/``), deepest first.
+
+        Only after an erasure, when no upload may write there any more; a write that raced it
+        anyway fails (503, retried) rather than storing anything in a removed folder.
+        """
+        top = self._path(prefix.rstrip("/"))
+        for directory, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+            with suppress(OSError):  # not empty (or gone): it stays
+                os.rmdir(directory)
+        self._barrier.wait()
+
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Start from the deepest directory the prefix names, so listing one participant is cheap.
         directory_part = prefix.rsplit("/", 1)[0] if "/" in prefix else ""

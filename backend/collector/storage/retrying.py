@@ -10,13 +10,13 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
 from ..metrics import Metrics
-from .base import ObjectInfo, ObjectStore, StorageError, StoredObject, TransientStorageError
+from .base import ForwardingStore, ObjectStore, StorageError, StoredObject, TransientStorageError
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ def shared_deadline(seconds: float | None, clock: Callable[[], float] = time.mon
         _budget.reset(token)
 
 
-class RetryingStore(ObjectStore):
+class RetryingStore(ForwardingStore):
     """Wraps a store: each call is retried on ``TransientStorageError`` until ``deadline_seconds``.
 
     Precondition failures, missing objects and permanent errors pass straight through; they are
@@ -64,7 +64,7 @@ class RetryingStore(ObjectStore):
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.metrics = metrics
         self.deadline_seconds = deadline_seconds
         self.first_delay = first_delay
@@ -114,18 +114,8 @@ class RetryingStore(ObjectStore):
         # Safe to retry: deleting is idempotent.
         self._call("delete", lambda: self.inner.delete(key))
 
-    def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        # Listing is for the research tools; a failure mid-way surfaces to them as is.
-        return self.inner.list(prefix)
+    # list() is passed through as is: listing is for the research tools, and a failure mid-way
+    # surfaces to them unretried.
 
     def check(self) -> None:
         self._call("check", self.inner.check)
-
-    def names_synced_at_end(self) -> AbstractContextManager[None]:
-        return self.inner.names_synced_at_end()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def temporaries(self) -> Iterator[ObjectInfo]:
-        return self.inner.temporaries()

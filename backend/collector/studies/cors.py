@@ -13,16 +13,16 @@ from typing import Any
 
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
-from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..storage import StorageError
+from ..web.cors import LoggedCORSMiddleware
 from .registry import InvalidStudy, RegistryCache
 
 logger = logging.getLogger(__name__)
 
 
-class StudyCORSMiddleware(CORSMiddleware):
+class StudyCORSMiddleware(LoggedCORSMiddleware):
     def __init__(self, app: ASGIApp, *, registry: RegistryCache, **options: Any) -> None:
         super().__init__(app, **options)
         self.registry = registry

@@ -19,13 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..export import DirectorySink, ExportReport, Format, Problem, Progress, export_bucket
+from ..export import DirectorySink, ExportReport, Format, Problem, Progress, export_bucket, table_file_name
+from ..export.columns import TABLES, TRIAL_TABLES
 from ..export.writers import neutralise
 from ..keys import KeyLayout
 from ..storage import ObjectStore
 from .registry import read_registry
 
 STUDY_COLUMN = "study_id"
+# The table formats merged here (Psych-DS, SPSS and Stata are exported one study at a time).
+ALL_STUDIES_FORMATS: tuple[Format, ...] = ("csv", "jsonl", "parquet")
 README_NAME = "README.md"
 
 
@@ -62,7 +65,8 @@ def export_all_studies(
             report.problems.extend(one.problems)
             for name, count in one.rows.items():
                 report.rows[name] = report.rows.get(name, 0) + count
-        tables = [name for name in parts[0][2].files if name != README_NAME]
+        # The tables only: the CSV loaders (load.py, load.R) type one study's columns, not these.
+        tables = [table_file_name(table, fmt) for table in (*TABLES, *TRIAL_TABLES)]
         for name in tables:
             _merge(
                 fmt,
@@ -151,7 +155,8 @@ def _merge_readmes(parts: list[tuple[str, Path]], target: Path) -> None:
             "# Export of every study\n\n"
             f"Every table's first column, `{STUDY_COLUMN}`, names the study a row belongs to (empty: "
             "the default study). The other columns are described below, study by study; a table "
-            "holds the union of the studies' columns (empty where a study has no such column).\n"
+            "holds the union of the studies' columns (empty where a study has no such column). "
+            "Export one study (`--study ID`) for its CSV loaders (load.py, load.R).\n"
         )
         for study_id, path in parts:
             out.write(f"\n---\n\n# Study: {study_id or 'default'}\n\n")

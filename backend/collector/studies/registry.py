@@ -23,10 +23,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
-from urllib.parse import urlsplit
 
 from ..audit import audit_record_key, write_record
 from ..keys import KeyLayout, format_timestamp, is_valid_participant_id
+from ..settings import normalised_origin
 from ..storage import ObjectStore, PreconditionFailed
 
 StudyStatus = Literal["open", "closed", "archived"]
@@ -70,20 +70,13 @@ def study_prefix(data_prefix: str, study_id: str) -> str:
 
 
 def normalize_origin(value: str) -> str:
-    """``https://study.example.org`` (scheme, host, optional port) or ``InvalidStudy``."""
-    text = value.strip().rstrip("/")
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    """The origin as a browser sends it (``collector.settings.normalised_origin``), or ``InvalidStudy``."""
+    if not isinstance(value, str) or value.strip() == "*":
         raise InvalidStudy(f"an origin is http(s)://host[:port] (got {value!r})")
-    if parts.path or parts.query or parts.fragment or parts.username or parts.password:
-        raise InvalidStudy(f"an origin has no path, query or user (got {value!r})")
     try:
-        port = parts.port
+        return normalised_origin(value)
     except ValueError as exc:
-        raise InvalidStudy(f"an origin's port must be a number (got {value!r})") from exc
-    host = parts.hostname.lower()
-    host = f"[{host}]" if ":" in host else host
-    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+        raise InvalidStudy(str(exc)) from None
 
 
 @dataclass(frozen=True)

@@ -14,20 +14,20 @@ from typing import Any
 from ..errors import UnprocessableUpload
 from ..keys import MAX_TRIAL_INDEX, format_timestamp, is_valid_participant_id
 from ..models import parse_envelope, preview
+from ..participant_keys import KEY_FIELD
+from ..server_fields import SERVER_FIELDS, without_server_fields
 
 TRIAL_UPLOAD_TYPE = "trial"
-# Never stored: the participant key is a secret (docs/trust-model.md); only its hash is kept.
-SECRET_FIELDS = ("participantKey",)
 # Fields of the upload's envelope: they may differ between two sends of the same trial (a new
 # uploadId from another tab, a later timestamp) without the trial being a different one.
-ENVELOPE_FIELDS = ("uploadId", "timestamp", "participantKey", "serverReceivedAt", "keyVerified")
+ENVELOPE_FIELDS = ("uploadId", "timestamp", KEY_FIELD, *SERVER_FIELDS)
 
 
 @dataclass(frozen=True)
 class TrialUpload:
     """One validated trial upload."""
 
-    document: dict[str, Any]  # as sent, participantKey included (stripped when stored)
+    document: dict[str, Any]  # as sent, without the key and the server's own fields
     participant_id: str
     session_id: str
     trial_index: int
@@ -71,7 +71,8 @@ def parse_trial(value: Any) -> TrialUpload:
     if not isinstance(value.get("trialData"), dict):
         raise UnprocessableUpload("a trial needs trialData, a JSON object")
     return TrialUpload(
-        document=value,
+        # The key is a secret, the server fields are the collector's (server_fields).
+        document=without_server_fields({k: v for k, v in value.items() if k != KEY_FIELD}),
         participant_id=envelope.participant_id,
         session_id=session_id,
         trial_index=trial_index,

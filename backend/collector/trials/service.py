@@ -1,5 +1,10 @@
 """Stores trials exactly once per (participant, session, trial index), with one write per trial.
 
+Only a trial whose key was accepted (or for a participant who holds no key) goes to the trial's
+key. One sent without the key of a claimed participant is kept apart, under a key of its own
+derived from its content (``KeyLayout.unverified_trial_key``): a forged trial sent first can
+never take a real trial's place, and the real one is never answered ``duplicate`` because of it.
+
 The key is derived from the trial itself (``trials/{sessionId}/{trialIndex:06d}.json``), so the
 store's create-if-absent is the whole of exactly-once: the first write of a (session, index)
 creates the object, and every later send of it (a retry, a second tab, another collector
@@ -11,6 +16,7 @@ Requests per trial: one PUT when new; a PUT and a GET when the key is already ta
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -23,7 +29,7 @@ from ..errors import storage_unavailable
 from ..keys import KeyLayout, format_timestamp
 from ..storage import ObjectStore, PreconditionFailed, StorageError
 from ..storage.retrying import shared_deadline
-from .model import ENVELOPE_FIELDS, SECRET_FIELDS, TrialUpload
+from .model import ENVELOPE_FIELDS, TrialUpload
 
 logger = logging.getLogger(__name__)
 
@@ -76,15 +82,23 @@ class TrialService:
         self.deadline_seconds = deadline_seconds
         self._clock = clock
 
-    def store_trial(self, trial: TrialUpload, *, received_at: datetime, verified: bool = True) -> TrialResult:
+    def store_trial(
+        self,
+        trial: TrialUpload,
+        *,
+        received_at: datetime,
+        verified: bool = True,
+        before_write: Callable[[int], None] | None = None,
+    ) -> TrialResult:
         """Store one trial unless its (session, index) is already stored; never touches status.json.
 
         ``verified`` is the participant-key check's outcome, made by the caller from the
         status.json it read first (that read also finds an erased participant, who gets a 410
         before this is called). False stores the trial marked ``"keyVerified": false``.
+        ``before_write`` is told the stored body's size first, and may refuse by raising.
         Raises ``StorageUnavailable`` when the store fails past its deadline.
         """
-        key = self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
+        key = self._key(trial, verified)
         document = stored_document(trial, received_at=received_at, verified=verified)
         deadline = shared_deadline(self.deadline_seconds, self._clock)
         unavailable = storage_unavailable(
@@ -92,15 +106,31 @@ class TrialService:
             retry_after=self.retry_after,
             log_context=f"{trial.participant_id}, trial {key}",
         )
+        body = _encode(document)
+        if before_write is not None:
+            before_write(len(body))
         with unavailable, deadline:
-            duplicate = self._create_once(key, document, trial)
+            duplicate = self._create_once(key, body, trial)
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", key)
         return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
 
-    def _create_once(self, key: str, document: dict[str, Any], trial: TrialUpload) -> bool:
+    def answer_without_storing(self, trial: TrialUpload, *, received_at: datetime) -> TrialResult:
+        """The answer an unverified trial gets, storing nothing: for an erased participant asked
+        without their key, who must look like any claimed participant (docs/trust-model.md)."""
+        key = self._key(trial, verified=False)
+        return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, False, False)
+
+    def _key(self, trial: TrialUpload, verified: bool) -> str:
+        if verified:
+            return self.layout.trial_key(trial.participant_id, trial.session_id, trial.trial_index)
+        suffix = content_suffix(trial)
+        return self.layout.unverified_trial_key(
+            trial.participant_id, trial.session_id, trial.trial_index, suffix
+        )
+
+    def _create_once(self, key: str, body: bytes, trial: TrialUpload) -> bool:
         """Create the object if absent; whether the key already held a *different* trial."""
-        body = _encode(document)
         for _ in range(MAX_TRIAL_PUTS):
             try:
                 self.store.put(key, body, if_absent=True)
@@ -114,8 +144,8 @@ class TrialService:
 
 
 def stored_document(trial: TrialUpload, *, received_at: datetime, verified: bool) -> dict[str, Any]:
-    """The upload as sent, without the participant key, plus what the server adds."""
-    document = {k: v for k, v in trial.document.items() if k not in SECRET_FIELDS}
+    """The upload as sent (already without the key and server fields), plus what the server adds."""
+    document = dict(trial.document)
     document["serverReceivedAt"] = format_timestamp(received_at)
     if not verified:
         document["keyVerified"] = False
@@ -135,6 +165,12 @@ def same_trial(stored_body: bytes, trial: TrialUpload) -> bool:
     if not isinstance(stored, dict):
         return False
     return _content(stored) == _content(trial.document)
+
+
+def content_suffix(trial: TrialUpload) -> str:
+    """8 hex of the trial's content (envelope aside): an unverified trial's name, the same for its retries."""
+    content = json.dumps(_content(trial.document), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:8]
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:

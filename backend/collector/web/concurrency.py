@@ -1,22 +1,32 @@
-"""A limit on uploads in progress in one process, so a burst cannot exhaust memory or threads.
+"""Limits on uploads in progress in one process, so a burst cannot exhaust memory or threads.
 
-Each upload in progress may hold a body of up to ``MAX_UPLOAD_BYTES`` and a storage thread; the
-limit bounds both. An upload over the limit waits for a slot (its body still unread) for up to
-``queue_seconds``, then is refused with ``Overloaded`` (503 + ``Retry-After``): the browser
-module retries it later, so nothing is lost.
+Two limits, taken in this order by the participant routes:
+
+1. ``BodiesInFlight``: bodies still arriving, per client address. A body on its way costs a
+   connection and a buffer but no slot; an address with ``MAX_BODIES_IN_FLIGHT_PER_ADDRESS``
+   bodies arriving at once has its next request refused (429 + ``Retry-After``, connection
+   closed, body unread), so one address trickling bodies cannot hold the others' capacity.
+2. ``ConcurrencyLimit``: uploads being parsed and stored, taken only once the body has arrived.
+   Each holds a whole body of up to ``MAX_UPLOAD_BYTES`` and a storage thread; the limit bounds
+   both. An upload over it waits for a slot for up to ``queue_seconds``, then is refused with
+   ``Overloaded`` (503 + ``Retry-After``): the browser module retries it later, so nothing is lost.
+
+Before the body had to arrive first, 64 connections that sent headers and no body held every
+slot for the body timeout, and real uploads waited 10 s for a 503.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
-from ..errors import Overloaded
+from ..errors import Overloaded, TooManyBodies
 from ..settings import Settings
 
 
 class ConcurrencyLimit:
-    """A FastAPI dependency with ``yield``: holds one slot for the whole request."""
+    """Uploads handled at once (``async with limit.slot():``), on one event loop."""
 
     def __init__(self, limit: int, *, queue_seconds: float, retry_after: int) -> None:
         self.limit = limit
@@ -32,7 +42,8 @@ class ConcurrencyLimit:
             retry_after=settings.retry_after_seconds,
         )
 
-    async def __call__(self) -> AsyncIterator[None]:
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
         try:
             if self._slots.locked():
                 # Only a waiting upload pays for a timer; asyncio.timeout, unlike wait_for, makes no task.
@@ -49,3 +60,35 @@ class ConcurrencyLimit:
             yield
         finally:
             self._slots.release()
+
+
+class BodiesInFlight:
+    """Bodies being received, counted per client address (``with bodies.receiving(address):``)."""
+
+    def __init__(self, per_address: int, *, retry_after: int) -> None:
+        self.per_address = per_address
+        self.retry_after = retry_after
+        self._counts: dict[str, int] = {}  # only addresses with a body arriving: bounded by them
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BodiesInFlight:
+        return cls(settings.max_bodies_in_flight_per_address, retry_after=settings.retry_after_seconds)
+
+    @contextmanager
+    def receiving(self, client: str) -> Iterator[None]:
+        # On the event loop only: no lock needed between the check and the count.
+        count = self._counts.get(client, 0)
+        if count >= self.per_address:
+            raise TooManyBodies(
+                "too many uploads from this address are still arriving; please retry later",
+                retry_after=self.retry_after,
+            )
+        self._counts[client] = count + 1
+        try:
+            yield
+        finally:
+            left = self._counts[client] - 1
+            if left:
+                self._counts[client] = left
+            else:
+                del self._counts[client]

@@ -53,19 +53,24 @@ class RateLimiter:
     def tracked_clients(self) -> int:
         return len(self._buckets)
 
-    def wait_seconds(self, client: str) -> float:
-        """Take a token for ``client``: 0.0 if admitted, else how long until one is available."""
+    def wait_seconds(self, client: str, cost: float = 1.0) -> float:
+        """Take ``cost`` tokens for ``client``: 0.0 if admitted, else how long until they are there.
+
+        A cost above the burst is charged as the whole burst (a full bucket admits it), so no
+        request is refused forever.
+        """
         if self.rate <= 0:
             return 0.0
+        cost = min(cost, self.burst)
         with self._lock:
             now = self._clock()
             tokens, at = self._buckets.pop(client, (self.burst, now))
             tokens = min(self.burst, tokens + (now - at) * self.rate)
             wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
+            if tokens >= cost:
+                tokens -= cost
             else:
-                wait = (1.0 - tokens) / self.rate
+                wait = (cost - tokens) / self.rate
             self._buckets[client] = (tokens, now)  # re-inserted: now the most recently seen
             while len(self._buckets) > self.max_clients:
                 self._buckets.popitem(last=False)
@@ -76,6 +81,11 @@ class RateLimiter:
         wait = self.wait_seconds(client_address(request))
         if wait > 0:
             raise too_many_uploads(wait)
+
+
+def _hourly(amount: int) -> RateLimiter:
+    """A bucket holding ``amount`` at most, refilled at ``amount`` an hour (0: no limit)."""
+    return RateLimiter(amount / 60.0, max(1, amount))
 
 
 def client_address(request: Request) -> str:
@@ -90,19 +100,45 @@ def too_many_uploads(wait: float) -> RateLimited:
 
 @dataclass(frozen=True)
 class ParticipantLimits:
-    """The participant API's per-address limits: requests (and batch items), and new participants."""
+    """The participant API's limits: per address, requests (and batch items), body bytes and new
+    participants; per participant, bytes stored without their key. All answer 429 + Retry-After."""
 
     uploads: RateLimiter
     new_participants: RateLimiter
+    body_bytes: RateLimiter  # per address
+    unverified_bytes: RateLimiter  # per participant ID
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ParticipantLimits:
         # RATE_LIMIT_PER_MINUTE=0 switches every per-address limit off (load benchmarks rely on it).
-        per_hour = settings.new_participants_per_hour if settings.rate_limit_per_minute else 0
+        on = bool(settings.rate_limit_per_minute)
+        per_hour = settings.new_participants_per_hour if on else 0
+        bytes_per_hour = settings.upload_bytes_per_address_per_hour if on else 0
+        unverified = settings.unverified_bytes_per_participant_per_hour
         return cls(
             RateLimiter.from_settings(settings),
             RateLimiter(per_hour / 60.0, max(1, per_hour)),
+            _hourly(bytes_per_hour),
+            _hourly(unverified),
         )
+
+    def charge_body(self, client: str, size: int) -> None:
+        """Take ``size`` bytes of ``client``'s hourly byte budget, or raise ``RateLimited``."""
+        wait = self.body_bytes.wait_seconds(client, size)
+        if wait > 0:
+            raise RateLimited(
+                "this address has sent too much data this hour; please retry later",
+                retry_after=max(1, math.ceil(wait)),
+            )
+
+    def charge_unverified(self, participant_id: str, size: int) -> None:
+        """Take ``size`` bytes of the participant's unverified budget, or raise ``RateLimited``."""
+        wait = self.unverified_bytes.wait_seconds(participant_id, size)
+        if wait > 0:
+            raise RateLimited(
+                "too much data without this participant's key this hour; please retry later",
+                retry_after=max(1, math.ceil(wait)),
+            )
 
     def admit_new_participant(self, client: str) -> None:
         """Take a new-participant token for ``client``, or raise ``RateLimited``."""

@@ -1,15 +1,18 @@
 """Reading a JSON request body within limits: content type, time, and number of JSON values.
 
-Its size is capped for every route by ``BodyLimitMiddleware``, before and while it is read. The
-parse runs in a worker thread, never on the event loop, and a body with more JSON values than
-``max_values`` is refused before it is parsed: a 3 MB body of a million ``{}`` costs about a
-second of CPU to parse, which on the event loop would stall every other request.
+Its size is capped for every route by ``BodyLimitMiddleware``, before and while it is read.
+Receiving and parsing are two steps, so the upload routes take their concurrency slot between
+them: a body still on its way holds no slot (``web.concurrency``). A large parse runs in a
+worker thread, never on the event loop, and a body with more JSON values than ``max_values``
+is refused before it is parsed: a 3 MB body of a million ``{}`` costs about a second of CPU to
+parse, which on the event loop would stall every other request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -20,9 +23,11 @@ from ..models import parse_json
 
 # text/plain is what navigator.sendBeacon can send cross-origin without a CORS preflight.
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
-# Bodies with at most this many JSON values (well under a millisecond to parse) are parsed on the
-# event loop; larger ones in a worker thread.
+# Bodies with at most this many JSON values and bytes (well under a millisecond to parse) are
+# parsed on the event loop; any other in a worker thread. Bytes count as well as values: a 4 MB
+# body of a few long strings takes milliseconds to decode, however few its values.
 INLINE_PARSE_VALUES = 256
+INLINE_PARSE_BYTES = 64 * 1024
 
 
 def estimate_json_values(raw: bytes) -> int:
@@ -32,13 +37,43 @@ def estimate_json_values(raw: bytes) -> int:
     bracket. Commas and brackets inside strings count too, so this may overestimate (never
     underestimate) a document that has them in its text.
     """
-    return raw.count(b",") + raw.count(b"{") + raw.count(b"[") + 1
+    # One pass that drops the three bytes, not three counts: half the time on the event loop.
+    return len(raw) - len(raw.translate(None, b",{[")) + 1
 
 
-async def read_json_body(
-    request: Request, *, max_depth: int, timeout_seconds: float, max_values: int | None = None
-) -> Any:
-    """The decoded JSON body, or an ``InvalidUpload`` subclass saying what is wrong with it."""
+class ReceivedBody:
+    """A request body that has arrived whole, with its JSON value estimate, not yet parsed."""
+
+    __slots__ = ("raw", "values")
+
+    def __init__(self, raw: bytes, values: int) -> None:
+        self.raw = raw
+        self.values = values
+
+    async def parse(self, *, max_depth: int) -> Any:
+        """The decoded JSON, or an ``InvalidUpload`` subclass saying what is wrong with it."""
+        if self.values <= INLINE_PARSE_VALUES and len(self.raw) <= INLINE_PARSE_BYTES:
+            # A small upload parses faster here than a hop to a thread and back would take.
+            return parse_json(self.raw, max_depth=max_depth)
+        # One large parse at a time per process: CPU-bound threads fight the event loop for the
+        # GIL (each of its socket calls waits a switch interval to get it back), and one fights
+        # least. The others wait here, holding no thread.
+        async with _parse_slot():
+            return await run_in_threadpool(parse_json, self.raw, max_depth=max_depth)
+
+
+async def receive_body(
+    request: Request,
+    *,
+    timeout_seconds: float,
+    max_values: int | None = None,
+    charge: Callable[[int], None] | None = None,
+) -> ReceivedBody:
+    """The whole body, checked for type, time and value count, not yet parsed.
+
+    ``charge`` is told the body's size once it has arrived, before it is parsed (the per-address
+    byte budget), and may refuse it by raising.
+    """
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type not in ACCEPTED_MEDIA_TYPES:
         raise UnsupportedMediaType(
@@ -52,14 +87,9 @@ async def read_json_body(
         raise RequestTimeout(f"the body did not arrive within {timeout_seconds:g} s") from None
     if not raw:
         raise InvalidUpload("the body is empty; send a JSON object")
-    if values <= INLINE_PARSE_VALUES:
-        # A small upload parses faster here than a hop to a thread and back would take.
-        return parse_json(raw, max_depth=max_depth)
-    # One large parse at a time per process: CPU-bound threads fight the event loop for the GIL
-    # (each of its socket calls waits a switch interval to get it back), and one fights least.
-    # The others wait here, holding no thread.
-    async with _parse_slot():
-        return await run_in_threadpool(parse_json, raw, max_depth=max_depth)
+    if charge is not None:
+        charge(len(raw))
+    return ReceivedBody(raw, values)
 
 
 async def _read_counting(request: Request, max_values: int | None) -> tuple[bytes, int]:

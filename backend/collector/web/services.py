@@ -17,6 +17,7 @@ from ..settings import Settings
 from ..status_cache import StatusCache
 from ..storage import ObjectStore
 from ..trials import TrialService
+from .concurrency import BodiesInFlight, ConcurrencyLimit
 from .rate_limit import ParticipantLimits
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ class Services:
     uploads: UploadService
     trials: TrialService
     limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
+    slots: ConcurrencyLimit | None = None  # uploads parsed and stored at once (None: unbounded)
+    bodies: BodiesInFlight | None = None  # bodies arriving per address (None: unbounded)
     # The registered studies' services (collector.studies); None: the default study only (tools).
     studies: StudyServices | None = None
 
