@@ -304,3 +304,17 @@ def test_studies_are_registered_and_changed_from_the_dashboard(
         refused.status_code == 400
         and read_registry(store, settings.data_prefix).get("pilot2").title == "Renamed"
     )
+
+
+def test_the_completeness_report_per_study_and_for_all(client: TestClient, settings: Settings) -> None:
+    seed(client)
+    env = settings_environment(settings)
+    one = CliRunner().invoke(main, ["report", "--json", "--study", "jspsych"], env=env)
+    assert one.exit_code == 0, one.output
+    [study] = json.loads(one.stdout)["studies"]
+    assert (study["study"], study["counts"]["started"], study["counts"]["trialSessions"]) == ("jspsych", 3, 3)
+    every = CliRunner().invoke(main, ["report", "--json", "--all-studies"], env=env)
+    assert every.exit_code == 0, every.output
+    started = {entry["study"]: entry["counts"]["started"] for entry in json.loads(every.stdout)["studies"]}
+    assert started == {"default": 1, "jspsych": 3}
+    assert CliRunner().invoke(main, ["report", "--study", "nosuch"], env=env).exit_code != 0

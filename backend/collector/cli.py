@@ -48,7 +48,7 @@ from .storage import (
 from .studies.cli import settings_for_study, study_option
 from .studies.cli import study as study_commands
 from .studies.export_all import ALL_STUDIES_FORMATS, export_all_studies
-from .studies.registry import InvalidStudy
+from .studies.registry import InvalidStudy, read_registry
 from .verify import VerifyFailed, verify_bucket
 from .web.header_timeout import header_timeout_protocol
 
@@ -511,22 +511,33 @@ def reconcile(
     "--workers", type=click.IntRange(1, 256), default=32, show_default=True, help="Objects read at once."
 )
 @study_option
-def report(as_json: bool, workers: int, study_id: str | None) -> None:
+@click.option("--all-studies", is_flag=True, help="Every study: the default one, then each registered one.")
+def report(as_json: bool, workers: int, study_id: str | None, all_studies: bool) -> None:
     """Completeness per study: participants started, finished, with missing trials, withdrawn."""
     configure_logging()
+    if all_studies and study_id is not None:
+        raise click.UsageError("give --study or --all-studies, not both")
     settings = load_settings()
     store = open_bucket(settings)
     try:
-        settings = settings_for_study(settings, store, study_id)
-        study = study_completeness(store, KeyLayout(settings.data_prefix), workers=workers)
-    except StorageError as exc:
+        targets = [(study_id or "default", settings_for_study(settings, store, study_id).data_prefix)]
+        if all_studies:
+            registered = read_registry(store, settings.data_prefix).studies.values()
+            targets += [(entry.id, entry.prefix) for entry in registered]
+        studies = [
+            study_completeness(store, KeyLayout(prefix), study=name, workers=workers)
+            for name, prefix in targets
+        ]
+    except (StorageError, InvalidStudy) as exc:
         raise click.ClickException(f"cannot read the bucket: {exc}") from exc
     finally:
         store.close()
     if as_json:
-        click.echo(json.dumps({"studies": [study.as_json()]}, ensure_ascii=False, indent=2))
+        click.echo(
+            json.dumps({"studies": [study.as_json() for study in studies]}, ensure_ascii=False, indent=2)
+        )
     else:
-        click.echo("\n".join(report_lines(study)))
+        click.echo("\n\n".join("\n".join(report_lines(study)) for study in studies))
 
 
 @main.command("release-key")
