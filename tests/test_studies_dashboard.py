@@ -82,6 +82,8 @@ def test_trial_only_participants_in_the_study_dashboard(client: TestClient) -> N
     assert "consented" in funnel and "finishedTask" in funnel and "tutorial seen" not in funnel
     default = client.get("/admin").text
     assert re.search(r'id="participant-count">1<', default) and "tutorial seen" in default
+    completeness = client.get("/admin/completeness?study=jspsych").text
+    assert "Study jspsych." in completeness and 'href="/admin/participants/T1?study=jspsych"' in completeness
     # Every link of a study's page stays in the study.
     assert 'href="/admin/export.zip?format=csv&amp;study=jspsych"' in page.text
     assert client.get("/admin/participants?study=nosuch").status_code == 404

@@ -7,6 +7,8 @@ reads the bucket when asked (every submission, and one trial per session), not f
 
 from __future__ import annotations
 
+from functools import partial
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -29,7 +31,8 @@ def offered_export_formats() -> list[tuple[str, str]]:
 @router.get("/completeness")
 async def completeness_page(request: Request, admin: SessionDep) -> HTMLResponse:
     services = admin.services
-    study = await off_loop(admin, study_completeness, services.store, services.layout)
+    name = admin.study.id if admin.study is not None else "default"  # ?study=ID: that study's
+    study = await off_loop(admin, partial(study_completeness, services.store, services.layout, study=name))
     return await render_html(
         request,
         admin,
