@@ -113,6 +113,21 @@ _OUT_OF_FAST_LOOP = ("slow", "browser", "processes")
 
 
 @pytest.fixture(autouse=True)
+def _apps_run_their_lifespan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request through a TestClient that was not entered (``with TestClient(app) as client``)
+    fails the test: without it the app's lifespan never runs, so the test would exercise an app
+    that no server ever serves (no storage proof, no thread-pool sizing, nothing closed)."""
+    original_request = TestClient.request
+
+    def request(self: TestClient, *args: Any, **kwargs: Any) -> Any:
+        if not hasattr(self, "exit_stack"):
+            pytest.fail("use the TestClient as a context manager (with ... as client): the lifespan must run")
+        return original_request(self, *args, **kwargs)
+
+    monkeypatch.setattr(TestClient, "request", request)
+
+
+@pytest.fixture(autouse=True)
 def _fast_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test without a ``slow``, ``browser`` or ``processes`` marker may not start a process.
 

@@ -161,43 +161,47 @@ def test_wrong_content_types_are_refused(
 
 
 def test_cors_gives_a_disallowed_origin_nothing_to_read(tmp_path: Path) -> None:
-    client = TestClient(create_app(local_settings(tmp_path, allowed_origins="https://study.example.org")))
-    evil = {"Origin": "https://evil.example"}
-    preflight = client.options(
-        URL + "/batch",
-        headers={
-            **evil,
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type",
-        },
-    )
-    assert "access-control-allow-origin" not in preflight.headers
-    restore = client.post("/api/user-status", json={"participantId": "P1"}, headers=evil)
-    assert "access-control-allow-origin" not in restore.headers
-    # A simple (preflight-free) request is still served, as CORS only hides the answer: it is
-    # not access control, and a participant's upload needs none.
-    beacon = client.post(
-        URL, content=b'{"participantId": "P1"}', headers={**evil, "Content-Type": "text/plain"}
-    )
-    assert "access-control-allow-origin" not in beacon.headers
+    with TestClient(
+        create_app(local_settings(tmp_path, allowed_origins="https://study.example.org"))
+    ) as client:
+        evil = {"Origin": "https://evil.example"}
+        preflight = client.options(
+            URL + "/batch",
+            headers={
+                **evil,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "content-type",
+            },
+        )
+        assert "access-control-allow-origin" not in preflight.headers
+        restore = client.post("/api/user-status", json={"participantId": "P1"}, headers=evil)
+        assert "access-control-allow-origin" not in restore.headers
+        # A simple (preflight-free) request is still served, as CORS only hides the answer: it is
+        # not access control, and a participant's upload needs none.
+        beacon = client.post(
+            URL, content=b'{"participantId": "P1"}', headers={**evil, "Content-Type": "text/plain"}
+        )
+        assert "access-control-allow-origin" not in beacon.headers
 
 
 def test_a_flood_from_one_address_is_rate_limited_and_stores_nothing(tmp_path: Path) -> None:
     # One token a minute: a slow machine must not earn a refill between the five posts.
     settings = local_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=3)
-    client = TestClient(create_app(settings))
-    answers = [client.post(URL, json={"participantId": f"R{n}", "uploadType": "status"}) for n in range(5)]
-    assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
-    assert_refused(answers[3], 429)
-    assert int(answers[3].headers["Retry-After"]) >= 1
-    restore = client.post("/api/user-status", json={"participantId": "R0"})
-    assert restore.status_code == 429  # the restore route counts too
-    assert client.get("/healthz").status_code == 200  # operations routes are not limited
-    assert sorted(p.name for p in (tmp_path / settings.data_prefix / "participants").iterdir()) == [
-        "R0",
-        "R1",
-        "R2",
-    ]
+    with TestClient(create_app(settings)) as client:
+        answers = [
+            client.post(URL, json={"participantId": f"R{n}", "uploadType": "status"}) for n in range(5)
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429, 429]
+        assert_refused(answers[3], 429)
+        assert int(answers[3].headers["Retry-After"]) >= 1
+        restore = client.post("/api/user-status", json={"participantId": "R0"})
+        assert restore.status_code == 429  # the restore route counts too
+        assert client.get("/healthz").status_code == 200  # operations routes are not limited
+        assert sorted(p.name for p in (tmp_path / settings.data_prefix / "participants").iterdir()) == [
+            "R0",
+            "R1",
+            "R2",
+        ]
 
 
 def test_rate_limit_is_per_address_refills_and_forgets_the_oldest() -> None:
@@ -319,20 +323,20 @@ def test_no_answer_names_the_storage_endpoint_or_credentials(tmp_path: Path) -> 
             "storage_timeout_seconds": 0.3,
         }
     )
-    client = TestClient(create_app(settings))
-    answers = [
-        client.get("/healthz"),
-        client.post(URL, json={"participantId": "H1", "uploadType": "status"}),
-        client.post(URL + "/batch", json={"uploads": [{"participantId": "H1"}]}),
-        client.post("/api/user-status", json={"participantId": "H1"}),
-    ]
-    for answer in answers:
-        assert answer.status_code in (200, 503)
-        for secret in (
-            str(settings.s3_endpoint_url),
-            "127.0.0.1",
-            settings.r2_bucket_name,
-            "AKIDHOSTILE7Q",
-            "7q",
-        ):
-            assert secret not in answer.text
+    with TestClient(create_app(settings)) as client:
+        answers = [
+            client.get("/healthz"),
+            client.post(URL, json={"participantId": "H1", "uploadType": "status"}),
+            client.post(URL + "/batch", json={"uploads": [{"participantId": "H1"}]}),
+            client.post("/api/user-status", json={"participantId": "H1"}),
+        ]
+        for answer in answers:
+            assert answer.status_code in (200, 503)
+            for secret in (
+                str(settings.s3_endpoint_url),
+                "127.0.0.1",
+                settings.r2_bucket_name,
+                "AKIDHOSTILE7Q",
+                "7q",
+            ):
+                assert secret not in answer.text

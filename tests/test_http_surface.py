@@ -8,7 +8,7 @@ import json
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,11 +47,29 @@ class Scene:
     layout: KeyLayout
 
 
+# Scenes are built inside the parametrized cases below (lambdas get only tmp_path), so their
+# clients are entered here, which runs each app's lifespan, and left after the test.
+_entered: list[TestClient] = []
+
+
+@pytest.fixture(autouse=True)
+def _leave_scenes() -> Iterator[None]:
+    yield
+    while _entered:
+        _entered.pop().__exit__(None, None, None)
+
+
+def _entered_client(client: TestClient) -> TestClient:
+    client.__enter__()
+    _entered.append(client)
+    return client
+
+
 def scene(tmp_path: Path, store: ObjectStore | None = None, **overrides: object) -> Scene:
     settings = local_settings(tmp_path / "data", **overrides)
     store = store or open_store(settings)
     # A server exception must come back as the 500 answer it becomes, not be raised in the test.
-    client = TestClient(create_app(settings, store=store), raise_server_exceptions=False)
+    client = _entered_client(TestClient(create_app(settings, store=store), raise_server_exceptions=False))
     return Scene(client, store, KeyLayout(settings.data_prefix))
 
 
@@ -63,7 +81,9 @@ def unreachable_s3() -> Scene:
         storage_timeout_seconds=0.3,
     )
     store = open_store(settings)
-    return Scene(TestClient(create_app(settings, store=store)), store, KeyLayout(settings.data_prefix))
+    return Scene(
+        _entered_client(TestClient(create_app(settings, store=store))), store, KeyLayout(settings.data_prefix)
+    )
 
 
 def logged_in(tmp_path: Path) -> Scene:
@@ -455,14 +475,19 @@ def test_restore_returns_status_fields_only(client: TestClient) -> None:
 
 def test_cors_allows_only_configured_origins(tmp_path) -> None:
     settings = local_settings(tmp_path, allowed_origins="https://study.example.org")
-    client = TestClient(create_app(settings))
-    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type"}
-    allowed = client.options(
-        "/api/upload-user-data", headers={"Origin": "https://study.example.org", **preflight}
-    )
-    assert allowed.headers["access-control-allow-origin"] == "https://study.example.org"
-    refused = client.options("/api/upload-user-data", headers={"Origin": "https://evil.example", **preflight})
-    assert "access-control-allow-origin" not in refused.headers
+    with TestClient(create_app(settings)) as client:
+        preflight = {
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        }
+        allowed = client.options(
+            "/api/upload-user-data", headers={"Origin": "https://study.example.org", **preflight}
+        )
+        assert allowed.headers["access-control-allow-origin"] == "https://study.example.org"
+        refused = client.options(
+            "/api/upload-user-data", headers={"Origin": "https://evil.example", **preflight}
+        )
+        assert "access-control-allow-origin" not in refused.headers
 
 
 def test_cors_is_open_on_the_local_default(client: TestClient, settings) -> None:

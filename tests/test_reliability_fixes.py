@@ -138,10 +138,10 @@ def test_batch_stops_trying_storage_once_it_failed(tmp_path: Path) -> None:
     # Bug: a batch of 50 during an outage spent the storage deadline on every item in turn.
     settings = local_settings(tmp_path, storage_deadline_seconds=0.2)
     faulty = RecordingFaultyStore(MemoryStore())
-    client = TestClient(create_app(settings, store=faulty))
-    uploads = [{"participantId": f"B{n}", "uploadType": "status", "uploadId": f"u{n}"} for n in range(5)]
-    answer = client.post("/api/upload-user-data/batch", json={"uploads": uploads})
-    assert answer.status_code == 200
-    assert [r["httpStatus"] for r in answer.json()["results"]] == [503] * 5
-    assert faulty.tried == {"B0"}
-    assert answer.headers["Retry-After"] == str(settings.retry_after_seconds)
+    with TestClient(create_app(settings, store=faulty)) as client:
+        uploads = [{"participantId": f"B{n}", "uploadType": "status", "uploadId": f"u{n}"} for n in range(5)]
+        answer = client.post("/api/upload-user-data/batch", json={"uploads": uploads})
+        assert answer.status_code == 200
+        assert [r["httpStatus"] for r in answer.json()["results"]] == [503] * 5
+        assert faulty.tried == {"B0"}
+        assert answer.headers["Retry-After"] == str(settings.retry_after_seconds)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from fastapi.testclient import TestClient
 
@@ -56,22 +57,24 @@ class FaultyStore(ObjectStore):
         self.inner.check()
 
 
+@contextmanager
 def faulty_client(
     settings: Settings, store: ObjectStore, fail: dict[str, int]
-) -> tuple[TestClient, FaultyStore]:
+) -> Iterator[tuple[TestClient, FaultyStore]]:
     faulty = FaultyStore(store, fail)
-    return TestClient(create_app(settings, store=faulty)), faulty
+    with TestClient(create_app(settings, store=faulty)) as client:
+        yield client, faulty
 
 
 def test_transient_failures_are_retried_and_counted(settings: Settings, store: ObjectStore) -> None:
-    client, faulty = faulty_client(settings, store, {"put_submission": 2, "get": 1})
-    answer = client.post(URL, json=BODY)
-    assert answer.status_code == 200
-    assert faulty.calls.count("put_submission") == 3
-    metrics = client.get("/metrics").text
-    assert 'collector_storage_retries_total{operation="put"} 2.0' in metrics
-    assert 'collector_storage_retries_total{operation="get"} 1.0' in metrics
-    assert 'collector_uploads_total{outcome="stored",upload_type="submission"} 1.0' in metrics
+    with faulty_client(settings, store, {"put_submission": 2, "get": 1}) as (client, faulty):
+        answer = client.post(URL, json=BODY)
+        assert answer.status_code == 200
+        assert faulty.calls.count("put_submission") == 3
+        metrics = client.get("/metrics").text
+        assert 'collector_storage_retries_total{operation="put"} 2.0' in metrics
+        assert 'collector_storage_retries_total{operation="get"} 1.0' in metrics
+        assert 'collector_uploads_total{outcome="stored",upload_type="submission"} 1.0' in metrics
 
 
 def test_failure_past_the_deadline_is_503_and_the_retry_stores_exactly_once(
@@ -79,20 +82,20 @@ def test_failure_past_the_deadline_is_503_and_the_retry_stores_exactly_once(
 ) -> None:
     quick = settings.model_copy(update={"storage_deadline_seconds": 0.3})
     # The submission lands, then status.json keeps failing: the client must be told to retry.
-    client, _ = faulty_client(quick, store, {"put_status": 10_000})
-    answer = client.post(URL, json=BODY)
-    assert answer.status_code == 503
-    assert answer.headers["Retry-After"] == str(quick.retry_after_seconds)
-    assert answer.json()["status"] == "error"
-    assert "retry" in answer.json()["error"]
-    assert "injected" not in answer.text  # internals stay in the log
-    # The client retries once storage is back: the submission is recognised, not duplicated.
-    healthy = TestClient(create_app(quick, store=store))
-    again = healthy.post(URL, json=BODY)
-    assert again.status_code == 200
-    keys = [i.key for i in store.list("volcano-audio-anonymized-data/participants/F1/")]
-    assert len([k for k in keys if "/submissions/" in k]) == 1
-    assert json.loads(store.get(again.json()["filesUploaded"][0]).body)["participantId"] == "F1"
+    with faulty_client(quick, store, {"put_status": 10_000}) as (client, _):
+        answer = client.post(URL, json=BODY)
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == str(quick.retry_after_seconds)
+        assert answer.json()["status"] == "error"
+        assert "retry" in answer.json()["error"]
+        assert "injected" not in answer.text  # internals stay in the log
+        # The client retries once storage is back: the submission is recognised, not duplicated.
+        with TestClient(create_app(quick, store=store)) as healthy:
+            again = healthy.post(URL, json=BODY)
+            assert again.status_code == 200
+            keys = [i.key for i in store.list("volcano-audio-anonymized-data/participants/F1/")]
+            assert len([k for k in keys if "/submissions/" in k]) == 1
+            assert json.loads(store.get(again.json()["filesUploaded"][0]).body)["participantId"] == "F1"
 
 
 def test_unreachable_s3_answers_503_and_healthz_says_so(tmp_path) -> None:
@@ -105,21 +108,21 @@ def test_unreachable_s3_answers_503_and_healthz_says_so(tmp_path) -> None:
         storage_timeout_seconds=0.5,
         admin_password="test-admin-password-1",
     )
-    client = TestClient(create_app(dead))
-    answer = client.post(URL, json=BODY)
-    assert answer.status_code == 503
-    assert "Retry-After" in answer.headers
-    assert "test" not in answer.json()["error"]  # no credentials echoed
-    health = client.get("/healthz")
-    assert health.status_code == 503
-    assert health.json()["status"] == "error"
+    with TestClient(create_app(dead)) as client:
+        answer = client.post(URL, json=BODY)
+        assert answer.status_code == 503
+        assert "Retry-After" in answer.headers
+        assert "test" not in answer.json()["error"]  # no credentials echoed
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert health.json()["status"] == "error"
 
 
 def test_missing_bucket_is_503_not_500(moto_endpoint: str) -> None:
     settings = s3_settings(moto_endpoint, bucket="no-such-bucket-here")
-    client = TestClient(create_app(settings))
-    assert client.post(URL, json=BODY).status_code == 503
-    assert client.get("/healthz").status_code == 503
+    with TestClient(create_app(settings)) as client:
+        assert client.post(URL, json=BODY).status_code == 503
+        assert client.get("/healthz").status_code == 503
 
 
 def test_healthz_ok_on_a_working_store(client: TestClient, settings: Settings) -> None:
@@ -131,11 +134,11 @@ def test_healthz_ok_on_a_working_store(client: TestClient, settings: Settings) -
 def test_unusable_local_folder_is_503(tmp_path) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the data folder should be")
-    client = TestClient(create_app(local_settings(blocker / "data")))
-    answer = client.post(URL, json=BODY)
-    assert answer.status_code == 503
-    assert client.get("/healthz").status_code == 503
-    assert blocker.read_text() == "a file where the data folder should be"
+    with TestClient(create_app(local_settings(blocker / "data"))) as client:
+        answer = client.post(URL, json=BODY)
+        assert answer.status_code == 503
+        assert client.get("/healthz").status_code == 503
+        assert blocker.read_text() == "a file where the data folder should be"
 
 
 def test_open_store_picks_the_backend_from_settings(tmp_path, moto_endpoint: str) -> None:

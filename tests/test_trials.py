@@ -133,17 +133,19 @@ def test_twenty_tabs_racing_on_one_trial_store_it_once(
     settings: Settings, counting: CountingStore, store: ObjectStore, layout: KeyLayout
 ) -> None:
     """Two apps over one store (two collector instances), 20 concurrent sends of trial 5."""
-    clients = [TestClient(create_app(settings, store=counting)) for _ in range(2)]
     barrier = threading.Barrier(20)
+    with (
+        TestClient(create_app(settings, store=counting)) as one,
+        TestClient(create_app(settings, store=counting)) as other,
+    ):
+        clients = [one, other]
 
-    def send(n: int) -> httpx.Response:
-        barrier.wait()  # all at once, as far as threads allow
-        return clients[n % 2].post(URL, json=trial(5, uploadId=f"tab-{n}"))
+        def send(n: int) -> httpx.Response:
+            barrier.wait()  # all at once, as far as threads allow
+            return clients[n % 2].post(URL, json=trial(5, uploadId=f"tab-{n}"))
 
-    with ThreadPoolExecutor(20) as pool:
-        answers = list(pool.map(send, range(20)))
-    for test_client in clients:
-        test_client.close()
+        with ThreadPoolExecutor(20) as pool:
+            answers = list(pool.map(send, range(20)))
     key = layout.trial_key("T1", "run-A", 5)
     assert [a.status_code for a in answers] == [200] * 20
     assert {a.json()["filesUploaded"][0] for a in answers} == {key}

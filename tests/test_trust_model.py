@@ -152,14 +152,14 @@ def test_seed_curl_example_still_works_for_a_new_participant(client: TestClient)
 
 def test_keys_off_gives_the_old_open_behaviour(tmp_path: Path) -> None:
     settings = local_settings(tmp_path, participant_keys=False)
-    client = TestClient(create_app(settings))
-    assert client.post(URL, json=status_upload(n=1)).status_code == 200
-    assert client.post(URL, json=status_upload(key=OTHER_KEY, n=2)).status_code == 200
-    assert client.post(URL, json=status_upload(key=None, n=3)).status_code == 200
-    restored = client.post(RESTORE, json={"participantId": "P001ABC"})
-    assert restored.status_code == 200
-    assert restored.json()["userStatus"]["n"] == 3
-    assert "participantKeyHash" not in restored.json()["userStatus"]
+    with TestClient(create_app(settings)) as client:
+        assert client.post(URL, json=status_upload(n=1)).status_code == 200
+        assert client.post(URL, json=status_upload(key=OTHER_KEY, n=2)).status_code == 200
+        assert client.post(URL, json=status_upload(key=None, n=3)).status_code == 200
+        restored = client.post(RESTORE, json={"participantId": "P001ABC"})
+        assert restored.status_code == 200
+        assert restored.json()["userStatus"]["n"] == 3
+        assert "participantKeyHash" not in restored.json()["userStatus"]
 
 
 # --- Restore ------------------------------------------------------------------------------------
@@ -353,35 +353,39 @@ def test_old_counter_suffixes_and_new_hash_suffixes_are_read(layout: KeyLayout) 
 
 def test_every_batch_item_costs_a_token(tmp_path: Path) -> None:
     # One token a minute: a batch slowed by a loaded machine must not earn a refill mid-test.
-    client = TestClient(create_app(local_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=5)))
-    uploads = [status_upload(f"B{n}", key=None, uploadId=f"b{n}") for n in range(8)]
-    answer = client.post(URL + "/batch", json={"uploads": uploads})
-    assert answer.status_code == 200
-    results = answer.json()["results"]
-    assert [r["httpStatus"] for r in results] == [200] * 5 + [429] * 3
-    assert all(r["retryAfter"] >= 1 for r in results[5:])
-    assert int(answer.headers["Retry-After"]) >= 1
-    stored = sorted(p.name for p in (tmp_path / "volcano-audio-anonymized-data" / "participants").iterdir())
-    assert stored == [f"B{n}" for n in range(5)]
-    assert client.post(URL, json=status_upload("B9", key=None)).status_code == 429  # the budget is spent
+    with TestClient(
+        create_app(local_settings(tmp_path, rate_limit_per_minute=1, rate_limit_burst=5))
+    ) as client:
+        uploads = [status_upload(f"B{n}", key=None, uploadId=f"b{n}") for n in range(8)]
+        answer = client.post(URL + "/batch", json={"uploads": uploads})
+        assert answer.status_code == 200
+        results = answer.json()["results"]
+        assert [r["httpStatus"] for r in results] == [200] * 5 + [429] * 3
+        assert all(r["retryAfter"] >= 1 for r in results[5:])
+        assert int(answer.headers["Retry-After"]) >= 1
+        stored = sorted(
+            p.name for p in (tmp_path / "volcano-audio-anonymized-data" / "participants").iterdir()
+        )
+        assert stored == [f"B{n}" for n in range(5)]
+        assert client.post(URL, json=status_upload("B9", key=None)).status_code == 429  # the budget is spent
 
 
 def test_new_participants_per_address_are_capped(tmp_path: Path) -> None:
-    client = TestClient(create_app(local_settings(tmp_path, new_participants_per_hour=2)))
-    assert client.post(URL, json=status_upload("N1")).status_code == 200
-    assert client.post(URL, json=status_upload("N2")).status_code == 200
-    refused = client.post(URL, json=status_upload("N3"))
-    assert refused.status_code == 429
-    assert "new participants" in refused.json()["error"]
-    assert int(refused.headers["Retry-After"]) >= 1
-    assert not (tmp_path / "volcano-audio-anonymized-data" / "participants" / "N3").exists()
-    assert client.post(URL, json=submission("N1")).status_code == 200  # known participants go on
+    with TestClient(create_app(local_settings(tmp_path, new_participants_per_hour=2))) as client:
+        assert client.post(URL, json=status_upload("N1")).status_code == 200
+        assert client.post(URL, json=status_upload("N2")).status_code == 200
+        refused = client.post(URL, json=status_upload("N3"))
+        assert refused.status_code == 429
+        assert "new participants" in refused.json()["error"]
+        assert int(refused.headers["Retry-After"]) >= 1
+        assert not (tmp_path / "volcano-audio-anonymized-data" / "participants" / "N3").exists()
+        assert client.post(URL, json=submission("N1")).status_code == 200  # known participants go on
 
 
 def test_rate_limit_zero_switches_the_new_participant_cap_off(tmp_path: Path) -> None:
     settings = local_settings(tmp_path, new_participants_per_hour=1, rate_limit_per_minute=0)
-    client = TestClient(create_app(settings))
-    assert [client.post(URL, json=status_upload(f"Z{n}")).status_code for n in range(5)] == [200] * 5
+    with TestClient(create_app(settings)) as client:
+        assert [client.post(URL, json=status_upload(f"Z{n}")).status_code for n in range(5)] == [200] * 5
 
 
 # --- JSON bodies -------------------------------------------------------------------------------
@@ -398,8 +402,8 @@ def test_a_body_of_a_million_tiny_objects_is_refused_before_parsing(
 
 
 def test_json_value_cap_is_a_setting(tmp_path: Path) -> None:
-    client = TestClient(create_app(local_settings(tmp_path, max_json_values=100)))
-    small = {**SEED_BODY, "submissionData": {"a": list(range(50))}}
-    large = {**SEED_BODY, "submissionData": {"a": list(range(150))}}
-    assert client.post(URL, json=small).status_code == 200
-    assert client.post(URL, json=large).status_code == 413
+    with TestClient(create_app(local_settings(tmp_path, max_json_values=100))) as client:
+        small = {**SEED_BODY, "submissionData": {"a": list(range(50))}}
+        large = {**SEED_BODY, "submissionData": {"a": list(range(150))}}
+        assert client.post(URL, json=small).status_code == 200
+        assert client.post(URL, json=large).status_code == 413
