@@ -246,7 +246,8 @@ def test_an_erasure_elsewhere_makes_the_next_upload_410_storing_nothing(
     assert collector.post(submission("E1", 1)).status_code == 200
     assert collector.post(status_upload("E1", 2)).status_code == 200
     assert collector.post(trial("E1", 0)).status_code == 200
-    erase_participant(store, layout, "E1", who="cli", reason="withdrew")  # another process
+    # Another process; nothing races it, so it skips the settle wait (the cache's clock moves below).
+    erase_participant(store, layout, "E1", who="cli", reason="withdrew", settle_seconds=0)
     # A trial's cached decision is only good for the freshness window; past it, it reads.
     collector.clock.now += collector.app.state.services.uploads.trial_fresh_seconds + 1
     before = everything(store, layout)
@@ -264,7 +265,7 @@ def test_erased_participant_with_a_cold_trial_cache_stores_nothing_at_all(
     _, store, layout = world
     collector = collectors[0]
     assert collector.post(submission("E2", 1)).status_code == 200
-    erase_participant(store, layout, "E2", who="cli", reason="withdrew")
+    erase_participant(store, layout, "E2", who="cli", reason="withdrew", settle_seconds=0)
     before = everything(store, layout)
     for body in (submission("E2", 2), status_upload("E2", 3), submission("E2", 4)):
         assert collector.post(body).status_code == 410
@@ -278,8 +279,8 @@ def test_a_warm_trial_cache_lands_nothing_once_an_erasure_elsewhere_returns(
     _, store, layout = world
     collector = collectors[0]
     assert collector.post(status_upload("E3", 1)).status_code == 200
-    erase_participant(store, layout, "E3", who="cli", reason="withdrew")
-    # The erasure spent ERASURE_SETTLE_SECONDS after its tombstone: the cache's clock saw them pass.
+    erase_participant(store, layout, "E3", who="cli", reason="withdrew", settle_seconds=0)
+    # A real erasure spends ERASURE_SETTLE_SECONDS after its tombstone: the cache's clock sees them pass.
     collector.clock.now += ERASURE_SETTLE_SECONDS
     before = everything(store, layout)
     assert collector.post(trial("E3", 0)).status_code == 410
