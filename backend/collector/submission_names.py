@@ -22,7 +22,8 @@ from typing import Any
 from .keys import KeyLayout
 from .models import Upload
 from .server_fields import KEY_VERIFIED, without_server_fields
-from .storage import ObjectStore, PreconditionFailed, StorageError
+from .storage import ObjectStore, StorageError
+from .storage.create_once import KeyContended, create_once
 
 logger = logging.getLogger(__name__)
 
@@ -63,18 +64,15 @@ def store_submission(
         before_write(len(body))
     for suffix in name_suffixes(upload):
         key = layout.submission_key(upload.participant_id, upload.moment, suffix)
-        for _ in range(TRIES_PER_NAME):
-            try:
-                store.put(key, body, if_absent=True)
-                return key
-            except PreconditionFailed:  # the name is taken, or S3 saw a racing write to it
-                existing = store.get_or_none(key)
-                if existing is None:
-                    continue  # the racing write did not land: this name is still free
-                if same_upload(existing.body, upload, stamped.get(KEY_VERIFIED)):
-                    logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
-                    return key
-                break  # taken by another upload: next name
+        try:
+            existing = create_once(store, key, body, attempts=TRIES_PER_NAME)
+        except KeyContended:
+            continue  # racing writes kept the name busy: the next name
+        if existing is None:
+            return key
+        if same_upload(existing.body, upload, stamped.get(KEY_VERIFIED)):
+            logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
+            return key
     # Only reachable if two 32-bit hashes of this upload both collide with other uploads'.
     raise StorageError(f"could not find a free name for a submission of {upload.participant_id}")
 

@@ -27,7 +27,8 @@ from typing import Any
 
 from ..errors import storage_unavailable
 from ..keys import KeyLayout, format_timestamp
-from ..storage import ObjectStore, PreconditionFailed, StorageError
+from ..storage import ObjectStore
+from ..storage.create_once import create_once
 from ..storage.retrying import shared_deadline
 from .model import ENVELOPE_FIELDS, TrialUpload
 
@@ -110,7 +111,8 @@ class TrialService:
         if before_write is not None:
             before_write(len(body))
         with unavailable, deadline:
-            duplicate = self._create_once(key, body, trial)
+            existing = create_once(self.store, key, body, attempts=MAX_TRIAL_PUTS)
+        duplicate = existing is not None and not same_trial(existing.body, trial)
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", key)
         return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
@@ -128,19 +130,6 @@ class TrialService:
         return self.layout.unverified_trial_key(
             trial.participant_id, trial.session_id, trial.trial_index, suffix
         )
-
-    def _create_once(self, key: str, body: bytes, trial: TrialUpload) -> bool:
-        """Create the object if absent; whether the key already held a *different* trial."""
-        for _ in range(MAX_TRIAL_PUTS):
-            try:
-                self.store.put(key, body, if_absent=True)
-                return False
-            except PreconditionFailed:  # taken, or S3 saw a racing write to it
-                existing = self.store.get_or_none(key)
-                if existing is None:
-                    continue  # the racing write did not land: the key is still free
-                return not same_trial(existing.body, trial)
-        raise StorageError(f"could not store trial {key}: its key stayed contended")
 
 
 def stored_document(trial: TrialUpload, *, received_at: datetime, verified: bool) -> dict[str, Any]:
