@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from .compact_json import compact_json_bytes
 from .errors import (
     NotFound,
     ParticipantErased,
@@ -224,9 +225,9 @@ class UploadService:
         confirmed_at = self.fence_clock()
         try:
             if etag is None:
-                written = self.store.put(status_key, _encode(document), if_absent=True)
+                written = self.store.put(status_key, compact_json_bytes(document), if_absent=True)
             else:
-                written = self.store.put(status_key, _encode(document), if_match=etag)
+                written = self.store.put(status_key, compact_json_bytes(document), if_match=etag)
         except PreconditionFailed:  # S3's 409 on a racing create too: the read tells what is there
             self._forget(pid, etag)
             return None
@@ -325,7 +326,7 @@ class UploadService:
         pid = upload.participant_id
         for _ in range(MAX_STATUS_ATTEMPTS):
             document = _status_document(stamped, verdict)
-            body = _encode(document)
+            body = compact_json_bytes(document)
             try:
                 if state.stored is None:
                     etag = self.store.put(key, body, if_absent=True)
@@ -519,13 +520,6 @@ def _scan_key_hash(body: bytes) -> str | None:
 
 def _erased_message(participant_id: str) -> str:
     return f"participant {participant_id} was erased at the research team's request; nothing was stored"
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    # Compact, not indented: Python's C encoder only handles the compact form, which makes this
-    # about 5x faster on the upload path and the objects a third smaller. The dashboard and
-    # `python -m json.tool` show them formatted.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _status_document(stamped: dict[str, Any], verdict: KeyVerdict) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .compact_json import compact_json_bytes
 from .errors import NotFound
 from .keys import KeyLayout, format_timestamp
 from .server_fields import KEY_HASH
@@ -166,7 +167,7 @@ def release_key(
             logger.info("Key release for %s: it held no key (%s)", participant_id, audit_key)
             return KeyRelease(participant_id, False, audit_key)
         released = {k: v for k, v in state.document.items() if k != HASH_FIELD}
-        body = json.dumps(released, ensure_ascii=False, separators=(",", ":")).encode()
+        body = compact_json_bytes(released)
         try:
             store.put(status_key, body, if_match=state.stored.etag)
         except PreconditionFailed:

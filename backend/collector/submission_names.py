@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .compact_json import compact_json_bytes
 from .keys import KeyLayout
 from .models import Upload
 from .server_fields import KEY_VERIFIED, without_server_fields
@@ -43,7 +44,7 @@ def name_suffixes(upload: Upload) -> Iterator[str]:
         identity = upload.upload_id.encode()
     else:
         content = without_server_fields(upload.document)
-        identity = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        identity = compact_json_bytes(content, sort_keys=True)
     yield hashlib.sha256(identity).hexdigest()[:8]
     yield hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
 
@@ -59,7 +60,7 @@ def store_submission(
 
     ``before_write`` is told the body's size before anything is written, and may refuse by raising.
     """
-    body = json.dumps(stamped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = compact_json_bytes(stamped)
     if before_write is not None:
         before_write(len(body))
     for suffix in name_suffixes(upload):

@@ -18,6 +18,7 @@ import json
 from datetime import datetime
 from typing import Any
 
+from .compact_json import compact_json_bytes
 from .keys import format_timestamp
 from .server_fields import ERASED, ERASED_AT, KEY_HASH, RECEIVED_AT
 
@@ -50,7 +51,7 @@ def tombstone_document(
 
 
 def encode_tombstone(participant_id: str, erased_at: datetime, key_hash: str | None = None) -> bytes:
-    return json.dumps(tombstone_document(participant_id, erased_at, key_hash), separators=(",", ":")).encode()
+    return compact_json_bytes(tombstone_document(participant_id, erased_at, key_hash))
 
 
 def is_tombstone(document: Any) -> bool:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..compact_json import compact_json_bytes
 from ..errors import storage_unavailable
 from ..keys import KeyLayout, format_timestamp
 from ..storage import ObjectStore
@@ -107,7 +108,7 @@ class TrialService:
             retry_after=self.retry_after,
             log_context=f"{trial.participant_id}, trial {key}",
         )
-        body = _encode(document)
+        body = compact_json_bytes(document)
         if before_write is not None:
             before_write(len(body))
         with unavailable, deadline:
@@ -158,14 +159,8 @@ def same_trial(stored_body: bytes, trial: TrialUpload) -> bool:
 
 def content_suffix(trial: TrialUpload) -> str:
     """8 hex of the trial's content (envelope aside): an unverified trial's name, the same for its retries."""
-    content = json.dumps(_content(trial.document), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:8]
+    return hashlib.sha256(compact_json_bytes(_content(trial.document), sort_keys=True)).hexdigest()[:8]
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in ENVELOPE_FIELDS}
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    # Compact, like submissions: the C encoder only does the compact form, and it is smaller.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
