@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .audit import write_record
 from .compact_json import compact_json_bytes
 from .errors import NotFound
 from .keys import KeyLayout, format_timestamp
@@ -161,7 +162,7 @@ def release_key(
         "reason": reason[:1000],
         "heldKey": state.key_hash is not None,
     }
-    store.put(audit_key, json.dumps(record, ensure_ascii=False).encode(), if_absent=True)
+    write_record(store, audit_key, record)
     for _ in range(_MAX_RELEASE_ATTEMPTS):
         if state.key_hash is None or state.document is None or state.stored is None:
             logger.info("Key release for %s: it held no key (%s)", participant_id, audit_key)
