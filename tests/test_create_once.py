@@ -8,7 +8,7 @@ write leaves the key free when that write fails. Submissions (``submission_names
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -71,7 +71,7 @@ def test_a_submission_name_kept_busy_by_racing_writes_gives_way_to_the_next(
 ) -> None:
     received = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
     body = {"participantId": "CO1", "uploadType": "submission", "uploadId": "u-1", "submissionData": {}}
-    upload = parse_upload(body, received_at=received)
+    upload = parse_upload(body, received_at=received, clock_skew=timedelta(seconds=300))
     plain = layout.submission_key("CO1", upload.moment)
     raced = RacedStore(store, {plain: 10})
     key = store_submission(raced, layout, upload, {**body, "serverReceivedAt": "x"})

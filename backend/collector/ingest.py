@@ -53,7 +53,7 @@ from .errors import (
     storage_unavailable,
 )
 from .keys import KeyLayout, format_timestamp, parse_timestamp
-from .models import DEFAULT_CLOCK_SKEW, PRIVATE_STATUS_FIELDS, Upload
+from .models import PRIVATE_STATUS_FIELDS, Upload
 from .participant_keys import HASH_FIELD, KeyVerdict, StatusState, decide, key_matches
 from .server_fields import ERASED_AT
 from .status_cache import StatusCache
@@ -98,10 +98,10 @@ class UploadService:
         store: ObjectStore,
         layout: KeyLayout,
         *,
-        retry_after: int = 5,
-        deadline_seconds: float | None = None,
-        participant_keys: bool = True,
-        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        retry_after: int,
+        deadline_seconds: float | None,
+        participant_keys: bool,
+        clock_skew: timedelta,
         clock: Callable[[], float] = time.monotonic,
         status_cache: StatusCache | None = None,
     ) -> None:

@@ -58,8 +58,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-DEFAULT_CAPACITY = 10_000
-
 
 @dataclass(frozen=True, slots=True)
 class CachedStatus:
@@ -78,9 +76,7 @@ class CachedStatus:
 class StatusCache:
     """A thread-safe, bounded (least recently used goes first) map of participant ID -> state."""
 
-    def __init__(
-        self, capacity: int = DEFAULT_CAPACITY, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError("a status cache holds at least one participant")
         self.capacity = capacity

@@ -74,8 +74,8 @@ class TrialService:
         store: ObjectStore,
         layout: KeyLayout,
         *,
-        retry_after: int = 5,
-        deadline_seconds: float | None = None,
+        retry_after: int,
+        deadline_seconds: float | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
