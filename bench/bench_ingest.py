@@ -27,6 +27,7 @@ Usage (bounded: about 2.5 minutes with the defaults)::
 
     .venv/bin/python bench/bench_ingest.py
     .venv/bin/python bench/bench_ingest.py --parts local --levels 64 --seconds 10
+    .venv/bin/python bench/bench_ingest.py --parts requests   # storage requests per upload only
 """
 
 from __future__ import annotations
@@ -279,7 +280,7 @@ def count_requests(
 ) -> dict[str, float]:
     """Storage requests per upload, sequential uploads counted at the endpoint.
 
-    ``submission``: each to a new participant (what wrk sends: read, create, create); ``status``:
+    ``submission``: each to a new participant (what wrk sends: two creates); ``status``:
     to those participants, which this process saw last (the status cache's common path); and
     ``submission-seen``: another submission to each of them (the cache's path for submissions).
     """
@@ -304,23 +305,53 @@ def count_requests(
     return per_upload
 
 
-def s3_part(wrk: str, scratch: Path, levels: list[int], seconds: float, run: str) -> list[Row]:
-    templates = {kind: write_template(scratch, kind) for kind in ("submission", "status")}
-    standin_port = free_port()
+def show_counts(per_upload: dict[str, float]) -> None:
+    print(
+        f"s3    storage requests counted at the endpoint, {COUNTED_UPLOADS} sequential uploads each: "
+        f"{per_upload['submission']:.2f} per submission of a new participant, "
+        f"{per_upload['status']:.2f} per status upload and {per_upload['submission-seen']:.2f} per "
+        "submission of a participant this process wrote last (status cache on, the default)",
+        flush=True,
+    )
+
+
+def s3_standin(scratch: Path) -> tuple[Server, int, dict[str, str]]:
+    """The S3 stand-in (not started), its port, and the environment of a collector using it."""
+    port = free_port()
     standin = Server(
         "s3-standin",
         [sys.executable, str(BENCH_DIR / "s3_standin.py"), "--port", "{port}", "--bucket", BUCKET],
         {},
         scratch / "standin.log",
-        port=standin_port,
+        port=port,
     )
-    s3_env = {
-        "S3_ENDPOINT_URL": f"http://127.0.0.1:{standin_port}",
+    env = {
+        "S3_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "R2_ACCESS_KEY_ID": "bench",
         "R2_SECRET_ACCESS_KEY": "bench",
         "S3_REGION": "us-east-1",
         "R2_BUCKET_NAME": BUCKET,
     }
+    return standin, port, env
+
+
+def requests_part(scratch: Path, run: str) -> None:
+    """Only the sequential request count of the s3 part: a few seconds, no load, no wrk."""
+    templates = {kind: write_template(scratch, kind) for kind in ("submission", "status")}
+    standin, standin_port, s3_env = s3_standin(scratch)
+    s3_collector = collector("collector-s3", 1, s3_env, scratch)
+    try:
+        standin.start()
+        s3_collector.start()
+        show_counts(count_requests(s3_collector, standin_port, templates, run))
+    finally:
+        for server in (s3_collector, standin):
+            server.stop()
+
+
+def s3_part(wrk: str, scratch: Path, levels: list[int], seconds: float, run: str) -> list[Row]:
+    templates = {kind: write_template(scratch, kind) for kind in ("submission", "status")}
+    standin, standin_port, s3_env = s3_standin(scratch)
     s3_collector = collector("collector-s3", 1, s3_env, scratch)
     local_collector = collector("collector-local1", 1, {"LOCAL_STORAGE_DIR": str(scratch / "one")}, scratch)
     rows: list[Row] = []
@@ -330,13 +361,7 @@ def s3_part(wrk: str, scratch: Path, levels: list[int], seconds: float, run: str
             server.start()
             run_wrk(wrk, server, templates["submission"], f"{run}warm{server.name}", 16, 2)
         per_upload = count_requests(s3_collector, standin_port, templates, run)
-        print(
-            f"s3    storage requests counted at the endpoint, {COUNTED_UPLOADS} sequential uploads each: "
-            f"{per_upload['submission']:.2f} per submission of a new participant, "
-            f"{per_upload['status']:.2f} per status upload and {per_upload['submission-seen']:.2f} per "
-            "submission of a participant this process wrote last (status cache on, the default)",
-            flush=True,
-        )
+        show_counts(per_upload)
         at_zero: dict[tuple[str, int], float] = {}
         for latency in (0.0, 30.0):
             _standin(standin_port, f"/__latency?ms={latency:g}")
@@ -423,13 +448,15 @@ def targets(rows: list[Row]) -> list[tuple[str, bool]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", default="local,s3")
+    parser.add_argument(
+        "--parts", default="local,s3", help="local, s3, or requests (only the s3 request count, seconds)"
+    )
     parser.add_argument("--levels", default="1,16,64,256", help="connections, local part")
     parser.add_argument("--s3-levels", default="64,256", help="connections, s3 part")
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
     args = parser.parse_args()
     parts = args.parts.split(",")
-    wrk = ensure_wrk()
+    wrk = ensure_wrk() if {"local", "s3"} & set(parts) else ""
     run = datetime.now(UTC).strftime("%H%M%S")
     RESULTS_DIR.mkdir(exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="bench-ingest-", dir=RESULTS_DIR))
@@ -444,6 +471,8 @@ def main() -> None:
     try:
         if "local" in parts:
             rows += local_part(wrk, scratch, [int(x) for x in args.levels.split(",")], args.seconds, run)
+        if "requests" in parts:
+            requests_part(scratch, run)
         if "s3" in parts:
             rows += s3_part(wrk, scratch, [int(x) for x in args.s3_levels.split(",")], args.seconds, run)
     finally:

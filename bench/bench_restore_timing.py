@@ -15,6 +15,7 @@ import statistics
 import sys
 import time
 from contextlib import suppress
+from datetime import timedelta
 from pathlib import Path
 
 CHECKOUT = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1])
@@ -24,6 +25,7 @@ from collector.errors import NotFound  # noqa: E402
 from collector.ingest import UploadService  # noqa: E402
 from collector.keys import KeyLayout  # noqa: E402
 from collector.participant_keys import key_hash  # noqa: E402
+from collector.settings import Settings  # noqa: E402
 from collector.storage.memory import MemoryStore  # noqa: E402
 
 
@@ -46,7 +48,15 @@ def main() -> None:
         "participantKeyHash": key_hash("KNOWN1", "k" * 22),
     }
     store.put(layout.status_key("KNOWN1"), json.dumps(status, separators=(",", ":")).encode())
-    service = UploadService(store, layout)
+    settings = Settings()  # the defaults (and the environment), as the collector would use
+    service = UploadService(
+        store,
+        layout,
+        retry_after=settings.retry_after_seconds,
+        deadline_seconds=settings.storage_deadline_seconds,
+        participant_keys=settings.participant_keys,
+        clock_skew=timedelta(seconds=settings.clock_skew_seconds),
+    )
     unknown, known = microseconds_per_call(service, "NOBODY1"), microseconds_per_call(service, "KNOWN1")
     print(f"{CHECKOUT}: unknown ID {unknown:.1f} µs, known ID with a wrong key {known:.1f} µs per restore")
 

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from collector.cli import main
-from collector.erasure import ErasureRefused, erase_participant, intent_key
+from collector.erasure import ErasureRefused, erase_participant
 from collector.export import DirectorySink, export_bucket
 from collector.keys import KeyLayout
 from collector.settings import Settings
@@ -126,7 +126,7 @@ def test_erasure_leaves_a_tombstone_and_an_audit_record_with_no_participant_data
         k: hashlib.sha256(body).hexdigest() for k, body in before.items()
     }
     assert_holds_no_value_of(json.dumps(record), before)
-    assert store.get_or_none(intent_key(layout, "P001ERASE")) is None
+    assert store.get_or_none(layout.erasure_intent_key("P001ERASE")) is None
 
     # Running it again has nothing to do and writes no second record.
     again = erase_participant(store, layout, "P001ERASE", who="bob", reason="double-check", settle_seconds=0)
@@ -159,11 +159,19 @@ def test_verify_reports_an_incomplete_erasure(store: ObjectStore, layout: KeyLay
     assert verify_bucket(store, layout).ok
     leftover = layout.submissions_dir("HALF1") + "HALF1_Complete_2025-11-19_14-30-45.json"
     store.put(leftover, encode({"participantId": "HALF1"}))
-    store.put(intent_key(layout, "OTHER1"), b"{}")
+    store.put(layout.erasure_intent_key("OTHER1"), b"{}")
     report = verify_bucket(store, layout)
     assert sorted(d.key for d in report.defects if d.kind == INCOMPLETE_ERASURE) == sorted(
-        [leftover, intent_key(layout, "OTHER1")]
+        [leftover, layout.erasure_intent_key("OTHER1")]
     )
+
+
+def test_the_intent_key_is_the_documented_one_and_only_for_a_valid_id(layout: KeyLayout) -> None:
+    assert layout.erasure_intent_key("P1") == f"{layout.prefix}/audit/erasures-in-progress/P1.json"
+    assert layout.erasure_intent_key("P1").startswith(layout.erasure_intents_dir)
+    for bad in ("../P1", "", "P1/x"):
+        with pytest.raises(ValueError):
+            layout.erasure_intent_key(bad)
 
 
 def test_refuses_a_bad_id_or_an_empty_reason(store: ObjectStore, layout: KeyLayout) -> None:
@@ -230,7 +238,7 @@ def test_an_erasure_killed_at_any_step_is_finished_by_running_it_again(
         assert hashes == {k: hashlib.sha256(b).hexdigest() for k, b in before.items()}, writes
         # Once the intent is written (the first write), the first run's request is what is recorded.
         assert records[0]["reason"] == ("withdrew" if writes else "finishing")
-        assert store.get_or_none(intent_key(layout, pid)) is None
+        assert store.get_or_none(layout.erasure_intent_key(pid)) is None
         if not killed:
             assert result.already_erased
             break
@@ -298,7 +306,7 @@ def test_sigkill_mid_erasure_then_the_same_command_finishes(tmp_path: Path) -> N
     env = {**os.environ, **settings_environment(settings)}
     command = [str(venv_bin("python")), "-m", "collector", "erase", pid, "--reason", "withdrew", "--yes"]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    intent = settings.local_storage_dir / intent_key(layout, pid)
+    intent = settings.local_storage_dir / layout.erasure_intent_key(pid)
     tombstone = settings.local_storage_dir / layout.status_key(pid)
     # Kill once the tombstone is written (deleting has started or is about to).
     while process.poll() is None and not (intent.exists() and b'"erased"' in tombstone.read_bytes()):

@@ -101,8 +101,8 @@ def test_dashboard_zip_tracks_at_most_the_column_cap_of_field_names(
 
 def test_fields_past_the_cap_are_written_exactly_as_one_sorted_json_object() -> None:
     """Encoded a slice at a time (to leave the interpreter lock between slices), same text."""
-    from collector.export.rows import canonical_json
+    from collector.compact_json import compact_json
 
     data = {f'k{n % 7}-{n}é"': value for n, value in enumerate([1, "a", None, [1, {"b": 2}], 2.5, True] * 9)}
     for chunk in (1, 7, 1000):
-        assert trial_export._sorted_json(dict(data), chunk=chunk) == canonical_json(data, sort_keys=True)
+        assert trial_export._sorted_json(dict(data), chunk=chunk) == compact_json(data, sort_keys=True)

@@ -12,6 +12,7 @@ import zipfile
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from collector.audit import encode_record
 from collector.cli import main
 from collector.keys import KeyLayout
 from collector.settings import Settings
@@ -35,7 +36,7 @@ def new_device_status(client: TestClient, pid: str = "REL1") -> int:
 
 
 def audit_records(store: ObjectStore, layout: KeyLayout) -> dict[str, bytes]:
-    return {i.key: store.get(i.key).body for i in store.list(layout.audit_root + "key-releases/")}
+    return {i.key: store.get(i.key).body for i in store.list(layout.audit_dir("key-releases"))}
 
 
 def check_audit(store: ObjectStore, layout: KeyLayout, pid: str, by: str) -> dict:
@@ -44,6 +45,7 @@ def check_audit(store: ObjectStore, layout: KeyLayout, pid: str, by: str) -> dic
         rf"{layout.prefix}/audit/key-releases/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d_{pid}_[0-9a-f]{{8}}\.json", key
     )
     record = json.loads(body)
+    assert body == encode_record(record)  # written by collector.audit, as every audit record
     assert record["participantId"] == pid and record["by"] == by and record["reason"]
     assert KEY.encode() not in body and b"participantKeyHash" not in body and b"hasSeenTutorial" not in body
     return record

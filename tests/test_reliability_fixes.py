@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -79,10 +79,21 @@ def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
     store = RetryingStore(
         SlowFlakyStore(clock), Metrics(), deadline_seconds=2.0, sleep=clock.sleep, clock=clock
     )
-    service = UploadService(store, KeyLayout("p"), deadline_seconds=2.0, clock=clock)
+    skew = timedelta(seconds=300)
+    service = UploadService(
+        store,
+        KeyLayout("p"),
+        retry_after=5,
+        deadline_seconds=2.0,
+        participant_keys=True,
+        clock_skew=skew,
+        clock=clock,
+    )
     now = datetime(2025, 11, 19, tzinfo=UTC)
     upload = parse_upload(
-        {"participantId": "D1", "uploadType": "submission", "submissionData": {"a": 1}}, received_at=now
+        {"participantId": "D1", "uploadType": "submission", "submissionData": {"a": 1}},
+        received_at=now,
+        clock_skew=skew,
     )
     with pytest.raises(StorageUnavailable):
         service.store_upload(upload, received_at=now)

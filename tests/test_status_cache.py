@@ -26,7 +26,7 @@ from collector.keys import KeyLayout
 from collector.participant_keys import HASH_FIELD, key_hash, release_key
 from collector.settings import Settings
 from collector.status_cache import StatusCache
-from collector.storage import ObjectStore, StorageError, open_store
+from collector.storage import AlreadyExists, ObjectStore, StorageError, open_store
 from collector.tombstone import CONFIRM_WINDOW_SECONDS, ERASURE_SETTLE_SECONDS
 from collector.verify import verify_bucket
 from tests.support.counting_store import CountingStore
@@ -166,9 +166,10 @@ def test_common_path_costs_one_request_per_status_two_per_submission_one_per_tri
     collector = collectors[0]
     status_key = layout.status_key("C1")
     costs = {}
-    # First upload of a participant: as without the cache (read, submission, status create).
+    # First upload of a participant: no read, status create then submission.
     answer, costs["first submission"] = collector.requests(submission("C1", 1))
-    assert answer.status_code == 200 and costs["first submission"] == {"get": 1, "put": 2}
+    assert answer.status_code == 200 and costs["first submission"] == {"put": 2}
+    assert collector.counting.requests == [("put", status_key), ("put", answer.json()["filesUploaded"][1])]
     collector.counting.reset()
     answer, costs["status"] = collector.requests(status_upload("C1", 2))
     assert answer.status_code == 200 and "statusSuperseded" not in answer.json()
@@ -202,6 +203,115 @@ def test_answers_that_write_no_status_are_confirmed_by_a_read(collectors: list[C
     answer, cost = collector.requests(submission("C2", 6))
     assert answer.status_code == 200 and answer.json().get("statusSuperseded") is True
     assert cost == {"get": 1, "put": 1}
+
+
+# --- New participants: status.json created first, without a read -------------------------------
+
+
+def test_a_new_participants_submission_costs_two_requests_and_a_status_upload_one(
+    collectors: list[Collector], world: tuple[Settings, ObjectStore, KeyLayout]
+) -> None:
+    _, store, layout = world
+    collector = collectors[0]
+    for pid, key in (("NEW1", KEY), ("NEW2", None)):
+        collector.counting.reset()
+        answer = collector.post(submission(pid, 1, key=key))
+        status_key, submission_key = answer.json()["filesUploaded"]
+        assert answer.status_code == 200 and status_key == layout.status_key(pid)
+        # Status first (an erasure fails it before anything is stored), then the submission.
+        assert collector.counting.requests == [("put", status_key), ("put", submission_key)]
+        assert json.loads(store.get(submission_key).body)["submissionData"] == {"answers": [1]}
+    assert status_of(store, layout, "NEW1")[HASH_FIELD] == key_hash("NEW1", KEY)  # claimed
+    assert HASH_FIELD not in status_of(store, layout, "NEW2")
+    answer, cost = collector.requests(status_upload("NEW3", 1))
+    assert answer.status_code == 200 and cost == {"put": 1}
+    assert status_of(store, layout, "NEW3")["step"] == 1
+
+
+def test_a_participant_stored_elsewhere_is_decided_by_the_read_after_a_refused_create(
+    collectors: list[Collector], world: tuple[Settings, ObjectStore, KeyLayout]
+) -> None:
+    """The other process has never met these participants: its create is refused, it reads."""
+    _, store, layout = world
+    first, second = collectors
+    for pid in ("X1", "X2", "X3", "X4"):
+        assert first.post(submission(pid, 10)).status_code == 200
+    erase_participant(store, layout, "X1", who="cli", reason="withdrew")
+    before = everything(store, layout)
+    # Erased: 410 for the key holder, stored nothing.
+    answer, cost = second.requests(submission("X1", 20))
+    assert answer.status_code == 410 and cost == {"put": 1, "get": 1}
+    # Claimed by another key: a status upload is refused, a submission kept as unverified.
+    answer, cost = second.requests(status_upload("X2", 20, key=FORGED))
+    assert answer.status_code == 403 and cost == {"put": 1, "get": 1}
+    assert everything(store, layout) == before
+    answer = second.post(submission("X2", 21, key=FORGED))
+    assert answer.status_code == 200 and answer.json()["keyVerified"] is False
+    assert status_of(store, layout, "X2")["timestamp"] == stamp(10)
+    # Older than the stored status: superseded, nothing written.
+    answer, cost = second.requests(status_upload("X3", 5))
+    assert answer.json().get("statusSuperseded") is True and cost == {"put": 1, "get": 1}
+    # Newer, with the key: read, then the swap and the submission (4; the next one costs 2).
+    answer, cost = second.requests(submission("X4", 20))
+    assert answer.status_code == 200 and cost == {"put": 3, "get": 1}
+    assert status_of(store, layout, "X4")["timestamp"] == stamp(20)
+    assert second.requests(submission("X4", 21))[1] == {"put": 2}
+
+
+class RacingCreateStore(SharedStore):
+    """Refuses the first create of each ``status.json`` as S3 does a racing one (409), unwritten."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        super().__init__(inner)
+        self.refused: set[str] = set()
+
+    def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        if if_absent and key.endswith("/status.json") and key not in self.refused:
+            self.refused.add(key)
+            self._count("put", key)
+            raise AlreadyExists(key)
+        return super().put(key, body, if_absent=if_absent, if_match=if_match)
+
+
+def test_a_refused_create_that_left_nothing_is_read_back_and_the_participant_created(
+    settings: Settings, tmp_path: Path
+) -> None:
+    own = fresh_settings(settings, tmp_path, rate_limit_per_minute=10_000, new_participants_per_hour=1)
+    store = open_store(own)
+    layout = KeyLayout(own.data_prefix)
+    racing = RacingCreateStore(store)
+    try:
+        with TestClient(create_app(own, store=racing)) as client:
+            answer = client.post(URL, json=submission("RC1", 1))
+            assert answer.status_code == 200, answer.text
+            assert [op for op, _ in racing.requests] == ["put", "get", "put", "put"]
+            assert status_of(store, layout, "RC1")[HASH_FIELD] == key_hash("RC1", KEY)
+            # The token given back on the refusal was taken again once: the cap of 1 is spent.
+            assert client.post(URL, json=status_upload("RC2", 1)).status_code == 429
+    finally:
+        store.close()
+
+
+def test_the_new_participant_cap_counts_only_created_participants(settings: Settings, tmp_path: Path) -> None:
+    own = fresh_settings(settings, tmp_path, rate_limit_per_minute=10_000, new_participants_per_hour=2)
+    store = open_store(own)
+    try:
+        elsewhere = Collector(own.model_copy(update={"rate_limit_per_minute": 0}), store)  # no cap
+        for pid in ("K1", "K2", "K3"):
+            assert elsewhere.post(status_upload(pid, 1)).status_code == 200
+        elsewhere.close()
+        here = Collector(own, store)
+        # Known participants, met here for the first time: each create is refused, its token returned.
+        assert [here.post(status_upload(pid, 2)).status_code for pid in ("K1", "K2", "K3")] == [200] * 3
+        assert [here.post(submission(f"M{n}", 3)).status_code for n in range(3)] == [200, 200, 429]
+        assert not list(store.list(KeyLayout(own.data_prefix).participant_dir("M2")))
+        # With the cap spent, a known participant not in the cache is still served (it reads).
+        here.app.state.services.uploads.status_cache = StatusCache(10, clock=here.clock)
+        assert here.post(submission("K1", 4)).status_code == 200
+        assert here.post(status_upload("M3", 4)).status_code == 429
+        here.close()
+    finally:
+        store.close()
 
 
 # --- A forged key ------------------------------------------------------------------------------

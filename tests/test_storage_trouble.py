@@ -67,10 +67,14 @@ def faulty_client(
 
 
 def test_transient_failures_are_retried_and_counted(settings: Settings, store: ObjectStore) -> None:
+    # F1 was stored by another collector process: this one's create of status.json is refused
+    # and it reads the status (a new participant's upload would make no GET).
+    status_key = "volcano-audio-anonymized-data/participants/F1/user-status/status.json"
+    store.put(status_key, b'{"participantId":"F1"}')
     with faulty_client(settings, store, {"put_submission": 2, "get": 1}) as (client, faulty):
         answer = client.post(URL, json=BODY)
         assert answer.status_code == 200
-        assert faulty.calls.count("put_submission") == 3
+        assert faulty.calls.count("put_submission") == 3 and faulty.calls.count("get") == 2
         metrics = client.get("/metrics").text
         assert 'collector_storage_retries_total{operation="put"} 2.0' in metrics
         assert 'collector_storage_retries_total{operation="get"} 1.0' in metrics

@@ -401,7 +401,7 @@ def test_what_a_study_costs_in_storage_requests(store: ObjectStore, settings: Se
         assert first == ["list", *again] and "list" not in again
         # A capped study: a new participant's admission is one read and one conditional write.
         capped = cost(status("N2", "capped1"))
-        assert capped == ["get", "get", "put", "put"], capped  # status read, admissions read + swap, status
+        assert capped == ["get", "put", "put"], capped  # admissions read + swap, then the status created
         cost(status("N2"))  # the default study's N2, known to this process too
         assert cost(status("N2", "capped1")) == cost(status("N2"))  # admitted: nothing more
 

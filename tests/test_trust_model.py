@@ -224,12 +224,13 @@ def test_erased_participant_is_answered_410_and_nothing_is_stored(
 def test_key_checks_cost_no_extra_storage_request(counted: tuple[TestClient, CountingStore]) -> None:
     client, store = counted
     cases = [
-        ("claiming submission", submission("C1", timestamp="2025-01-01T00:00:00Z"), 3),
+        # A new participant: status.json created without a read, then the submission.
+        ("claiming submission", submission("C1", timestamp="2025-01-01T00:00:00Z"), 2),
         # This process wrote C1's status last: no status read (collector.status_cache).
         ("keyed submission", submission("C1", timestamp="2025-01-01T00:00:01Z"), 2),
         ("keyed status", status_upload("C1"), 1),
-        ("keyless submission, new participant", submission("C2", key=None), 3),
-        ("keyless status, new participant", status_upload("C3", key=None), 2),
+        ("keyless submission, new participant", submission("C2", key=None), 2),
+        ("keyless status, new participant", status_upload("C3", key=None), 1),
         ("wrong-key submission", submission("C1", key=OTHER_KEY, timestamp="2025-01-01T00:00:02Z"), 2),
         ("wrong-key status (refused)", status_upload("C1", key=OTHER_KEY), 1),
     ]

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .audit import audit_dir, audit_record_key, encode_record
+from .audit import save_intent, write_record
 from .keys import KeyLayout, format_timestamp, is_valid_participant_id, parse_timestamp
 from .participant_keys import StatusState
 from .reading.scan import read_many
@@ -57,7 +57,6 @@ from .storage import AlreadyExists, ObjectInfo, ObjectNotFound, ObjectStore, Sto
 from .tombstone import ERASURE_SETTLE_SECONDS, encode_tombstone
 
 AUDIT_KIND = "erasures"
-INTENT_DIR = "audit/erasures-in-progress"
 MAX_ROUNDS = 3
 MAX_REASON_CHARS = 2000
 
@@ -97,10 +96,6 @@ class ErasureResult:
     resumed: bool = False  # an interrupted erasure was finished
 
 
-def intent_key(layout: KeyLayout, participant_id: str) -> str:
-    return f"{layout.prefix}/{INTENT_DIR}/{participant_id}.json"
-
-
 def preview_erasure(store: ObjectStore, layout: KeyLayout, participant_id: str) -> ErasurePreview:
     _check_id(participant_id)
     status_key = layout.status_key(participant_id)
@@ -110,7 +105,7 @@ def preview_erasure(store: ObjectStore, layout: KeyLayout, participant_id: str) 
         for info in store.list(layout.participant_dir(participant_id))
         if not (info.key == status_key and tombstone is not None)
     ]
-    unfinished = store.get_or_none(intent_key(layout, participant_id)) is not None
+    unfinished = store.get_or_none(layout.erasure_intent_key(participant_id)) is not None
     return ErasurePreview(participant_id, objects, tombstone, unfinished)
 
 
@@ -140,7 +135,7 @@ def erase_participant(
         raise ErasureRefused("who asked for the erasure is unknown")
 
     status_key = layout.status_key(participant_id)
-    pending_key = intent_key(layout, participant_id)
+    pending_key = layout.erasure_intent_key(participant_id)
     stored_intent = store.get_or_none(pending_key)
     status = StatusState.of(store.get_or_none(status_key))
     tombstone_at = _erased_at(status)
@@ -169,7 +164,7 @@ def erase_participant(
         }
     # 1. Intent: every hash recorded before anything is deleted.
     _hash_into(store, intent, present)
-    store.put(pending_key, encode_record(intent))
+    save_intent(store, pending_key, intent)
 
     # 2. Tombstone, so no upload can put back what is deleted next. The key hash stays in it.
     erased_at = tombstone_at or intent.get("erasedAt") or intent["startedAt"]
@@ -193,7 +188,7 @@ def erase_participant(
         if not present:
             break
         _hash_into(store, intent, present)
-        store.put(pending_key, encode_record(intent))
+        save_intent(store, pending_key, intent)
         if not still_tombstone:  # something replaced it: mark the participant erased again
             store.put(status_key, tombstone)
             present = [info for info in present if info.key != status_key]
@@ -281,9 +276,9 @@ def _write_audit(
     store: ObjectStore, layout: KeyLayout, participant_id: str, intent: dict[str, Any], record: dict[str, Any]
 ) -> list[str]:
     started = _parsed(intent["startedAt"])
-    key = audit_record_key(layout, AUDIT_KIND, participant_id, started, intent["token"])
+    key = layout.audit_key(AUDIT_KIND, participant_id, started, intent["token"])
     try:
-        store.put(key, encode_record(record), if_absent=True)
+        write_record(store, key, record)
         return [key]
     except AlreadyExists:
         pass
@@ -297,15 +292,15 @@ def _write_audit(
     if not missing:
         return [key]
     extra = {**record, "supplements": key, "objects": missing, "objectCount": len(missing)}
-    extra_key = audit_record_key(layout, AUDIT_KIND, participant_id, started, secrets.token_hex(4))
-    store.put(extra_key, encode_record(extra), if_absent=True)
+    extra_key = layout.audit_key(AUDIT_KIND, participant_id, started, secrets.token_hex(4))
+    write_record(store, extra_key, extra)
     return [key, extra_key]
 
 
 def _records_of(store: ObjectStore, layout: KeyLayout, participant_id: str) -> list[str]:
     """Audit records already written for this participant (names: ``{date}_{time}_{id}_{token}.json``)."""
     found = []
-    for info in store.list(audit_dir(layout, AUDIT_KIND)):
+    for info in store.list(layout.audit_dir(AUDIT_KIND)):
         name = info.key.rsplit("/", 1)[-1]
         parts = name.split("_", 2)
         if len(parts) == 3 and parts[2].rsplit("_", 1)[0] == participant_id:

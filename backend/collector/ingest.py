@@ -1,21 +1,32 @@
 """Stores uploads exactly once: append-only submissions and a newest-wins ``status.json``.
 
 Correctness across collector processes comes from the store's conditional writes, never from
-memory in this process. An upload of a participant this process has not seen last:
+memory in this process. An upload writes ``status.json`` first, without reading it, whenever
+this process can say what is stored (``status_cache``):
 
-1. reads ``status.json`` (the read its compare-and-swap needs anyway), and decides from it:
-   erased (410), the participant key (``participant_keys.decide``), a new participant (the
-   per-address cap);
-2. writes the submission, if any, create-if-absent (``submission_names``: at most three names);
+- a participant it read or wrote last: a compare-and-swap on the remembered ETag;
+- a participant it has not seen stored: a create-if-absent, decided as for a new participant
+  (claimed by the upload's key, if any; the per-address new-participant cap, whose token is
+  given back if the create is refused);
+
+then creates the submission, if any (``submission_names``: at most three names). That is 2
+requests per submission and 1 per status upload, for new and known participants alike; a trial
+then costs its one write. Either status write fails unless the stored status is still the one
+the decision assumed, and then (someone else wrote, erased, or the participant existed after
+all) nothing is written yet and the upload takes the read path:
+
+1. reads ``status.json`` and decides from it: erased (410), the participant key
+   (``participant_keys.decide``), a new participant (the per-address cap);
+2. creates the submission;
 3. replaces ``status.json`` by compare-and-swap on the ETag it read, and only with an upload
    whose timestamp is not older than the stored one, so racing writers end at the newest.
 
-That is 3 requests per submission, 2 per status upload. When this process read or wrote the
-participant's status last (``status_cache``), the read is skipped: the status is swapped on the
-cached ETag first, then the submission is created: 2 requests per submission, 1 per status
-upload; a trial then costs its one write. Should the swap fail (someone else wrote), the upload
-starts over from step 1. ``status_cache`` explains why that can save requests but never change an
-outcome. The participant key costs no request of its own.
+Decisions that write no status (a refused key, a submission kept without the key, a superseded
+status) always come from that read, since no write would confirm them. A participant stored by
+another process and not yet met here costs one refused create more (4 requests for a submission,
+3 for a status upload), once per process. ``status_cache`` explains why skipping the read can
+save requests but never change an outcome. The participant key costs no request of its own.
+Without a status cache (``STATUS_CACHE_SIZE=0``) every upload takes the read path.
 
 Every path that stores an object confirms first that ``status.json`` holds no tombstone (its
 read, or its swap) and keeps to the erasure fence of ``collector.tombstone``: writes that end
@@ -33,9 +44,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .errors import NotFound, ParticipantErased, ParticipantKeyMismatch, storage_unavailable
+from .compact_json import compact_json_bytes
+from .errors import (
+    NotFound,
+    ParticipantErased,
+    ParticipantKeyMismatch,
+    RateLimited,
+    storage_unavailable,
+)
 from .keys import KeyLayout, format_timestamp, parse_timestamp
-from .models import DEFAULT_CLOCK_SKEW, PRIVATE_STATUS_FIELDS, Upload
+from .models import PRIVATE_STATUS_FIELDS, Upload
 from .participant_keys import HASH_FIELD, KeyVerdict, StatusState, decide, key_matches
 from .server_fields import ERASED_AT
 from .status_cache import StatusCache
@@ -80,10 +98,10 @@ class UploadService:
         store: ObjectStore,
         layout: KeyLayout,
         *,
-        retry_after: int = 5,
-        deadline_seconds: float | None = None,
-        participant_keys: bool = True,
-        clock_skew: timedelta = DEFAULT_CLOCK_SKEW,
+        retry_after: int,
+        deadline_seconds: float | None,
+        participant_keys: bool,
+        clock_skew: timedelta,
         clock: Callable[[], float] = time.monotonic,
         status_cache: StatusCache | None = None,
     ) -> None:
@@ -106,15 +124,16 @@ class UploadService:
         upload: Upload,
         *,
         received_at: datetime,
-        on_new_participant: Callable[[], None] | None = None,
+        on_new_participant: Callable[[], Callable[[], None] | None] | None = None,
         on_unverified: Callable[[int], None] | None = None,
     ) -> UploadResult:
         """Store one upload.
 
         Raises ``ParticipantErased`` (410), ``ParticipantKeyMismatch`` (403, status uploads only),
-        whatever ``on_new_participant`` raises when the status read found nothing (the per-address
-        cap), whatever ``on_unverified`` raises when told the size of a submission about to be
-        stored without the participant's key (the per-participant cap), and
+        whatever ``on_new_participant`` raises for a participant with nothing stored (the
+        per-address cap; it returns what gives its token back, called if the participant existed),
+        whatever ``on_unverified`` raises when told the size of a submission about to be stored
+        without the participant's key (the per-participant cap), and
         ``StorageUnavailable`` when the store fails past its deadline.
         """
         pid = upload.participant_id
@@ -130,7 +149,7 @@ class UploadService:
         # durable when the block exits, before the log line and the 200.
         try:
             with unavailable, deadline, self.store.names_synced_at_end():
-                outcome = self._store_from_cache(upload, stamped, status_key)
+                outcome = self._store_status_first(upload, stamped, status_key, on_new_participant)
                 if outcome is None:
                     outcome = self._store_from_read(
                         upload, stamped, status_key, on_new_participant, on_unverified
@@ -147,32 +166,73 @@ class UploadService:
         superseded = verdict.may_change_status and not status_written
         return UploadResult(pid, upload.timestamp_text, files, superseded, verdict.verified)
 
-    def _store_from_cache(
-        self, upload: Upload, stamped: dict[str, Any], status_key: str
+    def _store_status_first(
+        self,
+        upload: Upload,
+        stamped: dict[str, Any],
+        status_key: str,
+        on_new_participant: Callable[[], Callable[[], None] | None] | None,
     ) -> tuple[bool, str | None, KeyVerdict] | None:
-        """Status swap on the cached ETag, then the submission; None: read and decide instead.
+        """Write ``status.json`` without reading it first, then the submission; None: read instead.
 
-        Taken only when the decision ends in that swap, which then confirms the cached state it
-        was made from. A refusal, an unverified key or a superseded status writes no status, so
-        nothing would confirm it: those are decided from a fresh read (``status_cache``).
+        A participant this process knows to exist: a swap on the cached ETag. One it has not
+        seen stored (not remembered, or remembered as absent): a create-if-absent, decided as for
+        a new participant. Either write fails unless the stored status is still what the decision
+        was made from, so it confirms that decision (and that no tombstone is there). Decisions
+        that write no status (a refusal, an unverified key, a superseded status) are made from a
+        fresh read (``status_cache``). Without a status cache every upload reads first.
+        """
+        if self.status_cache is None:
+            return None
+        pid = upload.participant_id
+        cached = self.status_cache.get(pid)
+        if cached is not None and cached.exists:
+            verdict = decide(self.participant_keys, pid, cached.key_hash, upload.participant_key)
+            if not verdict.may_change_status or cached.moment > upload.moment:
+                return None
+            return self._write_status_then_submission(upload, stamped, status_key, verdict, cached.etag)
+        # Nothing stored as far as this process knows: claim the new-participant token first
+        # and give it back if the participant existed, so the cap counts exactly the statuses
+        # created. A spent cap leaves it to the read to tell a known participant from a new one.
+        give_back = None
+        if on_new_participant is not None:
+            try:
+                give_back = on_new_participant()
+            except RateLimited:
+                return None
+        verdict = decide(self.participant_keys, pid, None, upload.participant_key)
+        outcome = self._write_status_then_submission(upload, stamped, status_key, verdict, None)
+        if outcome is None and give_back is not None:
+            give_back()
+        return outcome
+
+    def _write_status_then_submission(
+        self,
+        upload: Upload,
+        stamped: dict[str, Any],
+        status_key: str,
+        verdict: KeyVerdict,
+        etag: str | None,
+    ) -> tuple[bool, str | None, KeyVerdict] | None:
+        """Swap ``status.json`` on ``etag`` (None: create it), then create the submission.
+
+        Status first, so that an erasure made meanwhile fails the write before anything is
+        stored. None when the write is refused (someone else wrote, erased, or created it):
+        nothing is written yet, and the upload reads and decides again.
         """
         pid = upload.participant_id
-        cached = self.status_cache.get(pid) if self.status_cache is not None else None
-        if cached is None or cached.etag is None:
-            return None
-        verdict = decide(self.participant_keys, pid, cached.key_hash, upload.participant_key)
-        if not verdict.may_change_status or cached.moment > upload.moment:
-            return None
         document = _status_document(stamped, verdict)
         confirmed_at = self.fence_clock()
         try:
-            etag = self.store.put(status_key, _encode(document), if_match=cached.etag)
-        except PreconditionFailed:
-            # Someone else wrote (or erased): nothing is written yet, so start over from a read.
-            self._forget(pid, cached.etag)
+            if etag is None:
+                written = self.store.put(status_key, compact_json_bytes(document), if_absent=True)
+            else:
+                written = self.store.put(status_key, compact_json_bytes(document), if_match=etag)
+        except PreconditionFailed:  # S3's 409 on a racing create too: the read tells what is there
+            self._forget(pid, etag)
             return None
         moment = _document_moment(document, self.clock_skew)
-        self._remember(pid, etag, verdict.hash_to_store, moment, confirmed_at)
+        self._remember(pid, written, verdict.hash_to_store, moment, confirmed_at)
         submission_key = None
         if upload.upload_type == "submission":
             document = stamped if verdict.verified is None else {**stamped, "keyVerified": verdict.verified}
@@ -185,7 +245,7 @@ class UploadService:
         upload: Upload,
         stamped: dict[str, Any],
         status_key: str,
-        on_new_participant: Callable[[], None] | None,
+        on_new_participant: Callable[[], Callable[[], None] | None] | None,
         on_unverified: Callable[[int], None] | None,
     ) -> tuple[bool, str | None, KeyVerdict]:
         """Read status.json, decide, create the submission, swap the status (see module docstring)."""
@@ -266,7 +326,7 @@ class UploadService:
         pid = upload.participant_id
         for _ in range(MAX_STATUS_ATTEMPTS):
             document = _status_document(stamped, verdict)
-            body = _encode(document)
+            body = compact_json_bytes(document)
             try:
                 if state.stored is None:
                     etag = self.store.put(key, body, if_absent=True)
@@ -460,13 +520,6 @@ def _scan_key_hash(body: bytes) -> str | None:
 
 def _erased_message(participant_id: str) -> str:
     return f"participant {participant_id} was erased at the research team's request; nothing was stored"
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    # Compact, not indented: Python's C encoder only handles the compact form, which makes this
-    # about 5x faster on the upload path and the objects a third smaller. The dashboard and
-    # `python -m json.tool` show them formatted.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _status_document(stamped: dict[str, Any], verdict: KeyVerdict) -> dict[str, Any]:

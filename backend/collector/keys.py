@@ -109,11 +109,26 @@ class KeyLayout:
         """Research-team records (key releases, erasures): never participant data."""
         return f"{self.prefix}/audit/"
 
+    def audit_dir(self, kind: str) -> str:
+        """``{prefix}/audit/{kind}/``: one kind of record (``erasures``, ``key-releases``)."""
+        return f"{self.audit_root}{kind}/"
+
     def audit_key(self, kind: str, participant_id: str, moment: datetime, token: str) -> str:
         """``{prefix}/audit/{kind}/{YYYY-MM-DD_HH-MM-SS}_{participantId}_{8 hex}.json``."""
         if not is_valid_participant_id(participant_id) or not _SUFFIX.fullmatch(token):
             raise ValueError("not a valid audit record name")
-        return f"{self.audit_root}{kind}/{name_stamp(moment)}_{participant_id}_{token}.json"
+        return f"{self.audit_dir(kind)}{name_stamp(moment)}_{participant_id}_{token}.json"
+
+    @property
+    def erasure_intents_dir(self) -> str:
+        """Erasures started and not finished (``collector.erasure``); empty when all are done."""
+        return f"{self.audit_root}erasures-in-progress/"
+
+    def erasure_intent_key(self, participant_id: str) -> str:
+        """``{prefix}/audit/erasures-in-progress/{participantId}.json``."""
+        if not is_valid_participant_id(participant_id):
+            raise ValueError("not a valid participant ID")
+        return f"{self.erasure_intents_dir}{participant_id}.json"
 
     def trials_dir(self, participant_id: str, session_id: str | None = None) -> str:
         """The participant's trials folder, or one session's folder in it."""

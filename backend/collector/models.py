@@ -28,7 +28,6 @@ from .server_fields import without_server_fields
 UPLOAD_TYPES = ("submission", "status")
 # Status fields the restore endpoint never returns: survey answers stay in the bucket.
 PRIVATE_STATUS_FIELDS = ("participantResponses", "submissionData", HASH_FIELD)
-DEFAULT_CLOCK_SKEW = timedelta(seconds=300)
 
 
 @dataclass(frozen=True)
@@ -121,7 +120,7 @@ def parse_envelope(value: Any) -> Envelope:
     return Envelope(participant_id, timestamp, upload_id, key)
 
 
-def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta = DEFAULT_CLOCK_SKEW) -> Upload:
+def parse_upload(value: Any, *, received_at: datetime, clock_skew: timedelta) -> Upload:
     """Check one upload against the contract (docs/api.md).
 
     A ``timestamp`` more than ``clock_skew`` ahead of ``received_at`` is kept in the document

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .audit import write_record
+from .compact_json import compact_json_bytes
 from .errors import NotFound
 from .keys import KeyLayout, format_timestamp
 from .server_fields import KEY_HASH
@@ -160,13 +162,13 @@ def release_key(
         "reason": reason[:1000],
         "heldKey": state.key_hash is not None,
     }
-    store.put(audit_key, json.dumps(record, ensure_ascii=False).encode(), if_absent=True)
+    write_record(store, audit_key, record)
     for _ in range(_MAX_RELEASE_ATTEMPTS):
         if state.key_hash is None or state.document is None or state.stored is None:
             logger.info("Key release for %s: it held no key (%s)", participant_id, audit_key)
             return KeyRelease(participant_id, False, audit_key)
         released = {k: v for k, v in state.document.items() if k != HASH_FIELD}
-        body = json.dumps(released, ensure_ascii=False, separators=(",", ":")).encode()
+        body = compact_json_bytes(released)
         try:
             store.put(status_key, body, if_match=state.stored.etag)
         except PreconditionFailed:

@@ -18,15 +18,20 @@ all of that, so the upload can go straight to the write. What is kept per partic
   ``keyVerified: false``; a superseded status; 410) is never taken from the cache: nothing would
   confirm it, so it is confirmed by reading first. These are rare, so the read costs the common
   path nothing. Tombstones are never cached: 410 always comes from a read.
-- *A new participant* (nothing stored) is not written from the cache either: its first upload
-  reads, as before, so the per-address new-participant cap counts exactly what it counted.
+- *A participant not remembered here* (or remembered as having nothing stored) is decided as
+  a new one and its ``status.json`` is *created if absent*: that write succeeds only if nothing
+  is stored, which is exactly what the decision assumed (no tombstone, no claim, nothing newer).
+  If anything is there the create is refused and the upload reads and decides, as above. The
+  per-address new-participant cap takes its token before the create and gets it back on a
+  refusal, so it counts the participants created; with the cap spent, the read decides (a known
+  participant is never capped).
 
-**Order on the cached path: status first, then the submission.** Without a cache an upload reads,
-writes the submission, then swaps the status. From the cache that order would store a submission
-for a participant erased meanwhile by another process (the create-if-absent succeeds; only the
-swap after it sees the tombstone). So a cached submission swaps ``status.json`` first (the swap
-fails against a tombstone, and the upload then reads, answers 410 and stores nothing), then
-creates the submission. Exactly-once does not depend on the order: the submission's name is
+**Order without a read: status first, then the submission.** After a read an upload writes the
+submission, then swaps the status. Without the read that order would store a submission for a
+participant erased meanwhile by another process (the submission's create-if-absent succeeds;
+only the status write after it sees the tombstone). So the status is written first (the swap or
+create fails against a tombstone, and the upload then reads, answers 410 and stores nothing),
+then the submission is created. Exactly-once does not depend on the order: the submission's name is
 derived from the upload (``submission_names``) and created if absent, so a retry after the status
 was written but the submission was not (503) stores the submission once, and a retry after both
 were written finds it. A status left newer than its submission by a failed request is what the
@@ -53,8 +58,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-DEFAULT_CAPACITY = 10_000
-
 
 @dataclass(frozen=True, slots=True)
 class CachedStatus:
@@ -73,9 +76,7 @@ class CachedStatus:
 class StatusCache:
     """A thread-safe, bounded (least recently used goes first) map of participant ID -> state."""
 
-    def __init__(
-        self, capacity: int = DEFAULT_CAPACITY, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, capacity: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         if capacity < 1:
             raise ValueError("a status cache holds at least one participant")
         self.capacity = capacity

@@ -19,10 +19,12 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .compact_json import compact_json_bytes
 from .keys import KeyLayout
 from .models import Upload
 from .server_fields import KEY_VERIFIED, without_server_fields
-from .storage import ObjectStore, PreconditionFailed, StorageError
+from .storage import ObjectStore, StorageError
+from .storage.create_once import KeyContended, create_once
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +44,7 @@ def name_suffixes(upload: Upload) -> Iterator[str]:
         identity = upload.upload_id.encode()
     else:
         content = without_server_fields(upload.document)
-        identity = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
+        identity = compact_json_bytes(content, sort_keys=True)
     yield hashlib.sha256(identity).hexdigest()[:8]
     yield hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
 
@@ -58,23 +60,20 @@ def store_submission(
 
     ``before_write`` is told the body's size before anything is written, and may refuse by raising.
     """
-    body = json.dumps(stamped, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    body = compact_json_bytes(stamped)
     if before_write is not None:
         before_write(len(body))
     for suffix in name_suffixes(upload):
         key = layout.submission_key(upload.participant_id, upload.moment, suffix)
-        for _ in range(TRIES_PER_NAME):
-            try:
-                store.put(key, body, if_absent=True)
-                return key
-            except PreconditionFailed:  # the name is taken, or S3 saw a racing write to it
-                existing = store.get_or_none(key)
-                if existing is None:
-                    continue  # the racing write did not land: this name is still free
-                if same_upload(existing.body, upload, stamped.get(KEY_VERIFIED)):
-                    logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
-                    return key
-                break  # taken by another upload: next name
+        try:
+            existing = create_once(store, key, body, attempts=TRIES_PER_NAME)
+        except KeyContended:
+            continue  # racing writes kept the name busy: the next name
+        if existing is None:
+            return key
+        if same_upload(existing.body, upload, stamped.get(KEY_VERIFIED)):
+            logger.info("Retried submission for %s recognised: %s", upload.participant_id, key)
+            return key
     # Only reachable if two 32-bit hashes of this upload both collide with other uploads'.
     raise StorageError(f"could not find a free name for a submission of {upload.participant_id}")
 

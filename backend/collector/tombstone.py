@@ -18,18 +18,20 @@ import json
 from datetime import datetime
 from typing import Any
 
+from .compact_json import compact_json_bytes
 from .keys import format_timestamp
 from .server_fields import ERASED, ERASED_AT, KEY_HASH, RECEIVED_AT
 
 # The fence between an erasure and the uploads racing it (docs/reliability.md, "Erasure is final").
 # Every upload that stores an object for a participant first confirms that status.json holds no
-# tombstone (its read, its compare-and-swap, or a cache entry confirmed that way), and its writes
-# must complete within CONFIRM_WINDOW_SECONDS of the start of that confirmation; one that took
-# longer reads status.json again after writing, and on finding the tombstone removes what it
-# wrote and answers 410. The erasure, after writing the tombstone, waits ERASURE_SETTLE_SECONDS
-# (longer than the window) before its last listing: every object an upload confirmed before the
-# tombstone is then already listed and deleted, and none can appear afterwards. Both sides
-# measure elapsed time on their own monotonic clock, so processes need no shared clock.
+# tombstone (its read, its compare-and-swap or create-if-absent of status.json, or a cache entry
+# confirmed that way), and its writes must complete within CONFIRM_WINDOW_SECONDS of the start
+# of that confirmation; one that took longer reads status.json again after writing, and on
+# finding the tombstone removes what it wrote and answers 410. The erasure, after writing the
+# tombstone, waits ERASURE_SETTLE_SECONDS (longer than the window) before its last listing: every
+# object an upload confirmed before the tombstone is then already listed and deleted, and none
+# can appear afterwards. Both sides measure elapsed time on their own monotonic clock, so
+# processes need no shared clock.
 # A protocol constant, not a setting: every process of a collector must agree on it.
 CONFIRM_WINDOW_SECONDS = 1.0
 ERASURE_SETTLE_SECONDS = CONFIRM_WINDOW_SECONDS + 0.25
@@ -49,7 +51,7 @@ def tombstone_document(
 
 
 def encode_tombstone(participant_id: str, erased_at: datetime, key_hash: str | None = None) -> bytes:
-    return json.dumps(tombstone_document(participant_id, erased_at, key_hash), separators=(",", ":")).encode()
+    return compact_json_bytes(tombstone_document(participant_id, erased_at, key_hash))
 
 
 def is_tombstone(document: Any) -> bool:

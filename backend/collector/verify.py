@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .erasure import INTENT_DIR
 from .keys import KeyLayout
 from .reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from .storage import ObjectNotFound, ObjectStore, StorageError
@@ -86,7 +85,7 @@ def verify_bucket(
     report.objects = len(listing.stray) + sum(
         len(e.keys) + len(e.trials) for e in listing.participants.values()
     )
-    intents = f"{layout.prefix}/{INTENT_DIR}/"
+    intents = layout.erasure_intents_dir
     strays_by_participant: dict[str, list[str]] = {}
     for info in listing.audit:
         if info.key.startswith(intents):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
+from ..compact_json import compact_json
 from ..keys import format_timestamp, parse_timestamp
 from ..reading.records import (
     SESSION_DURATION_NAMES,
@@ -48,11 +48,6 @@ def received_at(document: dict[str, Any], stored_at: datetime) -> datetime:
     return parse_timestamp(document.get("serverReceivedAt")) or stored_at
 
 
-def canonical_json(value: Any, *, sort_keys: bool = False) -> str:
-    """Compact JSON, non-ASCII kept as is: the same value always gives the same text."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=sort_keys)
-
-
 def participant_row(
     participant_id: str,
     key: str,
@@ -76,7 +71,7 @@ def participant_row(
     row["response_count"] = sum(1 for _ in flatten_responses(status.get("participantResponses")))
     row["submission_count"] = submission_count
     row["unverified_submission_count"] = unverified_submission_count
-    row["extra_json"] = canonical_json(extra, sort_keys=True) if extra else None
+    row["extra_json"] = compact_json(extra, sort_keys=True) if extra else None
     return row
 
 
@@ -93,7 +88,7 @@ def session_rows(participant_id: str, status: dict[str, Any]) -> Iterator[Row]:
                 "ended_at": None,
                 "duration_ms": None,
                 "completed": None,
-                "record_json": canonical_json(record),
+                "record_json": compact_json(record),
             }
             continue
         yield {
@@ -103,7 +98,7 @@ def session_rows(participant_id: str, status: dict[str, Any]) -> Iterator[Row]:
             "ended_at": _moment_text(as_moment(first_present(record, SESSION_END_NAMES))),
             "duration_ms": as_float(first_present(record, SESSION_DURATION_NAMES)),
             "completed": session_completed(record),
-            "record_json": canonical_json(record),
+            "record_json": compact_json(record),
         }
 
 
@@ -112,7 +107,7 @@ def response_rows(participant_id: str, status: dict[str, Any]) -> Iterator[Row]:
         yield {
             "participant_id": participant_id,
             "question": question,
-            "value": answer if isinstance(answer, str) else canonical_json(answer),
+            "value": answer if isinstance(answer, str) else compact_json(answer),
             "value_type": json_type(answer),
         }
 
@@ -130,7 +125,7 @@ def submission_row(
         "server_received_at": as_text(document.get("serverReceivedAt")),
         "upload_id": as_text(document.get("uploadId")),
         "key_verified": as_bool(document.get("keyVerified")),
-        "submission_json": canonical_json(without_private_fields(document)),
+        "submission_json": compact_json(without_private_fields(document)),
     }
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Any
 
+from ..compact_json import compact_json
 from ..completeness import ExpectedTrials, index_ranges, missing_count, missing_runs
 from ..keys import KeyLayout
 from ..reading.records import is_unverified, without_private_fields
@@ -29,7 +30,7 @@ from ..reading.scan import DEFAULT_READERS, BucketListing, read_many
 from ..storage import ObjectStore, StorageError
 from ..trials.sessions import SessionCompletions, submission_session_ids, summarise_sessions
 from .columns import TRIAL_SESSIONS, TRIALS, TRIALS_TRAILING, Column, ColumnType, Table
-from .rows import canonical_json, received_at
+from .rows import received_at
 from .writers import Format, Sink, open_writer
 
 # More distinct trialData fields than this (hostile or generated data) go to one JSON column.
@@ -249,7 +250,7 @@ def _trial_record(participant_id: str, session_id: str, index: int | None, docum
         "trial_index": index,
         "server_received_at": received if isinstance(received, str) else None,
         "key_verified": document.get("keyVerified") is not False,
-        "upload_json": canonical_json(upload, sort_keys=True) if upload else None,
+        "upload_json": compact_json(upload, sort_keys=True) if upload else None,
         "data": data,
     }
 
@@ -274,16 +275,16 @@ def _split_fields(data: dict[str, Any], kinds: dict[str, _FieldKind]) -> tuple[d
 
 
 def _sorted_json(data: dict[str, Any], chunk: int = 2000) -> str:
-    """``canonical_json(data, sort_keys=True)``, encoded a slice of fields at a time.
+    """``compact_json(data, sort_keys=True)``, encoded a slice of fields at a time.
 
     One encoder call on 150,000 fields holds the interpreter lock for a few hundred ms, and the
     dashboard's zip runs in the collector's process: slices let ``/healthz`` and uploads in between.
     """
     if len(data) <= chunk:
-        return canonical_json(data, sort_keys=True)
+        return compact_json(data, sort_keys=True)
     names = sorted(data)
     parts = (
-        canonical_json({name: data[name] for name in names[start : start + chunk]})[1:-1]
+        compact_json({name: data[name] for name in names[start : start + chunk]})[1:-1]
         for start in range(0, len(names), chunk)
     )
     return "{" + ",".join(parts) + "}"
@@ -309,6 +310,6 @@ def _typed(value: Any, column_type: ColumnType) -> Any:
     if column_type == "float64":
         return float(value)
     if column_type == "string":
-        return value if isinstance(value, str) else canonical_json(value)
+        return value if isinstance(value, str) else compact_json(value)
     return value  # bool and int64 columns hold only such values
 

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from ..compact_json import compact_json_bytes
 from ..keys import parse_timestamp
 from ..participant_keys import HASH_FIELD, KEY_FIELD
 
@@ -173,7 +174,7 @@ def shareable_body(body: bytes) -> bytes:
         return body  # not JSON: nothing the collector wrote, and no field to remove
     if not isinstance(document, dict) or not any(name in document for name in PRIVATE_FIELDS):
         return body
-    return json.dumps(without_private_fields(document), ensure_ascii=False, separators=(",", ":")).encode()
+    return compact_json_bytes(without_private_fields(document))
 
 
 def stored_moment(document: dict[str, Any]) -> datetime | None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from ..audit import audit_record_key, write_record
+from ..audit import write_record
 from ..keys import KeyLayout, format_timestamp, is_valid_participant_id
 from ..settings import normalised_origin
 from ..storage import ObjectStore, PreconditionFailed
@@ -295,7 +295,7 @@ def _audit(
     moment: str,
 ) -> None:
     when = datetime.now(UTC)
-    key = audit_record_key(study.layout, AUDIT_KIND, study.id, when, secrets.token_hex(4))
+    key = study.layout.audit_key(AUDIT_KIND, study.id, when, secrets.token_hex(4))
     record = {
         "action": action,
         "studyId": study.id,

@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..compact_json import compact_json_bytes
 from ..errors import storage_unavailable
 from ..keys import KeyLayout, format_timestamp
-from ..storage import ObjectStore, PreconditionFailed, StorageError
+from ..storage import ObjectStore
+from ..storage.create_once import create_once
 from ..storage.retrying import shared_deadline
 from .model import ENVELOPE_FIELDS, TrialUpload
 
@@ -72,8 +74,8 @@ class TrialService:
         store: ObjectStore,
         layout: KeyLayout,
         *,
-        retry_after: int = 5,
-        deadline_seconds: float | None = None,
+        retry_after: int,
+        deadline_seconds: float | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -106,11 +108,12 @@ class TrialService:
             retry_after=self.retry_after,
             log_context=f"{trial.participant_id}, trial {key}",
         )
-        body = _encode(document)
+        body = compact_json_bytes(document)
         if before_write is not None:
             before_write(len(body))
         with unavailable, deadline:
-            duplicate = self._create_once(key, body, trial)
+            existing = create_once(self.store, key, body, attempts=MAX_TRIAL_PUTS)
+        duplicate = existing is not None and not same_trial(existing.body, trial)
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", key)
         return TrialResult(trial.participant_id, trial.timestamp_text(received_at), key, duplicate, verified)
@@ -128,19 +131,6 @@ class TrialService:
         return self.layout.unverified_trial_key(
             trial.participant_id, trial.session_id, trial.trial_index, suffix
         )
-
-    def _create_once(self, key: str, body: bytes, trial: TrialUpload) -> bool:
-        """Create the object if absent; whether the key already held a *different* trial."""
-        for _ in range(MAX_TRIAL_PUTS):
-            try:
-                self.store.put(key, body, if_absent=True)
-                return False
-            except PreconditionFailed:  # taken, or S3 saw a racing write to it
-                existing = self.store.get_or_none(key)
-                if existing is None:
-                    continue  # the racing write did not land: the key is still free
-                return not same_trial(existing.body, trial)
-        raise StorageError(f"could not store trial {key}: its key stayed contended")
 
 
 def stored_document(trial: TrialUpload, *, received_at: datetime, verified: bool) -> dict[str, Any]:
@@ -169,14 +159,8 @@ def same_trial(stored_body: bytes, trial: TrialUpload) -> bool:
 
 def content_suffix(trial: TrialUpload) -> str:
     """8 hex of the trial's content (envelope aside): an unverified trial's name, the same for its retries."""
-    content = json.dumps(_content(trial.document), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(content.encode("utf-8")).hexdigest()[:8]
+    return hashlib.sha256(compact_json_bytes(_content(trial.document), sort_keys=True)).hexdigest()[:8]
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in document.items() if k not in ENVELOPE_FIELDS}
-
-
-def _encode(document: dict[str, Any]) -> bytes:
-    # Compact, like submissions: the C encoder only does the compact form, and it is smaller.
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

@@ -76,6 +76,15 @@ class RateLimiter:
                 self._buckets.popitem(last=False)
         return wait
 
+    def give_back(self, client: str, cost: float = 1.0) -> None:
+        """Return ``cost`` tokens taken by ``wait_seconds`` for something that did not happen."""
+        if self.rate <= 0:
+            return
+        with self._lock:
+            if client in self._buckets:
+                tokens, at = self._buckets[client]
+                self._buckets[client] = (min(self.burst, tokens + min(cost, self.burst)), at)
+
     async def __call__(self, request: Request) -> None:
         # Async on purpose: it runs on the event loop, so it costs no thread round trip.
         wait = self.wait_seconds(client_address(request))
@@ -140,11 +149,16 @@ class ParticipantLimits:
                 retry_after=max(1, math.ceil(wait)),
             )
 
-    def admit_new_participant(self, client: str) -> None:
-        """Take a new-participant token for ``client``, or raise ``RateLimited``."""
+    def admit_new_participant(self, client: str) -> Callable[[], None]:
+        """Take a new-participant token for ``client``, or raise ``RateLimited``.
+
+        Returns what gives the token back: the upload service takes it before it tries to create
+        a participant's ``status.json`` and returns it when the participant existed after all.
+        """
         wait = self.new_participants.wait_seconds(client)
         if wait > 0:
             raise RateLimited(
                 "too many new participants from this address; please retry later",
                 retry_after=max(1, math.ceil(wait)),
             )
+        return lambda: self.new_participants.give_back(client)
