@@ -57,8 +57,10 @@ def settings(proxy: FaultProxy, moto_endpoint: str) -> Settings:
     return s3_settings(
         proxy.url,
         bucket=make_bucket(moto_endpoint),
-        storage_deadline_seconds=0.5,
-        storage_timeout_seconds=0.5,
+        # Room for moto behind the proxy on a loaded machine: at 0.5 s a slow answer once looked
+        # like an unreachable bucket, and `serve` then started instead of refusing.
+        storage_deadline_seconds=2.0,
+        storage_timeout_seconds=2.0,
         retry_after_seconds=1,
     )
 
