@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -24,8 +23,11 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers live in tests/support
+from tests.support.collector_process import CollectorProcess
+from tests.support.settings import local_settings
+
 HERE = Path(__file__).resolve().parents[1]
-URL = "http://127.0.0.1:5978"
 
 
 def main() -> None:
@@ -45,29 +47,9 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace, disk: Path) -> dict[str, object]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(Path(args.checkout) / "backend"),
-        "LOCAL_STORAGE_DIR": str(disk / "data"),
-        "ADMIN_PASSWORD": "bench-admin-password-1",
-        "HOST": "127.0.0.1",
-        "PORT": URL.rsplit(":", 1)[1],
-    }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "collector", "serve"],
-        env=env,
-        cwd=args.checkout,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        for _ in range(200):
-            try:
-                if httpx.get(URL + "/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        upload = URL + "/api/upload-user-data"
+    with CollectorProcess(local_settings(disk / "data"), checkout=Path(args.checkout)) as server:
+        url = server.url
+        upload = url + "/api/upload-user-data"
         claim = {
             "participantId": "VICTIM1",
             "uploadType": "status",
@@ -88,10 +70,7 @@ def run(args: argparse.Namespace, disk: Path) -> dict[str, object]:
             took = time.monotonic() - started
             real = {"participantId": "REAL1", "uploadType": "submission", "submissionData": {"answer": 1}}
             real_answer = client.post(upload, json=real).status_code
-            health = client.get(URL + "/healthz")
-    finally:
-        server.terminate()
-        server.wait(10)
+            health = client.get(url + "/healthz")
     return {
         "checkout": args.checkout,
         "flood_answers": dict(answers),

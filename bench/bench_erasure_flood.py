@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,10 @@ import time
 from pathlib import Path
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers live in tests/support
+from tests.support.collector_process import CollectorProcess
+from tests.support.settings import local_settings
 
 HERE = Path(__file__).resolve().parents[1]
 PID, KEY = "FLOOD1", "flood-key-0123456789ab"
@@ -32,33 +35,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
-    backend = str(Path(args.checkout) / "backend")
+    checkout = Path(args.checkout)
     with tempfile.TemporaryDirectory() as root:
         data = Path(root) / "data"
-        env = {
-            **os.environ,
-            "PYTHONPATH": backend,
-            "LOCAL_STORAGE_DIR": str(data),
-            "ADMIN_PASSWORD": "bench-admin-password-1",
-            "RATE_LIMIT_PER_MINUTE": "0",
-            "HOST": "127.0.0.1",
-            "PORT": "5977",
-        }
-        url = "http://127.0.0.1:5977"
-        server = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve"],
-            env=env,
-            cwd=args.checkout,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            for _ in range(200):
-                try:
-                    if httpx.get(url + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
+        settings = local_settings(data, rate_limit_per_minute=0)
+        with CollectorProcess(settings, checkout=checkout) as server:
+            url = server.url
             claim = {"participantId": PID, "uploadType": "status", "participantKey": KEY}
             httpx.post(url + "/api/upload-user-data", json=claim).raise_for_status()
             flood = subprocess.Popen(
@@ -79,8 +61,8 @@ def main() -> None:
             started = time.monotonic()
             erase = subprocess.run(
                 [sys.executable, "-m", "collector", "erase", PID, "--reason", "bench", "--yes"],
-                env=env,
-                cwd=args.checkout,
+                env=server.environment,
+                cwd=checkout,
                 capture_output=True,
                 text=True,
             )
@@ -89,9 +71,6 @@ def main() -> None:
             time.sleep(1.5)
             later = objects(folder)
             counts = json.loads(flood.communicate(timeout=60)[0])
-        finally:
-            server.terminate()
-            server.wait(10)
         print(
             json.dumps(
                 {

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,19 +21,21 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the test helpers live in tests/support
+from tests.support.collector_process import CollectorProcess
+from tests.support.settings import local_settings
+
 HERE = Path(__file__).resolve().parents[1]
-PORT = 5979
-URL = f"http://127.0.0.1:{PORT}"
 HEADERS = (
     b"POST /api/upload-user-data HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
 )
 
 
-def connect(source: str) -> socket.socket:
+def connect(source: str, port: int) -> socket.socket:
     sock = socket.socket()
     sock.bind((source, 0))
-    sock.connect(("127.0.0.1", PORT))
+    sock.connect(("127.0.0.1", port))
     return sock
 
 
@@ -58,49 +58,29 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=64)
     parser.add_argument("--silent", type=int, default=200)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as root:
-        env = {
-            **os.environ,
-            "PYTHONPATH": str(Path(args.checkout) / "backend"),
-            "LOCAL_STORAGE_DIR": str(Path(root) / "data"),
-            "ADMIN_PASSWORD": "bench-admin-password-1",
-            "HOST": "127.0.0.1",
-            "PORT": str(PORT),
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "collector", "serve"],
-            env=env,
-            cwd=args.checkout,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    with (
+        tempfile.TemporaryDirectory() as root,
+        CollectorProcess(local_settings(Path(root) / "data"), checkout=Path(args.checkout)) as server,
+    ):
         sockets: list[socket.socket] = []
         try:
-            for _ in range(200):
-                try:
-                    if httpx.get(URL + "/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.1)
             for _ in range(args.idle):
-                sock = connect("127.0.0.2")
+                sock = connect("127.0.0.2", server.port)
                 sock.sendall(HEADERS)
                 sockets.append(sock)
             time.sleep(0.5)
             body = {"participantId": "REAL1", "uploadType": "status", "step": 1}
             started = time.monotonic()
-            real = httpx.post(URL + "/api/upload-user-data", json=body, timeout=60)
+            real = httpx.post(server.url + "/api/upload-user-data", json=body, timeout=60)
             latency = time.monotonic() - started
             idle_refused = sum(answered(sock) for sock in sockets)
-            silent = [connect("127.0.0.3") for _ in range(args.silent)]
+            silent = [connect("127.0.0.3", server.port) for _ in range(args.silent)]
             sockets += silent
             time.sleep(12)
             silent_closed = sum(answered(sock) for sock in silent)
         finally:
             for sock in sockets:
                 sock.close()
-            server.terminate()
-            server.wait(10)
     print(
         json.dumps(
             {

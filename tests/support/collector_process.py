@@ -36,12 +36,17 @@ def settings_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def collector_environment(settings: Settings, port: int, *, workers: int = 1) -> dict[str, str]:
-    """The environment for ``python -m collector serve`` with ``settings`` on a loopback port."""
+def collector_environment(
+    settings: Settings, port: int, *, workers: int = 1, checkout: Path = REPO
+) -> dict[str, str]:
+    """The environment for ``python -m collector serve`` with ``settings`` on a loopback port,
+    running ``checkout``'s code (benchmarks point it at an older checkout for a before figure)."""
     return {
         **os.environ,
-        # This checkout's code, even when the venv was installed from another one.
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "backend"), os.environ.get("PYTHONPATH")])),
+        # That checkout's code, even when the venv was installed from another one.
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(checkout / "backend"), os.environ.get("PYTHONPATH")])
+        ),
         **settings_environment(settings),
         "HOST": "127.0.0.1",
         "PORT": str(port),
@@ -79,15 +84,22 @@ def terminate(process: subprocess.Popen) -> None:
 class CollectorProcess:
     """``python -m collector serve`` on a free loopback port; a context manager, or call ``stop()``."""
 
-    def __init__(self, settings: Settings, *, workers: int = 1, log_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        workers: int = 1,
+        log_path: Path | None = None,
+        checkout: Path = REPO,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = collector_environment(settings, self.port, workers=workers)
+        self.environment = collector_environment(settings, self.port, workers=workers, checkout=checkout)
         self._log = open(log_path or os.devnull, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "collector", "serve"],
-            cwd=REPO,
-            env=env,
+            cwd=checkout,
+            env=self.environment,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
