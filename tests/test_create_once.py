@@ -7,6 +7,7 @@ write leaves the key free when that write fails. Submissions (``submission_names
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -37,7 +38,7 @@ class RacedStore(CountingStore):
 
 def test_a_free_key_is_created_with_one_request(store: ObjectStore) -> None:
     counting = CountingStore(store)
-    assert create_once(counting, "p/free.json", b"mine", attempts=2) is None
+    assert asyncio.run(create_once(counting, "p/free.json", b"mine", attempts=2)) is None
     assert counting.requests == [("put", "p/free.json")]
     assert store.get("p/free.json").body == b"mine"
 
@@ -45,7 +46,7 @@ def test_a_free_key_is_created_with_one_request(store: ObjectStore) -> None:
 def test_a_taken_key_answers_what_holds_it_and_is_never_overwritten(store: ObjectStore) -> None:
     store.put("p/taken.json", b"first")
     counting = CountingStore(store)
-    existing = create_once(counting, "p/taken.json", b"second", attempts=5)
+    existing = asyncio.run(create_once(counting, "p/taken.json", b"second", attempts=5))
     assert existing is not None and existing.body == b"first"
     assert counting.requests == [("put", "p/taken.json"), ("get", "p/taken.json")]
     assert store.get("p/taken.json").body == b"first"
@@ -53,7 +54,7 @@ def test_a_taken_key_answers_what_holds_it_and_is_never_overwritten(store: Objec
 
 def test_a_racing_refusal_that_left_the_key_free_is_read_back_and_retried(store: ObjectStore) -> None:
     raced = RacedStore(store, {"p/raced.json": 1})
-    assert create_once(raced, "p/raced.json", b"mine", attempts=2) is None
+    assert asyncio.run(create_once(raced, "p/raced.json", b"mine", attempts=2)) is None
     assert [op for op, _ in raced.requests] == ["put", "get", "put"]
     assert store.get("p/raced.json").body == b"mine"
 
@@ -61,7 +62,7 @@ def test_a_racing_refusal_that_left_the_key_free_is_read_back_and_retried(store:
 def test_a_key_contended_throughout_is_an_error_after_the_attempts(store: ObjectStore) -> None:
     raced = RacedStore(store, {"p/busy.json": 10})
     with pytest.raises(KeyContended):
-        create_once(raced, "p/busy.json", b"mine", attempts=3)
+        asyncio.run(create_once(raced, "p/busy.json", b"mine", attempts=3))
     assert raced.count("put") == 3 and raced.count("get") == 3
     assert store.get_or_none("p/busy.json") is None
 
@@ -74,7 +75,7 @@ def test_a_submission_name_kept_busy_by_racing_writes_gives_way_to_the_next(
     upload = parse_upload(body, received_at=received, clock_skew=timedelta(seconds=300))
     plain = layout.submission_key("CO1", upload.moment)
     raced = RacedStore(store, {plain: 10})
-    key = store_submission(raced, layout, upload, {**body, "serverReceivedAt": "x"})
+    key = asyncio.run(store_submission(raced, layout, upload, {**body, "serverReceivedAt": "x"}))
     assert key != plain and layout.parse(key) is not None
     assert store.get_or_none(plain) is None
     assert json.loads(store.get(key).body)["uploadId"] == "u-1"

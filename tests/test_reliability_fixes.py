@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from collector.app import create_app
 from collector.errors import StorageUnavailable
-from collector.ingest import UploadService
 from collector.keys import KeyLayout
 from collector.metrics import Metrics
 from collector.models import parse_upload
+from collector.pipeline.run import UploadPipeline
 from collector.storage import (
     MemoryStore,
     ObjectStore,
@@ -80,7 +81,7 @@ def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
         SlowFlakyStore(clock), Metrics(), deadline_seconds=2.0, sleep=clock.sleep, clock=clock
     )
     skew = timedelta(seconds=300)
-    service = UploadService(
+    service = UploadPipeline(
         store,
         KeyLayout("p"),
         retry_after=5,
@@ -95,8 +96,8 @@ def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
         received_at=now,
         clock_skew=skew,
     )
-    with pytest.raises(StorageUnavailable):
-        service.store_upload(upload, received_at=now)
+    refusal = asyncio.run(service.store_upload(upload, received_at=now))
+    assert refusal.status == StorageUnavailable.status
     # Each request alone succeeds within 2 s; all three together would need about 4.5 s.
     assert clock.now < 2.0 + 0.5 + 1.0  # the deadline, one call in flight, one backoff at most
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from collector import ingest
 from collector.erasure import erase_participant
 from collector.keys import KeyLayout
+from collector.pipeline import restore
 from collector.storage import ObjectStore
 
 URL = "/api/upload-user-data"
@@ -99,13 +99,13 @@ def test_restore_with_a_wrong_key_does_the_work_of_an_unknown_id(
 ) -> None:
     claim(client, "KNOWN1")
     parsed: list[str] = []
-    real_of = ingest.StatusState.of
+    real_of = restore.StatusState.of
 
     def counting_of(stored: Any) -> Any:
         parsed.append("parse")
         return real_of(stored)
 
-    monkeypatch.setattr(ingest.StatusState, "of", staticmethod(counting_of))
+    monkeypatch.setattr(restore.StatusState, "of", staticmethod(counting_of))
     wrong = client.post("/api/user-status", json={"participantId": "KNOWN1", "participantKey": WRONG})
     unknown = client.post("/api/user-status", json={"participantId": "NOBODY1", "participantKey": WRONG})
     assert wrong.status_code == unknown.status_code == 404 and wrong.content == unknown.content

@@ -7,6 +7,7 @@ erasure, a key release, a new claim made elsewhere; a forged key; a retry after 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import uuid
@@ -407,14 +408,15 @@ def test_a_trial_written_past_the_window_confirms_and_withdraws_itself(
     collector = collectors[0]
     assert collector.post(status_upload("E4", 1)).status_code == 200
     services = collector.app.state.services
-    decided = services.uploads.trial_verdict("E4", KEY)  # confirmed now, from the cache
+    decided = services.uploads.states.fresh("E4", services.uploads.trial_fresh_seconds)  # from the cache
+    assert decided is not None
     written = layout.trial_key("E4", "run-1", 0)
     store.put(written, b"{}")  # the trial lands...
     erase_participant(store, layout, "E4", who="cli", reason="withdrew", settle_seconds=0)
     store.put(written, b"{}")  # ...and, slower than the window, again after the erasure
     collector.clock.now += CONFIRM_WINDOW_SECONDS + 0.1
     with pytest.raises(ParticipantErased):
-        services.uploads.confirm_not_erased("E4", decided.confirmed_at, [written])
+        asyncio.run(services.uploads.confirm_not_erased("E4", decided.confirmed_at, [written]))
     assert [info.key for info in store.list(layout.participant_dir("E4"))] == [layout.status_key("E4")]
 
 

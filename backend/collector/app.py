@@ -32,7 +32,7 @@ from .web.body_limit import BodyLimitMiddleware
 from .web.concurrency import BodiesInFlight, ConcurrencyLimit
 from .web.error_handlers import install_error_handlers
 from .web.rate_limit import ParticipantLimits
-from .web.services import Services, upload_services
+from .web.services import Services, upload_pipeline
 
 logger = logging.getLogger("collector")
 
@@ -52,7 +52,6 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
     if store is None and settings.storage_kind == "s3":
         retrying = gate = ConditionalWriteGate(retrying, layout.conditional_probe_key)
     limits = ParticipantLimits.from_settings(settings)
-    upload_service, trial_service = upload_services(retrying, layout, settings)
     # Registered studies: their own services over the same store, refusals before storing.
     registry = RegistryCache(
         retrying, settings.data_prefix, check_seconds=settings.study_registry_check_seconds
@@ -62,8 +61,7 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
         store=retrying,
         layout=layout,
         metrics=metrics,
-        uploads=upload_service,
-        trials=trial_service,
+        uploads=upload_pipeline(retrying, layout, settings),
         limits=limits,
         studies=StudyServices(registry),
         slots=ConcurrencyLimit.from_settings(settings),

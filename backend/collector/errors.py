@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 logger = logging.getLogger("collector.refusals")
 
@@ -54,6 +55,27 @@ class CollectorError(Exception):
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+
+    @classmethod
+    def refusal(cls, message: str, *, retry_after: int | None = None) -> Refusal:
+        """This error as a value, without raising it (what ``pipeline.decide`` returns)."""
+        return Refusal(cls.status, message, cls.reason, retry_after, cls.closes_connection)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A refused request as a value: what ``collector.web.error_handlers`` turns into the one
+    JSON error body, the same for a single upload and a batch item."""
+
+    status: int
+    message: str
+    reason: str | None = None
+    retry_after: int | None = None
+    closes_connection: bool = False
+
+    @classmethod
+    def of(cls, error: CollectorError) -> Refusal:
+        return cls(error.status, error.message, error.reason, error.retry_after, error.closes_connection)
 
 
 class InvalidUpload(CollectorError):

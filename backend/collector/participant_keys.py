@@ -2,9 +2,10 @@
 
 The browser makes a random key per participant and sends it with every upload and restore. The
 collector keeps only a hash of it, in ``status.json``; the first upload carrying a key claims an
-unclaimed participant. Everything here is pure: the upload service reads ``status.json`` once
-(the read its compare-and-swap needs anyway) and asks ``decide`` what the upload may do, so a key
-costs no extra storage request.
+unclaimed participant. This module holds the key's hash and its constant-time check; what an
+upload may do with a key is decided with everything else in ``collector.pipeline.decide``
+(``key_verdict``), from the ``status.json`` the upload reads or writes anyway, so a key costs no
+extra storage request.
 
 The release of a key (a participant changed device) lives here too, shared by the CLI and the
 dashboard.
@@ -14,21 +15,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from .audit import write_record
 from .compact_json import compact_json_bytes
 from .errors import NotFound
 from .keys import KeyLayout, format_timestamp
+from .pipeline.state import StatusState
 from .server_fields import KEY_HASH
-from .storage import ObjectStore, PreconditionFailed, StorageError, StoredObject
-from .tombstone import is_tombstone
+from .storage import ObjectStore, PreconditionFailed, StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -62,62 +61,6 @@ def key_matches(stored_hash: str, participant_id: str, key: str | None) -> bool:
     if not candidate:
         key_hash(participant_id, "-" * 22)
     return hmac.compare_digest(candidate, stored_hash)
-
-
-@dataclass(frozen=True)
-class StatusState:
-    """What the one read of ``status.json`` found."""
-
-    stored: StoredObject | None
-    document: dict[str, Any] | None  # None when absent or unreadable
-
-    @classmethod
-    def of(cls, stored: StoredObject | None) -> StatusState:
-        document = None
-        if stored is not None:
-            try:
-                decoded = json.loads(stored.body)
-                document = decoded if isinstance(decoded, dict) else None
-            except ValueError:
-                document = None  # unreadable: replaced by the next upload, as before
-        return cls(stored, document)
-
-    @property
-    def exists(self) -> bool:
-        return self.stored is not None
-
-    @property
-    def erased(self) -> bool:
-        """A tombstone: the research team erased this participant."""
-        return is_tombstone(self.document)
-
-    @property
-    def key_hash(self) -> str | None:
-        value = (self.document or {}).get(HASH_FIELD)
-        return value if isinstance(value, str) and value else None
-
-
-@dataclass(frozen=True)
-class KeyVerdict:
-    """What an upload may do, given the stored hash and the key it carries."""
-
-    may_change_status: bool
-    verified: bool | None  # True: right key (or claims); False: wrong/missing; None: keys not in play
-    hash_to_store: str | None  # participantKeyHash for the status.json this upload writes
-
-
-def decide(enabled: bool, participant_id: str, stored_hash: str | None, key: str | None) -> KeyVerdict:
-    """Trust on first use: a claimed participant needs its key; an unclaimed one is claimed by a key."""
-    if not enabled:
-        # Keys ignored, but a claim made while they were on is carried forward, not lost.
-        return KeyVerdict(True, None, stored_hash)
-    if stored_hash is not None:
-        if key_matches(stored_hash, participant_id, key):
-            return KeyVerdict(True, True, stored_hash)
-        return KeyVerdict(False, False, None)
-    if key is not None:
-        return KeyVerdict(True, True, key_hash(participant_id, key))
-    return KeyVerdict(True, None, None)  # legacy, keyless participant: open until a key claims it
 
 
 # --- Release ----------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ def name_suffixes(upload: Upload) -> Iterator[str]:
     yield hashlib.sha256(_SECOND_SALT + identity).hexdigest()[:8]
 
 
-def store_submission(
+async def store_submission(
     store: ObjectStore,
     layout: KeyLayout,
     upload: Upload,
@@ -66,7 +66,7 @@ def store_submission(
     for suffix in name_suffixes(upload):
         key = layout.submission_key(upload.participant_id, upload.moment, suffix)
         try:
-            existing = create_once(store, key, body, attempts=TRIES_PER_NAME)
+            existing = await create_once(store, key, body, attempts=TRIES_PER_NAME)
         except KeyContended:
             continue  # racing writes kept the name busy: the next name
         if existing is None:

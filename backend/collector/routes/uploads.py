@@ -9,28 +9,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from ..errors import CollectorError, InvalidUpload, RateLimited, StorageUnavailable, log_refusal
+from ..errors import CollectorError, InvalidUpload, Refusal, StorageUnavailable, log_refusal
 from ..keys import PARTICIPANT_ID_PATTERN, is_valid_participant_id
 from ..models import (
     BatchRequest,
     ErrorResponse,
     RestoreRequest,
+    Upload,
     UploadRequest,
     UploadResponse,
     parse_batch,
     parse_upload,
 )
 from ..participant_keys import KEY_FIELD
-from ..trials import is_trial
+from ..pipeline.admission import Admission
+from ..pipeline.answer import Answer, outcome
+from ..trials import TrialUpload, is_trial, parse_trial
+from ..web.error_handlers import refusal_body, refuse
 from ..web.rate_limit import client_address, too_many_uploads
 from ..web.request_body import ReceivedBody, receive_body
 from ..web.services import Services, ServicesDep
-from .study_uploads import admit_trial, route_to_study
-from .trial_uploads import store_trial_upload
+from .study_uploads import route_to_study
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["uploads"])
@@ -108,36 +110,25 @@ async def _slot(services: Services) -> AsyncIterator[None]:
         yield
 
 
-async def _store(services: Services, value: Any, client: str, origin: str | None) -> dict[str, Any]:
-    """Validate and store one upload; the answer body of a 200."""
+async def _store(services: Services, value: Any, client: str, origin: str | None) -> Answer | Refusal:
+    """Route, parse and store one upload (the pipeline, ``collector.pipeline``): its answer or refusal.
+
+    Raises the refusals of routing and parsing (``CollectorError``); the pipeline's own come back
+    as values.
+    """
     study = await route_to_study(services, value, origin)  # its studyId: unknown, archived, origin
     services = study.services
-    if is_trial(value):  # uploadType "trial": stored once per (session, index), see trial_uploads
-        await admit_trial(study, value)  # a closed or full study refuses new participants
-        return await store_trial_upload(services, value, client)
     received_at = datetime.now(UTC)
-    upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
-    limits = services.limits
-    admit = (lambda: limits.admit_new_participant(client)) if limits is not None else None
-    admit = study.new_participant_hook(upload.participant_id, admit)
-    pid = upload.participant_id
-    unverified = (lambda size: limits.charge_unverified(pid, size)) if limits is not None else None
-    try:
-        result = await run_in_threadpool(
-            services.uploads.store_upload,
-            upload,
-            received_at=received_at,
-            on_new_participant=admit,
-            on_unverified=unverified,
-        )
-    except CollectorError as exc:
-        # Erased, wrong key, new-participant cap: refusals, not storage trouble.
-        outcome = "storage_error" if isinstance(exc, StorageUnavailable) else "refused"
-        services.metrics.uploads.labels(upload.upload_type, outcome).inc()
-        raise
-    stored = "stored_unverified" if result.key_verified is False else "stored"
-    services.metrics.uploads.labels(upload.upload_type, stored).inc()
-    return result.as_response()
+    upload: Upload | TrialUpload
+    if is_trial(value):  # uploadType "trial": stored once per (session, index)
+        upload = parse_trial(value)
+    else:
+        upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
+    admission = Admission(services.limits, client, study)
+    result = await services.uploads.store_upload(upload, received_at=received_at, admission=admission)
+    kind = "trial" if isinstance(upload, TrialUpload) else upload.upload_type
+    services.metrics.uploads.labels(kind, outcome(result)).inc()
+    return result
 
 
 @router.post(
@@ -154,10 +145,13 @@ async def upload_user_data(request: Request, services: ServicesDep) -> JSONRespo
         async with _slot(services):
             value = await body.parse(max_depth=services.settings.max_json_depth)
             origin = request.headers.get("origin")
-            return JSONResponse(await _store(services, value, client_address(request), origin))
+            result = await _store(services, value, client_address(request), origin)
     except InvalidUpload:
         services.metrics.uploads.labels("unknown", "refused").inc()
         raise
+    if isinstance(result, Refusal):
+        return refuse(request, result)
+    return JSONResponse(result.body())
 
 
 @router.post(
@@ -189,49 +183,52 @@ async def _store_batch(request: Request, services: Services, value: Any) -> JSON
     client = client_address(request)
     origin = request.headers.get("origin")
     results: list[dict[str, Any]] = []
-    storage_down: StorageUnavailable | None = None
+    storage_down: Refusal | None = None
     retry_after: int | None = None
     for index, item in enumerate(items):
         upload_id = item.get("uploadId") if isinstance(item, dict) else None
-        limited = _charge(services, client, index)
-        if limited is not None:
-            retry_after = max(retry_after or 0, limited.retry_after or 1)
-            answer = {"status": "error", "error": limited.message, "httpStatus": 429}
-            answer["retryAfter"] = limited.retry_after
-            results.append({"index": index, "uploadId": upload_id, **answer})
-            continue
-        if storage_down is not None:
+        result = _charge(services, client, index)
+        if result is not None:
+            retry_after = max(retry_after or 0, result.retry_after or 1)
+        elif storage_down is not None:
             # Storage already failed past its deadline for this batch: trying each remaining
             # item would make the answer take a deadline per item, far past the client's timeout.
-            answer = {"status": "error", "error": storage_down.message, "httpStatus": storage_down.status}
-            results.append({"index": index, "uploadId": upload_id, **answer})
-            continue
-        try:
-            answer = {**await _store(services, item, client, origin), "httpStatus": 200}
-        except CollectorError as exc:
-            log_refusal(request.method, f"{request.url.path} item {index}", exc.status, exc.message)
-            if isinstance(exc, InvalidUpload):
-                services.metrics.uploads.labels("unknown", "refused").inc()
-            if isinstance(exc, StorageUnavailable):
-                storage_down = exc
-            answer = {"status": "error", "error": exc.message, "httpStatus": exc.status}
-            if exc.reason is not None:
-                answer["reason"] = exc.reason
-            if exc.retry_after is not None:
-                answer["retryAfter"] = exc.retry_after
-        results.append({"index": index, "uploadId": upload_id, **answer})
+            result = Refusal(storage_down.status, storage_down.message)
+        if result is None:
+            try:
+                result = await _store(services, item, client, origin)
+            except CollectorError as exc:
+                if isinstance(exc, InvalidUpload):
+                    services.metrics.uploads.labels("unknown", "refused").inc()
+                result = Refusal.of(exc)
+            if isinstance(result, Refusal):
+                log_refusal(request.method, f"{request.url.path} item {index}", result.status, result.message)
+                if result.status == StorageUnavailable.status:
+                    storage_down = result
+        if isinstance(result, Refusal):
+            results.append({"index": index, "uploadId": upload_id, **_item_refusal(result)})
+        else:
+            results.append({"index": index, "uploadId": upload_id, **result.body(), "httpStatus": 200})
     if storage_down is not None:
         retry_after = max(retry_after or 0, storage_down.retry_after or 1)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
     return JSONResponse({"status": "success", "results": results}, headers=headers)
 
 
-def _charge(services: Services, client: str, index: int) -> RateLimited | None:
+def _item_refusal(refusal: Refusal) -> dict[str, Any]:
+    """A batch item's refusal: the single endpoint's body, its status, and Retry-After as a field."""
+    answer = {**refusal_body(refusal), "httpStatus": refusal.status}
+    if refusal.retry_after is not None:
+        answer["retryAfter"] = refusal.retry_after
+    return answer
+
+
+def _charge(services: Services, client: str, index: int) -> Refusal | None:
     """Take the item's rate-limit token (the first item's was taken with the request)."""
     if index == 0 or services.limits is None:
         return None
     wait = services.limits.uploads.wait_seconds(client)
-    return too_many_uploads(wait) if wait > 0 else None
+    return Refusal.of(too_many_uploads(wait)) if wait > 0 else None
 
 
 @router.post(
@@ -262,7 +259,5 @@ async def restore_user_status(request: Request, services: ServicesDep) -> JSONRe
             raise InvalidUpload(f"participantId must match {PARTICIPANT_ID_PATTERN}")
         services = (await route_to_study(services, value, request.headers.get("origin"))).services
         key = value.get(KEY_FIELD)
-        status = await run_in_threadpool(
-            services.uploads.read_status, participant_id, key if isinstance(key, str) else None
-        )
+        status = await services.uploads.read_status(participant_id, key if isinstance(key, str) else None)
     return JSONResponse({"status": "success", "participantId": participant_id, "userStatus": status})

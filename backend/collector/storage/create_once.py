@@ -9,25 +9,27 @@ decides whether it is the same upload, a retry); nothing there means try again.
 
 from __future__ import annotations
 
-from .base import ObjectStore, PreconditionFailed, StorageError, StoredObject
+from .base import ObjectNotFound, ObjectStore, PreconditionFailed, StorageError, StoredObject
 
 
 class KeyContended(StorageError):
     """Every create of the key was refused, yet nothing was there to read back: try later."""
 
 
-def create_once(store: ObjectStore, key: str, body: bytes, *, attempts: int) -> StoredObject | None:
+async def create_once(store: ObjectStore, key: str, body: bytes, *, attempts: int) -> StoredObject | None:
     """Create ``key`` holding ``body`` unless it exists: None when created, else what holds it.
 
     At most ``attempts`` creates (each refused one followed by a read); raises ``KeyContended``
     when the key stayed free but contended throughout, and ``StorageError`` when the store fails.
+    Async: the upload pipeline runs on the event loop and calls the store's async methods.
     """
     for _ in range(attempts):
         try:
-            store.put(key, body, if_absent=True)
+            await store.put_async(key, body, if_absent=True)
             return None
         except PreconditionFailed:  # taken, or S3 saw a racing write to it
-            existing = store.get_or_none(key)
-            if existing is not None:
-                return existing
+            try:
+                return await store.get_async(key)
+            except ObjectNotFound:
+                continue
     raise KeyContended(f"{key}: every create was refused, yet nothing is stored there")

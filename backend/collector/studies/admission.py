@@ -131,19 +131,21 @@ class StudyGate:
                 self._known.clear()
             self._known.add(participant_id)
 
-    def admit(self, study: Study, participant_id: str) -> None:
+    def admit(self, study: Study, participant_id: str, *, exists: bool | None = None) -> None:
         """Refuse a new participant of a closed or full study (``StudyClosed``, ``StudyFull``).
 
         Blocking: storage requests only when the study is closed or capped and this process has
-        not seen the participant in it yet.
+        not seen the participant in it yet. ``exists``: whether the participant has data in the
+        study, when the upload pipeline already knows (its "new participant?", asked once); None:
+        one listing here, only if it matters.
         """
         if study.status == "open" and study.max_participants is None:
             return
-        if participant_id in self._known:
+        if participant_id in self._known or exists:
             return
-        exists: bool | None = None
         if study.status == "closed":
-            exists = participant_exists(self.store, study, participant_id)
+            if exists is None:
+                exists = participant_exists(self.store, study, participant_id)
             if not exists:
                 raise StudyClosed(f"study {study.id} is closed to new participants")
         if study.max_participants is not None:

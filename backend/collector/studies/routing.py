@@ -1,8 +1,9 @@
-"""Which study an upload belongs to, decided before the upload service runs.
+"""Which study an upload belongs to, decided before the upload pipeline runs.
 
 An upload without ``studyId`` goes to the default study (``DATA_PREFIX``) exactly as before
 studies existed. One with ``studyId`` goes to that registered study's services: the same
-``UploadService`` and ``TrialService`` over the study's own ``KeyLayout``. The refusals are
+``UploadPipeline`` over the study's own ``KeyLayout``, whose admission of a new participant asks
+the study's gate (``collector.pipeline.admission``). The refusals are
 errors of ``collector.errors`` with a ``reason`` the browser module acts on (docs/api.md).
 ``studyId`` itself is the client's field: it is stored as sent.
 """
@@ -10,7 +11,6 @@ errors of ``collector.errors`` with a ``reason`` the browser module acts on (doc
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,7 +28,7 @@ from ..keys import is_valid_participant_id
 from ..models import preview
 from ..settings import Settings
 from ..storage import StorageError
-from ..web.services import Services, upload_services
+from ..web.services import Services, upload_pipeline
 from .admission import StudyGate
 from .registry import InvalidStudy, Registry, RegistryCache, Study
 
@@ -43,25 +43,13 @@ class StudyRoute:
     study: Study | None = None
     gate: StudyGate | None = None
 
-    def admit(self, participant_id: str) -> None:
-        """Refuse a new participant of a closed or full study; nothing for the default study."""
+    def admit(self, participant_id: str, *, exists: bool | None = None) -> None:
+        """Refuse a new participant of a closed or full study; nothing for the default study.
+
+        ``exists``: what the upload pipeline knows (None: the gate looks when it needs to).
+        """
         if self.study is not None and self.gate is not None:
-            self.gate.admit(self.study, participant_id)
-
-    def new_participant_hook(
-        self, participant_id: str, first: Callable[[], None] | None
-    ) -> Callable[[], None] | None:
-        """The upload service's ``on_new_participant``: ``first`` (the per-address cap), then the
-        study's admission, so that an address over its cap never takes a place in a capped study."""
-        if self.study is None:
-            return first
-
-        def admit_new() -> None:
-            if first is not None:
-                first()
-            self.admit(participant_id)
-
-        return admit_new
+            self.gate.admit(self.study, participant_id, exists=exists)
 
 
 class StudyServices:
@@ -83,13 +71,11 @@ class StudyServices:
     def _build(self, base: Services, study: Study) -> tuple[Services, StudyGate]:
         settings = base.settings
         layout = study.layout
-        uploads, trials = upload_services(base.store, layout, settings)
         services = replace(
             base,
             settings=settings.model_copy(update={"data_prefix": study.prefix}),
             layout=layout,
-            uploads=uploads,
-            trials=trials,
+            uploads=upload_pipeline(base.store, layout, settings),
         )
         return services, StudyGate(base.store, settings.data_prefix)
 

@@ -1,22 +1,33 @@
 """The one place errors become HTTP answers: ``{"status": "error", "error": "<for a person>"}``.
 
-The shape, the statuses and the headers (``Retry-After``, ``Allow``, ``Connection: close``) are
-described in docs/api.md §2.
+A refusal (``collector.errors.Refusal``: a ``CollectorError`` raised anywhere, or a value the
+upload pipeline returns) gets ``refusal_body``, with ``"reason"`` when it has one; a batch item
+is the same body plus ``httpStatus`` and ``retryAfter`` (routes.uploads). The shape, the statuses
+and the headers (``Retry-After``, ``Allow``, ``Connection: close``) are described in docs/api.md §2.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import CollectorError, log_refusal
+from ..errors import CollectorError, Refusal, log_refusal
 
 logger = logging.getLogger(__name__)
+
+
+def refusal_body(refusal: Refusal) -> dict[str, Any]:
+    """The one error body: ``status``, ``error`` (for a person), and ``reason`` (for the browser module)."""
+    body: dict[str, Any] = {"status": "error", "error": refusal.message}
+    if refusal.reason is not None:
+        body["reason"] = refusal.reason
+    return body
 
 
 def error_response(
@@ -26,25 +37,31 @@ def error_response(
     retry_after: int | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
-    """The JSON error every route answers with; ``headers`` adds e.g. a 405's ``Allow``."""
+    """The JSON error for a status and message; ``headers`` adds e.g. a 405's ``Allow``."""
+    return refusal_response(Refusal(status, message, retry_after=retry_after), headers=headers)
+
+
+def refusal_response(refusal: Refusal, *, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The answer to a refusal, with the headers it asks for."""
     all_headers = dict(headers or {})
-    if retry_after is not None:
-        all_headers["Retry-After"] = str(retry_after)
-    return JSONResponse({"status": "error", "error": message}, status_code=status, headers=all_headers)
+    if refusal.retry_after is not None:
+        all_headers["Retry-After"] = str(refusal.retry_after)
+    if refusal.closes_connection:
+        # The rest of the body was never read: close, or a trickling client keeps the
+        # connection (and the server keeps reading and discarding) for as long as it likes.
+        all_headers["Connection"] = "close"
+    return JSONResponse(refusal_body(refusal), status_code=refusal.status, headers=all_headers)
 
 
 def collector_error_response(exc: CollectorError) -> JSONResponse:
     """The answer to one of the collector's own errors, with the headers its class asks for."""
-    response = error_response(exc.status, exc.message, retry_after=exc.retry_after)
-    if exc.reason is not None:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
-        body = {"status": "error", "error": exc.message, "reason": exc.reason}
-        response = JSONResponse(body, status_code=exc.status, headers=headers)
-    if exc.closes_connection:
-        # The rest of the body was never read: close, or a trickling client keeps the
-        # connection (and the server keeps reading and discarding) for as long as it likes.
-        response.headers["Connection"] = "close"
-    return response
+    return refusal_response(Refusal.of(exc))
+
+
+def refuse(request: Request, refusal: Refusal) -> JSONResponse:
+    """Log the refusal (``log_refusal``) and answer it: what every refused request gets."""
+    log_refusal(request.method, request.url.path, refusal.status, refusal.message)
+    return refusal_response(refusal)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -52,8 +69,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CollectorError)
     async def _collector_error(request: Request, exc: CollectorError) -> JSONResponse:
-        log_refusal(request.method, request.url.path, exc.status, exc.message)
-        return collector_error_response(exc)
+        return refuse(request, Refusal.of(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""What one app instance holds (settings, store, key layout, metrics, upload and trial services, the
+"""What one app instance holds (settings, store, key layout, metrics, the upload pipeline, the
 registered studies), and the
 dependency aliases route handlers declare to receive it (``services: ServicesDep``)."""
 
@@ -10,13 +10,12 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
-from ..ingest import UploadService
 from ..keys import KeyLayout
 from ..metrics import Metrics
+from ..pipeline.run import UploadPipeline
 from ..settings import Settings
 from ..status_cache import StatusCache
 from ..storage import ObjectStore
-from ..trials import TrialService
 from .concurrency import BodiesInFlight, ConcurrencyLimit
 from .rate_limit import ParticipantLimits
 
@@ -30,8 +29,7 @@ class Services:
     store: ObjectStore
     layout: KeyLayout
     metrics: Metrics
-    uploads: UploadService
-    trials: TrialService
+    uploads: UploadPipeline  # every upload: status, submission, trial (collector.pipeline)
     limits: ParticipantLimits | None = None  # None: no per-address limits (tools, not the API)
     slots: ConcurrencyLimit | None = None  # uploads parsed and stored at once (None: unbounded)
     bodies: BodiesInFlight | None = None  # bodies arriving per address (None: unbounded)
@@ -39,11 +37,9 @@ class Services:
     studies: StudyServices | None = None
 
 
-def upload_services(
-    store: ObjectStore, layout: KeyLayout, settings: Settings
-) -> tuple[UploadService, TrialService]:
-    """The upload and trial services of one study (one key layout) over ``store``."""
-    uploads = UploadService(
+def upload_pipeline(store: ObjectStore, layout: KeyLayout, settings: Settings) -> UploadPipeline:
+    """The upload pipeline of one study (one key layout) over ``store``."""
+    return UploadPipeline(
         store,
         layout,
         retry_after=settings.retry_after_seconds,
@@ -52,13 +48,6 @@ def upload_services(
         clock_skew=timedelta(seconds=settings.clock_skew_seconds),
         status_cache=StatusCache(settings.status_cache_size) if settings.status_cache_size else None,
     )
-    trials = TrialService(
-        store,
-        layout,
-        retry_after=settings.retry_after_seconds,
-        deadline_seconds=settings.storage_deadline_seconds,
-    )
-    return uploads, trials
 
 
 async def get_services(request: Request) -> Services:
