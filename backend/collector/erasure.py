@@ -49,6 +49,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from .audit import save_intent, write_record
+from .errors import ErasureIncomplete, ErasureRefused
 from .keys import KeyLayout, format_timestamp, is_valid_participant_id, parse_timestamp
 from .participant_keys import StatusState
 from .reading.scan import read_many
@@ -59,14 +60,6 @@ from .tombstone import ERASURE_SETTLE_SECONDS, encode_tombstone
 AUDIT_KIND = "erasures"
 MAX_ROUNDS = 3
 MAX_REASON_CHARS = 2000
-
-
-class ErasureRefused(ValueError):
-    """The request itself is wrong (participant ID, empty reason): nothing was touched."""
-
-
-class ErasureIncomplete(StorageError):
-    """Objects keep appearing under the participant; run the erasure again."""
 
 
 @dataclass(frozen=True)

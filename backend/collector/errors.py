@@ -23,8 +23,25 @@
     ├── Overloaded                   503  too many uploads in progress; retry later
     └── StorageUnavailable           503  the store failed past its retry deadline; retry later
 
-Storage backends raise their own, narrower exceptions (``collector.storage.base``);
+The research tools' errors (the command line, the dashboard's pages) are here too, below the
+tree: they are never answered as JSON; each says what stopped a tool:
+
+    ErasureRefused (ValueError)            an erasure request is wrong; nothing was touched
+    ErasureIncomplete (StorageError)       objects keep appearing under the participant
+    InvalidStudy (ValueError)              a study definition breaks the rules
+    ├── StudyExists                        the study ID is taken
+    └── StudyNotRegistered                 no such study
+    VerifyFailed                           the bucket could not be walked
+    ExportFailed                           an export stopped (storage, or strict and unreadable)
+    └── DatasetInvalid                     the dataset written fails the Psych-DS checks
+    ExportDependencyMissing (RuntimeError) Parquet asked for, pyarrow not installed
+    NotAnExport (ValueError)               a ledger reconcile was given something else
+
+Storage backends raise their own, narrower exceptions (``collector.storage.base``, and
+``storage.create_once.KeyContended``, ``storage.conditional_probe.ConditionalWritesIgnored``);
 ``storage_unavailable`` below is the one place that turns them into ``StorageUnavailable``.
+A refusal can also be a value, ``Refusal`` (what the upload pipeline returns); both become the
+one JSON error body in ``collector.web.error_handlers``.
 ``collector.web.error_handlers`` maps all of these to the single JSON error shape, and
 ``log_refusal`` writes the one warning line every refusal gets.
 """
@@ -35,6 +52,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
+from .storage.base import StorageError
 
 logger = logging.getLogger("collector.refusals")
 
@@ -171,6 +190,49 @@ class StorageUnavailable(CollectorError):
     status = 503
 
 
+# --- The research tools' errors (never answered as JSON) ------------------------------------------
+
+
+class ErasureRefused(ValueError):
+    """The erasure request itself is wrong (participant ID, empty reason): nothing was touched."""
+
+
+class ErasureIncomplete(StorageError):
+    """Objects keep appearing under the participant; run the erasure again."""
+
+
+class InvalidStudy(ValueError):
+    """A study definition (from the command line, the dashboard or the bucket) breaks the rules."""
+
+
+class StudyExists(InvalidStudy):
+    pass
+
+
+class StudyNotRegistered(InvalidStudy):
+    pass
+
+
+class VerifyFailed(Exception):
+    """The bucket could not be walked (storage failed)."""
+
+
+class ExportFailed(Exception):
+    """The export stopped: storage failed, or ``strict`` and a file was unreadable."""
+
+
+class DatasetInvalid(ExportFailed):
+    """The dataset written does not pass the Psych-DS checks (a bug: report it)."""
+
+
+class ExportDependencyMissing(RuntimeError):
+    """Parquet was asked for but pyarrow is not installed."""
+
+
+class NotAnExport(ValueError):
+    """The file is not the export it was given as, or lacks a column we need."""
+
+
 @contextmanager
 def storage_unavailable(
     message: str = "storage is unavailable right now; nothing was stored, please retry",
@@ -183,9 +245,6 @@ def storage_unavailable(
     The storage error's own text names endpoints and buckets: it goes to the operator's log,
     never into the answer, which carries ``message`` only.
     """
-    # Imported here, not at the top: the storage package may itself import this module.
-    from .storage.base import StorageError
-
     try:
         yield
     except StorageError as exc:

@@ -43,6 +43,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import NotAnExport
+
 STATUS_REAL = {"0": "IP Address", "16": "Offline"}
 STATUS_EXCLUDED = {
     "1": "Survey Preview",
@@ -74,10 +76,6 @@ _PROLIFIC_COLUMNS = {
     "started": ("startedat", "starteddatetime"),
     "completed": ("completedat", "completeddatetime"),
 }
-
-
-class NotAnExport(ValueError):
-    """The file is not the export it was given as, or lacks a column we need."""
 
 
 @dataclass

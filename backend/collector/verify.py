@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .errors import VerifyFailed
 from .keys import KeyLayout
 from .reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
 from .storage import ObjectNotFound, ObjectStore, StorageError
@@ -37,10 +38,6 @@ DEFECT_KINDS = (
     INCOMPLETE_ERASURE,
     LEFTOVER_TEMPORARY,
 )
-
-
-class VerifyFailed(Exception):
-    """The bucket could not be walked (storage failed)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..errors import DatasetInvalid
 from ..keys import KeyLayout
 from ..participant_keys import HASH_FIELD
 from ..reading.scan import DEFAULT_READERS, decode_object, list_bucket, read_many
@@ -45,10 +46,6 @@ from .runner import ExportFailed, ExportReport, Progress, export_bucket
 from .writers import DirectorySink, neutralise
 
 DEFAULT_STUDY = "default"
-
-
-class DatasetInvalid(ExportFailed):
-    """The dataset written does not pass the Psych-DS checks (a bug: report it)."""
 
 
 @dataclass

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import IO, Protocol
 
+from ..errors import ExportFailed
 from ..keys import KeyLayout
 from ..reading.records import is_unverified
 from ..reading.scan import (
@@ -39,10 +40,6 @@ from .writers import Format, Sink, TableWriter, open_writer
 logger = logging.getLogger(__name__)
 
 README_NAME = "README.md"
-
-
-class ExportFailed(Exception):
-    """The export stopped: storage failed, or ``strict`` and a file was unreadable."""
 
 
 class Progress(Protocol):

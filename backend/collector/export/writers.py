@@ -18,15 +18,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from ..errors import ExportDependencyMissing
 from .columns import Table
 
 Format = Literal["csv", "parquet", "jsonl"]
 FORMATS: tuple[Format, ...] = ("csv", "parquet", "jsonl")
 PARQUET_ROW_GROUP = 2000
-
-
-class ExportDependencyMissing(RuntimeError):
-    """Parquet was asked for but pyarrow is not installed."""
 
 
 class TableWriter(Protocol):

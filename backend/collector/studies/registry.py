@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
 from ..audit import write_record
+from ..errors import InvalidStudy, StudyExists, StudyNotRegistered
 from ..keys import KeyLayout, format_timestamp, is_valid_participant_id
 from ..settings import normalised_origin
 from ..storage import ObjectStore, PreconditionFailed
@@ -40,18 +41,6 @@ MAX_MILESTONES = 20
 MAX_WRITE_ATTEMPTS = 20
 # A milestone names a status field the browser module sends (e.g. ``tutorialCompleted``).
 _MILESTONE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
-
-
-class InvalidStudy(ValueError):
-    """A study definition (from the command line, the dashboard or the bucket) breaks the rules."""
-
-
-class StudyExists(InvalidStudy):
-    pass
-
-
-class StudyNotRegistered(InvalidStudy):
-    pass
 
 
 def studies_root(data_prefix: str) -> str:
