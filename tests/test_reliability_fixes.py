@@ -25,6 +25,7 @@ from collector.storage import (
     StoredObject,
     TransientStorageError,
 )
+from collector.trials import parse_trial
 from tests.faults.proxy import Fault, FaultPlan, FaultProxy
 from tests.support.settings import local_settings, make_bucket
 
@@ -100,6 +101,30 @@ def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
     assert refusal.status == StorageUnavailable.status
     # Each request alone succeeds within 2 s; all three together would need about 4.5 s.
     assert clock.now < 2.0 + 0.5 + 1.0  # the deadline, one call in flight, one backoff at most
+
+
+def test_a_trials_key_check_shares_the_deadline_of_its_write() -> None:
+    # Bug: a trial read status.json (its key check) outside the deadline its write had, so a
+    # struggling store kept it about two deadlines before the 503.
+    clock = FakeClock()
+    store = RetryingStore(
+        SlowFlakyStore(clock), Metrics(), deadline_seconds=2.0, sleep=clock.sleep, clock=clock
+    )
+    service = UploadPipeline(
+        store,
+        KeyLayout("p"),
+        retry_after=5,
+        deadline_seconds=2.0,
+        participant_keys=True,
+        clock_skew=timedelta(seconds=300),
+        clock=clock,
+    )
+    trial = parse_trial(
+        {"participantId": "D2", "uploadType": "trial", "sessionId": "run-1", "trialIndex": 0, "trialData": {}}
+    )
+    refusal = asyncio.run(service.store_upload(trial, received_at=datetime(2025, 11, 19, tzinfo=UTC)))
+    assert refusal.status == StorageUnavailable.status
+    assert clock.now < 2.0 + 0.5 + 1.0  # one deadline for the read and the write, not one each
 
 
 def test_s3_backend_sends_each_attempt_once(moto_endpoint: str) -> None:

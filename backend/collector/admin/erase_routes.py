@@ -19,6 +19,7 @@ from ..erasure import ErasureRefused, erase_participant, preview_erasure
 from ..errors import NotFound
 from ..keys import is_valid_participant_id
 from ..storage import StorageError
+from ..web.body_limit import form_too_large
 from .context import AdminContext, SessionDep, checked_form, same_origin
 from .rendering import render_html
 
@@ -39,8 +40,10 @@ async def erase(request: Request, participant_id: str, admin: SessionDep) -> HTM
     if not is_valid_participant_id(participant_id):
         raise NotFound("no such participant")
     form = await checked_form(request, admin, max_bytes=_MAX_FORM_BYTES)  # 403 unless this session's
-    if len(await request.body()) > _MAX_FORM_BYTES:
-        return await _confirm_page(request, admin, participant_id, error="The form is too large.", status=413)
+    too_large = form_too_large(len(await request.body()), _MAX_FORM_BYTES)
+    if too_large is not None:
+        error = "The form is too large."
+        return await _confirm_page(request, admin, participant_id, error=error, status=too_large.status)
     reason = form.get("reason", [""])[0].strip()
     typed = form.get("confirm", [""])[0].strip()
     if typed != participant_id:

@@ -1,6 +1,6 @@
 """Reading a JSON request body within limits: content type, time, and number of JSON values.
 
-Its size is capped for every route by ``BodyLimitMiddleware``, before and while it is read.
+Its size (bytes, and JSON values) is capped by the one body-size policy, ``web.body_limit``.
 Receiving and parsing are two steps, so the upload routes take their concurrency slot between
 them: a body still on its way holds no slot (``web.concurrency``). A large parse runs in a
 worker thread, never on the event loop, and a body with more JSON values than ``max_values``
@@ -18,8 +18,9 @@ from typing import Any
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..errors import InvalidUpload, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from ..errors import InvalidUpload, RequestTimeout, UnsupportedMediaType
 from ..models import parse_json
+from .body_limit import check_json_values
 
 # text/plain is what navigator.sendBeacon can send cross-origin without a CORS preflight.
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
@@ -98,10 +99,7 @@ async def _read_counting(request: Request, max_values: int | None) -> tuple[byte
     values = 1
     async for chunk in request.stream():
         values += estimate_json_values(chunk) - 1
-        if max_values is not None and values > max_values:
-            raise PayloadTooLarge(
-                f"the body holds over {max_values} JSON values, the limit (MAX_JSON_VALUES)"
-            )
+        check_json_values(values, max_values)
         chunks.append(chunk)
     return b"".join(chunks), values
 
