@@ -7,6 +7,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import anyio.to_thread
@@ -70,9 +71,16 @@ def create_app(settings: Settings, *, store: ObjectStore | None = None) -> FastA
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Storage calls run in anyio's worker threads, each holding its thread while it waits:
-        # the default 40 would cap uploads/s against a distant bucket (40 / request latency).
+        # Blocking storage calls (the dashboard, the study registry) run in anyio's worker threads,
+        # each holding its thread while it waits: the default 40 would cap requests/s against a
+        # distant bucket (40 / request latency).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.storage_threads
+        # The upload pipeline's store calls (ObjectStore.put_async and get_async, when a backend
+        # has no native ones) run in the event loop's default executor: as many threads, not
+        # asyncio's default of a few per core.
+        asyncio.get_running_loop().set_default_executor(
+            ThreadPoolExecutor(settings.storage_threads, thread_name_prefix="storage")
+        )
         proving = None
         if gate is not None and not await _proven_at_start(gate):
             proving = asyncio.create_task(_prove_until_done(gate, settings.retry_after_seconds))
