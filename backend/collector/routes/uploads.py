@@ -111,19 +111,20 @@ async def _slot(services: Services) -> AsyncIterator[None]:
 
 
 async def _store(services: Services, value: Any, client: str, origin: str | None) -> Answer | Refusal:
-    """Route, parse and store one upload (the pipeline, ``collector.pipeline``): its answer or refusal.
-
-    Raises the refusals of routing and parsing (``CollectorError``); the pipeline's own come back
-    as values.
-    """
-    study = await route_to_study(services, value, origin)  # its studyId: unknown, archived, origin
-    services = study.services
+    """Route, parse and store one upload (the pipeline, ``collector.pipeline``): its answer or refusal."""
     received_at = datetime.now(UTC)
     upload: Upload | TrialUpload
-    if is_trial(value):  # uploadType "trial": stored once per (session, index)
-        upload = parse_trial(value)
-    else:
-        upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
+    try:
+        study = await route_to_study(services, value, origin)  # its studyId: unknown, archived, origin
+        services = study.services
+        if is_trial(value):  # uploadType "trial": stored once per (session, index)
+            upload = parse_trial(value)
+        else:
+            upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
+    except CollectorError as refused:  # before its type is known: counted as "unknown"
+        refusal = Refusal.of(refused)
+        services.metrics.uploads.labels("unknown", outcome(refusal)).inc()
+        return refusal
     admission = Admission(services.limits, client, study)
     result = await services.uploads.store_upload(upload, received_at=received_at, admission=admission)
     kind = "trial" if isinstance(upload, TrialUpload) else upload.upload_type
@@ -195,12 +196,7 @@ async def _store_batch(request: Request, services: Services, value: Any) -> JSON
             # item would make the answer take a deadline per item, far past the client's timeout.
             result = Refusal(storage_down.status, storage_down.message)
         if result is None:
-            try:
-                result = await _store(services, item, client, origin)
-            except CollectorError as exc:
-                if isinstance(exc, InvalidUpload):
-                    services.metrics.uploads.labels("unknown", "refused").inc()
-                result = Refusal.of(exc)
+            result = await _store(services, item, client, origin)
             if isinstance(result, Refusal):
                 log_refusal(request.method, f"{request.url.path} item {index}", result.status, result.message)
                 if result.status == StorageUnavailable.status:
