@@ -74,23 +74,28 @@ class SlowFlakyStore(ObjectStore):
         self._turn()
 
 
-def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
-    # Bug: the deadline applied to each storage request, so an upload making three requests
-    # against a struggling store could take three deadlines (past the browser's timeout).
-    clock = FakeClock()
+def struggling_pipeline(clock: FakeClock) -> UploadPipeline:
+    """The upload pipeline over a slow, flaky store, with a 2 s storage deadline."""
     store = RetryingStore(
         SlowFlakyStore(clock), Metrics(), deadline_seconds=2.0, sleep=clock.sleep, clock=clock
     )
-    skew = timedelta(seconds=300)
-    service = UploadPipeline(
+    return UploadPipeline(
         store,
         KeyLayout("p"),
         retry_after=5,
         deadline_seconds=2.0,
         participant_keys=True,
-        clock_skew=skew,
+        clock_skew=timedelta(seconds=300),
         clock=clock,
     )
+
+
+def test_one_deadline_covers_all_storage_requests_of_an_upload() -> None:
+    # Bug: the deadline applied to each storage request, so an upload making three requests
+    # against a struggling store could take three deadlines (past the browser's timeout).
+    clock = FakeClock()
+    service = struggling_pipeline(clock)
+    skew = service.clock_skew
     now = datetime(2025, 11, 19, tzinfo=UTC)
     upload = parse_upload(
         {"participantId": "D1", "uploadType": "submission", "submissionData": {"a": 1}},
@@ -107,18 +112,7 @@ def test_a_trials_key_check_shares_the_deadline_of_its_write() -> None:
     # Bug: a trial read status.json (its key check) outside the deadline its write had, so a
     # struggling store kept it about two deadlines before the 503.
     clock = FakeClock()
-    store = RetryingStore(
-        SlowFlakyStore(clock), Metrics(), deadline_seconds=2.0, sleep=clock.sleep, clock=clock
-    )
-    service = UploadPipeline(
-        store,
-        KeyLayout("p"),
-        retry_after=5,
-        deadline_seconds=2.0,
-        participant_keys=True,
-        clock_skew=timedelta(seconds=300),
-        clock=clock,
-    )
+    service = struggling_pipeline(clock)
     trial = parse_trial(
         {"participantId": "D2", "uploadType": "trial", "sessionId": "run-1", "trialIndex": 0, "trialData": {}}
     )

@@ -38,7 +38,8 @@ class Admission:
         give_back = self.limits.admit_new_participant(self.client) if self.limits is not None else None
         route = self.study
         study = route.study if route is not None else None
-        if route is not None and study is not None and (study.status != "open" or study.max_participants):
+        gated = study is not None and (study.status != "open" or study.max_participants is not None)
+        if route is not None and gated:
             # The gate's storage requests are blocking calls: a worker thread, under the upload's deadline.
             await asyncio.to_thread(route.admit, participant_id, exists=known)
         return give_back

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..keys import KeyLayout, parse_timestamp
 from ..server_fields import ERASED_AT, KEY_HASH
-from ..status_cache import StatusCache
+from ..status_cache import CachedStatus, StatusCache
 from ..storage import ObjectNotFound, ObjectStore, StoredObject
 from ..tombstone import is_tombstone
 
@@ -132,35 +132,13 @@ class StateLoader:
         cached = cache.get(participant_id)
         if cached is None:
             return ParticipantState(False, False, None, None, OLDEST, False, None, self.fence_clock())
-        return ParticipantState(
-            False,
-            cached.exists,
-            cached.etag,
-            cached.key_hash,
-            cached.moment,
-            False,
-            None,
-            cached.confirmed_at,
-            seen_here=cached.exists,
-        )
+        return _remembered(cached, seen_here=cached.exists)
 
     def fresh(self, participant_id: str, max_age: float) -> ParticipantState | None:
         """The remembered state if confirmed within ``max_age`` seconds (a trial's only shortcut)."""
         cache = self.cache
         cached = cache.fresh(participant_id, max_age) if cache is not None else None
-        if cached is None:
-            return None
-        return ParticipantState(
-            False,
-            cached.exists,
-            cached.etag,
-            cached.key_hash,
-            cached.moment,
-            False,
-            None,
-            cached.confirmed_at,
-            seen_here=True,
-        )
+        return _remembered(cached, seen_here=True) if cached is not None else None
 
     async def read(self, participant_id: str, *, look_for_objects: bool = False) -> ParticipantState:
         """Read ``status.json`` (and remember it; a tombstone is never remembered).
@@ -205,16 +183,7 @@ class StateLoader:
         return (await self.read(participant_id)).erased
 
     async def _has_objects(self, participant_id: str) -> bool:
-        def first() -> bool:
-            listing = self.store.list(self.layout.participant_dir(participant_id))
-            try:
-                return next(iter(listing), None) is not None
-            finally:
-                close = getattr(listing, "close", None)
-                if close is not None:
-                    close()
-
-        return await asyncio.to_thread(first)
+        return await asyncio.to_thread(has_objects, self.store, self.layout, participant_id)
 
     def remember(
         self,
@@ -232,3 +201,28 @@ class StateLoader:
         cache = self.cache
         if cache is not None:
             cache.forget(participant_id, etag)
+
+
+def _remembered(cached: CachedStatus, *, seen_here: bool) -> ParticipantState:
+    return ParticipantState(
+        False,
+        cached.exists,
+        cached.etag,
+        cached.key_hash,
+        cached.moment,
+        False,  # a tombstone is never remembered
+        None,
+        cached.confirmed_at,
+        seen_here=seen_here,
+    )
+
+
+def has_objects(store: ObjectStore, layout: KeyLayout, participant_id: str) -> bool:
+    """Whether anything is stored in the participant's folder (one listing request, first page)."""
+    listing = store.list(layout.participant_dir(participant_id))
+    try:
+        return next(iter(listing), None) is not None
+    finally:
+        close = getattr(listing, "close", None)
+        if close is not None:
+            close()

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import StudyClosed, StudyFull
+from ..pipeline.state import has_objects
 from ..storage import ObjectStore, PreconditionFailed, StorageError
 from .registry import Study, studies_root
 
@@ -35,13 +36,7 @@ def admissions_key(data_prefix: str, study_id: str) -> str:
 
 def participant_exists(store: ObjectStore, study: Study, participant_id: str) -> bool:
     """Whether anything is stored for the participant in the study (one listing request)."""
-    listing = store.list(study.layout.participant_dir(participant_id))
-    try:
-        return next(iter(listing), None) is not None
-    finally:
-        close = getattr(listing, "close", None)
-        if close is not None:
-            close()
+    return has_objects(store, study.layout, participant_id)
 
 
 def listed_participants(store: ObjectStore, study: Study) -> set[str]:
