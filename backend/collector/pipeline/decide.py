@@ -137,8 +137,11 @@ def decide(
         if not _may_learn_erasure(state, pid, upload.participant_key, rules):
             return _as_claimed(state, upload, rules)
         return ParticipantErased.refusal(erased_message(pid))
-    verdict = key_verdict(rules.participant_keys, pid, state.key_hash, upload.participant_key)
     newest = not state.moment > upload.moment  # newest wins: never replace a newer status
+    if upload.upload_type == "status" and not newest:
+        # Nothing to write, whoever asks: decided before the key, so the answer says nothing of it.
+        return Plan(superseded=True) if state.read else READ_FIRST
+    verdict = key_verdict(rules.participant_keys, pid, state.key_hash, upload.participant_key)
     status = None
     if verdict.may_change_status and newest:
         document = _status_document(stamped, verdict)
@@ -147,8 +150,6 @@ def decide(
     if not state.read and status is None:
         return READ_FIRST  # only a conditional status write may confirm an assumed state
     if upload.upload_type == "status":
-        if not newest:
-            return Plan(superseded=True)  # whoever asks: the answer says nothing of the key
         if not verdict.may_change_status:
             return ParticipantKeyMismatch.refusal(KEY_MISMATCH_MESSAGE)
         return Plan(status=status, verified=verdict.verified, admit_new=not state.exists)
