@@ -15,6 +15,11 @@ One upload, in five steps, each in one module:
 5. **answer** (``answer``): the 200's body, or the refusal as a value (``collector.errors.Refusal``),
    which ``collector.web.error_handlers`` maps to HTTP, the same body for a batch item.
 
+The steps are coroutines calling the store's ``put_async`` and ``get_async``; ``calls`` says
+whether they run on the event loop (a store with native async methods) or all of one upload in
+one worker thread (any other store: one thread hop per upload, and a local folder's writes of
+one upload share their last sync).
+
 Storage requests: a new or known participant's submission costs 2 (status, submission), a status
 upload 1, a trial 1 (plus a read of ``status.json`` when its remembered state is not fresh, and
 one listing the first time this process meets a participant with no status). docs/reliability.md

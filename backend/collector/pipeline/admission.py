@@ -10,9 +10,9 @@ against the participant's hourly unverified budget (429).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ..studies.routing import StudyRoute
@@ -27,7 +27,13 @@ class Admission:
     client: str = "unknown"
     study: StudyRoute | None = None
 
-    async def admit_new(self, participant_id: str, *, known: bool | None) -> Callable[[], None] | None:
+    async def admit_new(
+        self,
+        participant_id: str,
+        *,
+        known: bool | None,
+        blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
+    ) -> Callable[[], None] | None:
         """Count a new participant in, or raise ``RateLimited``, ``StudyClosed`` or ``StudyFull``.
 
         The cap first, so that an address over its cap never takes a place in a capped study.
@@ -40,8 +46,8 @@ class Admission:
         study = route.study if route is not None else None
         gated = study is not None and (study.status != "open" or study.max_participants is not None)
         if route is not None and gated:
-            # The gate's storage requests are blocking calls: a worker thread, under the upload's deadline.
-            await asyncio.to_thread(route.admit, participant_id, exists=known)
+            # The gate's storage requests are blocking calls (pipeline.calls), under the upload's deadline.
+            await blocking(route.admit, participant_id, exists=known)
         return give_back
 
     def charge_unverified(self, participant_id: str, size: int) -> None:

@@ -14,13 +14,13 @@ promised. The writes, in the one order (``pipeline.decide``):
    ``CONFIRM_WINDOW_SECONDS`` after the state was confirmed (the status write, or the read) read
    ``status.json`` again and are withdrawn if the participant was erased meanwhile.
 
-The store is called through its async methods (``put_async``, ``get_async``); a backend without
-native ones runs each call in a worker thread, which copies the deadline's context.
+The store is called through its async methods (``put_async``, ``get_async``): on the event loop
+for a store with native ones; for any other, the whole upload runs in one worker thread
+(``pipeline.calls``), its writes sharing their last sync on a local folder.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +39,7 @@ from ..trials.model import TrialUpload
 from ..trials.service import same_trial
 from .admission import Admission
 from .answer import Answer
+from .calls import StoreCalls
 from .decide import READ_FIRST, Plan, Rules, SubmissionWrite, TrialWrite, decide, erased_message
 from .restore import read_status
 from .state import ParticipantState, StateLoader
@@ -79,14 +80,25 @@ class UploadPipeline:
         # How long a cached status may decide a trial (which no conditional write confirms).
         self.trial_fresh_seconds = CONFIRM_WINDOW_SECONDS
         self.rules = Rules(participant_keys, layout, clock_skew)
+        self.calls = StoreCalls(store)
         self.states = StateLoader(
-            store, layout, clock_skew=clock_skew, clock=clock, cache=lambda: self.status_cache
+            self.calls.store,
+            layout,
+            clock_skew=clock_skew,
+            clock=clock,
+            cache=lambda: self.status_cache,
+            blocking=self.calls.blocking,
         )
 
     async def store_upload(
         self, upload: Upload | TrialUpload, *, received_at: datetime, admission: Admission | None = None
     ) -> Answer | Refusal:
         """Store one parsed upload: its answer, or the refusal (storage trouble past the deadline: 503)."""
+        return await self.calls.run(self._guarded(upload, received_at, admission or Admission()))
+
+    async def _guarded(
+        self, upload: Upload | TrialUpload, received_at: datetime, admission: Admission
+    ) -> Answer | Refusal:
         kind = "trial" if isinstance(upload, TrialUpload) else upload.upload_type
         try:
             with (
@@ -96,8 +108,10 @@ class UploadPipeline:
                     log_context=f"{upload.participant_id}, {kind} upload",
                 ),
                 shared_deadline(self.deadline_seconds, self._clock),
+                # Inside the 503 mapping: the block's last sync may fail too.
+                self.calls.one_upload(),
             ):
-                return await self._store(upload, received_at, admission or Admission())
+                return await self._store(upload, received_at, admission)
         except CollectorError as refused:
             return Refusal.of(refused)
 
@@ -127,7 +141,9 @@ class UploadPipeline:
             give_back = None
             if plan.admit_new:
                 try:
-                    give_back = await admission.admit_new(pid, known=_known(state))
+                    give_back = await admission.admit_new(
+                        pid, known=_known(state), blocking=self.calls.blocking
+                    )
                 except RateLimited:
                     if not state.read:  # a spent cap: the read tells a known participant from a new one
                         state = await states.read(pid, look_for_objects=trial)
@@ -163,9 +179,11 @@ class UploadPipeline:
             confirmed_at = states.fence_clock()
             try:
                 if plan.status.etag is None:
-                    etag = await self.store.put_async(status_key, plan.status.body, if_absent=True)
+                    etag = await self.calls.store.put_async(status_key, plan.status.body, if_absent=True)
                 else:
-                    etag = await self.store.put_async(status_key, plan.status.body, if_match=plan.status.etag)
+                    etag = await self.calls.store.put_async(
+                        status_key, plan.status.body, if_match=plan.status.etag
+                    )
             except PreconditionFailed:  # S3's 409 on a racing create too: the read tells what is there
                 states.forget(pid, plan.status.etag)
                 return None
@@ -177,7 +195,7 @@ class UploadPipeline:
         duplicate = False
         if isinstance(plan.item, SubmissionWrite):
             assert isinstance(upload, Upload)
-            key = await store_submission(self.store, self.layout, upload, plan.item.document, charge)
+            key = await store_submission(self.calls.store, self.layout, upload, plan.item.document, charge)
             files.append(key)
             await self._confirm_not_erased(pid, confirmed_at, [key])
         elif isinstance(plan.item, TrialWrite):
@@ -208,7 +226,7 @@ class UploadPipeline:
         body = compact_json_bytes(write.document)
         if charge is not None:
             charge(len(body))
-        existing = await create_once(self.store, write.key, body, attempts=MAX_TRIAL_PUTS)
+        existing = await create_once(self.calls.store, write.key, body, attempts=MAX_TRIAL_PUTS)
         duplicate = existing is not None and not same_trial(existing.body, trial)
         if duplicate:
             logger.warning("Trial %s already holds a different trial; the first one is kept", write.key)
@@ -225,7 +243,7 @@ class UploadPipeline:
             return
         if await self.states.is_erased(participant_id):
             for key in written:
-                await asyncio.to_thread(self.store.delete, key)
+                await self.calls.blocking(self.store.delete, key)
             raise ParticipantErased(erased_message(participant_id))
 
     async def confirm_not_erased(self, participant_id: str, confirmed_at: float, written: list[str]) -> None:
@@ -233,7 +251,7 @@ class UploadPipeline:
         with storage_unavailable(
             retry_after=self.retry_after, log_context=f"{participant_id}, erasure check"
         ):
-            await self._confirm_not_erased(participant_id, confirmed_at, written)
+            await self.calls.run(self._confirm_not_erased(participant_id, confirmed_at, written))
 
     def forget(self, participant_id: str) -> None:
         """Drop what this process remembers of the participant (after an erasure or key release here)."""
@@ -242,7 +260,9 @@ class UploadPipeline:
     async def read_status(self, participant_id: str, key: str | None) -> dict[str, object]:
         """The participant's stored status without private fields, for restore (``pipeline.restore``)."""
         with storage_unavailable(retry_after=self.retry_after, log_context=f"{participant_id}, status read"):
-            return await read_status(self.store, self.layout, self.participant_keys, participant_id, key)
+            return await self.calls.run(
+                read_status(self.calls.store, self.layout, self.participant_keys, participant_id, key)
+            )
 
 
 def _known(state: ParticipantState) -> bool | None:

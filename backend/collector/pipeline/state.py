@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -108,12 +108,14 @@ class StateLoader:
         clock_skew: timedelta,
         clock: Callable[[], float],
         cache: Callable[[], StatusCache | None],
+        blocking: Callable[..., Awaitable[Any]] = asyncio.to_thread,
     ) -> None:
         self.store = store
         self.layout = layout
         self.clock_skew = clock_skew
         self._clock = clock
         self._cache = cache  # looked up on each use: tests swap the cache for one on a fake clock
+        self._blocking = blocking  # how a blocking call (the listing) is made: pipeline.calls
 
     @property
     def cache(self) -> StatusCache | None:
@@ -183,7 +185,7 @@ class StateLoader:
         return (await self.read(participant_id)).erased
 
     async def _has_objects(self, participant_id: str) -> bool:
-        return await asyncio.to_thread(has_objects, self.store, self.layout, participant_id)
+        return await self._blocking(has_objects, self.store, self.layout, participant_id)
 
     def remember(
         self,
