@@ -140,7 +140,7 @@ async def _store(services: Services, value: Any, client: str, origin: str | None
     summary="Store one participant upload",
 )
 async def upload_user_data(request: Request, services: ServicesDep) -> JSONResponse:
-    """Store a status or submission upload; 200 only once it is durably stored."""
+    """Store a status, submission or trial upload; 200 only once it is durably stored."""
     try:
         body = await _receive(request, services)
         async with _slot(services):
