@@ -1,10 +1,11 @@
 """Each participant's ``status.json`` as this process last read or wrote it, to skip the read.
 
-An upload needs the stored status for four decisions: erased?, does the participant key match?,
-is the participant new?, is the stored status newer? and for the ETag its compare-and-swap
-names. When this process was the last to read or write a participant's status, it already knows
-all of that, so the upload can go straight to the write. What is kept per participant is small
-(ETag, key hash, the stored status's moment, when it was confirmed), never the document.
+An upload (``collector.pipeline``) needs the stored status for four decisions: erased?, does
+the participant key match?, is the participant new?, is the stored status newer? and for the
+ETag its compare-and-swap names. When this process was the last to read or write a
+participant's status, it already knows all of that, so the upload can go straight to the write.
+What is kept per participant is small (ETag, key hash, the stored status's moment, when it was
+confirmed), never the document.
 
 **The cache may save requests, never change an outcome.** The rules that make it so:
 
@@ -26,17 +27,15 @@ all of that, so the upload can go straight to the write. What is kept per partic
   refusal, so it counts the participants created; with the cap spent, the read decides (a known
   participant is never capped).
 
-**Order without a read: status first, then the submission.** After a read an upload writes the
-submission, then swaps the status. Without the read that order would store a submission for a
-participant erased meanwhile by another process (the submission's create-if-absent succeeds;
-only the status write after it sees the tombstone). So the status is written first (the swap or
-create fails against a tombstone, and the upload then reads, answers 410 and stores nothing),
-then the submission is created. Exactly-once does not depend on the order: the submission's name is
-derived from the upload (``submission_names``) and created if absent, so a retry after the status
-was written but the submission was not (503) stores the submission once, and a retry after both
-were written finds it. A status left newer than its submission by a failed request is what the
-client's retry completes; an erasure racing the request is the straggler case the erasure's own
-re-listing already handles for the uncached order.
+**One order: status first, then the submission** (``collector.pipeline.decide``). Without a
+read, the other order would store a submission for a participant erased meanwhile by another
+process (the submission's create-if-absent succeeds; only the status write after it would see the
+tombstone). Status first, the swap or create fails against a tombstone, and the upload then
+reads, answers 410 and stores nothing. After a read the order is the same. Exactly-once does not
+depend on the order: the submission's name is derived from the upload (``submission_names``)
+and created if absent, so a retry after the status was written but the submission was not (503)
+stores the submission once, and a retry after both were written finds it. A status left newer
+than its submission by a failed request is what the client's retry completes.
 
 **Trials** write no ``status.json``, so nothing validates a cached decision for them. A trial
 uses a cache entry only while it is *fresh* (confirmed by this process within the erasure
