@@ -6,9 +6,13 @@ one committer thread per store runs, over and over::
 
     wait until a future is queued; take every queued future; syncfs once; resolve them all
 
-Resolving a batch is one ``loop.call_soon_threadsafe`` per event loop, not one per waiter, so a
-batch of 50 uploads costs one thread wake-up on each side, where a thread per upload trading the
-GIL with the event loop cost about 200 futex calls and 24 context switches each.
+Waiters are handed to the committer once per turn of the event loop (a ``call_soon`` queued by
+the first of them), not one by one: the coroutines a sync woke run in one turn, write again, and
+all share the next sync, rather than the committer syncing for the first one to come back while
+the loop is still running the rest. Resolving a batch is one ``loop.call_soon_threadsafe`` per
+event loop, not one per waiter, so a batch of 50 uploads costs one thread wake-up on each side,
+where a thread per upload trading the GIL with the event loop cost about 200 futex calls and 24
+context switches each.
 
 A sync covers only writes made before it started: a future queued while a sync runs waits for
 the next one. A failed sync fails every future of its batch (an ``OSError`` each, which the store
@@ -37,7 +41,8 @@ class Committer:
         self._name = name
         self._lock = threading.Lock()
         self._queued = threading.Condition(self._lock)
-        self._waiting: list[_Waiter] = []
+        self._arrived: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}  # this tick's
+        self._waiting: list[_Waiter] = []  # handed over: the next sync covers them
         self._thread: threading.Thread | None = None
         self._stopping = False
         self.syncs = 0  # syncs run, failed ones included (for tests and benchmarks: writes per sync)
@@ -48,14 +53,25 @@ class Committer:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
-            self._waiting.append((loop, future))
+            arrived = self._arrived.setdefault(loop, [])
+            arrived.append(future)
+            first = len(arrived) == 1
+        if first:
+            # Hand this tick's waiters over together, once the tasks running now have had their
+            # turn: the coroutines one sync woke write again in the same tick, and share the next.
+            loop.call_soon(self._hand_over, loop)
+        await future
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._lock:
+            arrived = self._arrived.pop(loop, [])
+            self._waiting.extend((loop, future) for future in arrived)
             if self._thread is None:
                 self._stopping = False
                 self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
                 self._thread.start()
-            elif len(self._waiting) == 1:
-                self._queued.notify()  # the committer may be asleep: only the first of a batch wakes it
-        await future
+            else:
+                self._queued.notify()  # cheap when the committer is busy syncing: nobody waits on it
 
     def close(self) -> None:
         """Stop the thread once the queued waiters are served; a later ``wait`` starts a new one."""
