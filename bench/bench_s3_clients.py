@@ -14,11 +14,12 @@ Printed:
 * at 30 ms, 64 and 256 at once: requests/s next to the ideal (concurrency / 30 ms), and the ratio
   of each async variant to ``obs-hop`` in the same run.
 
-    .venv/bin/python bench/bench_s3_clients.py
+    .venv/bin/python bench/bench_s3_clients.py [--clients obs-hop,obs-async --rounds 3]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import resource
@@ -133,6 +134,11 @@ def run_on_loop(
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", default="boto3,obstore,obs-hop,obs-async", help="which, comma-separated")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat each row, clients alternating")
+    args = parser.parse_args()
+    chosen = args.clients.split(",")
     port = free_port()
     standin = subprocess.Popen(
         [sys.executable, str(BENCH_DIR / "s3_standin.py"), "--port", str(port), "--bucket", BUCKET],
@@ -153,13 +159,16 @@ def main() -> None:
                 count = 2000 if latency == 0 else threads * 20
                 ideal = f", ideal {threads / (latency / 1000):.0f}/s" if latency else ""
                 rates: dict[str, float] = {}
-                for name, make in [*clients.items(), *on_loop.items()]:
+                rows = [(n, m) for n, m in [*clients.items(), *on_loop.items()] if n in chosen]
+                for name, make in rows * args.rounds:
                     put = make(endpoint, threads)
                     runner = run_on_loop if name in on_loop else run
-                    runner(put, f"warm-{name}-{latency}-{threads}", threads, 200)
-                    rate, cpu = runner(put, f"{name}-{latency}-{threads}", threads, count)
+                    tag = f"{name}-{latency}-{threads}-{time.monotonic_ns()}"  # fresh keys each round
+                    runner(put, f"warm-{tag}", threads, 200)
+                    rate, cpu = runner(put, tag, threads, count)
                     rates[name] = rate
-                    versus = f", {rate / rates['obs-hop']:.2f}x obs-hop" if name == "obs-async" else ""
+                    hop = rates.get("obs-hop")
+                    versus = f", {rate / hop:.2f}x obs-hop" if name == "obs-async" and hop else ""
                     print(
                         f"  {name:<9} {latency:>2} ms x{threads:<3}: {rate:7.0f} requests/s{ideal}, "
                         f"client CPU {cpu:6.0f} us/request{versus}"
