@@ -2,17 +2,33 @@
 
 Writes are atomic (a temporary file, then linked or renamed into place, so a reader never sees
 half an object) and durable before ``put`` returns. Durability comes from *group commit*: rather
-than each write fsyncing its own file and directory, concurrent writes wait at a shared barrier
-(``SyncBarrier``), where one of them syncs the whole filesystem (``syncfs``) for all who arrived
-before it started. Each write passes two barriers, so the order holds that crash safety needs:
+than each write fsyncing its own file and directory, concurrent writes wait for a shared sync of
+the whole filesystem (``syncfs``) that began after they wrote. Each write passes two barriers, so
+the order holds that crash safety needs:
 
 1. the temporary file is written, then a barrier: its data is on disk before any name points at it;
 2. the name is linked (or renamed) into place, then a barrier: the directory entry is on disk
    before ``put`` returns, so a 200 means stored.
 
+Inside ``names_synced_at_end`` (one upload), the second barrier is left to the next write's first
+barrier or to the block's end: a submission and its status cost 3 syncs, not 4.
+
+Two ways to wait, the same order:
+
+* ``put`` (threads: the CLI, the research tools) waits at ``SyncBarrier``, where the first waiter
+  syncs for all who arrived before it started;
+* ``put_async`` (the upload path, on the event loop) makes the file operations on the loop itself
+  (a few KB into the page cache, a link or a rename: nothing that blocks) and awaits the store's
+  ``Committer``: one thread, started at the first wait and stopped by ``close``, that takes every
+  waiter handed over since its last sync, syncs once, and wakes them all with one call into the
+  loop. No thread hop per upload, no GIL traded per system call. A failed sync fails every write
+  of its batch (``StorageError``); none is told it is durable.
+
 Create-if-absent is ``link()``, atomic by itself; compare-and-swap and overwrites hold an
 exclusive ``flock`` on the object's directory, so several collector processes sharing one folder
-stay exactly-once, like writers sharing one bucket.
+stay exactly-once, like writers sharing one bucket. On the event loop the lock is tried without
+blocking and retried after short sleeps (another process may hold it for a read and a rename);
+past ``_LOCK_PATIENCE_SECONDS`` the write fails as transient, storing nothing.
 
 The store refuses writes (``LowOnSpace``) when the filesystem has less than ``min_free_bytes``
 or ``min_free_inodes`` left, so a full disk answers "retry later" instead of half-writing; a
