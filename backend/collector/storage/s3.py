@@ -185,8 +185,8 @@ class S3Store(ObjectStore):
         self._client.close()
         if self._used_async:
             # obstore's runtime threads finish with Python objects just after an awaited call has
-            # answered; an interpreter exiting in that instant aborts (DESIGN §6, about 1 run in
-            # 4 of a plain script). Giving them a moment here, at shutdown, lets the process exit
+            # answered; an interpreter exiting in that instant aborts (docs/reliability.md: 5 to
+            # 11 plain script runs in 30). Giving them a moment here, at shutdown, lets the process exit
             # cleanly (tests/test_store_async.py runs such processes and checks their exit code).
             time.sleep(_ASYNC_SETTLE_SECONDS)
 
