@@ -347,3 +347,48 @@ def test_a_process_that_used_the_async_s3_client_exits_cleanly(moto_endpoint: st
             out, err = run.communicate(timeout=120)
             codes.append((run.returncode, out.strip() or err[-500:]))
     assert codes == [(0, "done")] * 9
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from collector.storage import LocalStore
+
+    store = LocalStore(Path(sys.argv[1]))
+
+    async def writer(number):
+        for n in range(10_000):
+            key = f"w{number}/{n}.json"
+            async with store.names_synced_at_end_async():
+                await store.put_async(key, (key * 200).encode(), if_absent=True)
+                await store.put_async(f"w{number}/status.json", key.encode())
+            print(key, flush=True)  # acknowledged: what a 200 would say
+
+    async def main():
+        await asyncio.gather(*(writer(number) for number in range(16)))
+
+    asyncio.run(main())
+    """
+)
+
+
+@pytest.mark.processes
+def test_every_acknowledged_async_write_is_whole_after_a_sigkill(tmp_path: Path) -> None:
+    """SIGKILL mid-stream: each write answered before the kill is there, whole; nothing half-written
+    is visible (a power cut is what the syncs are for; this is the crash the tests can make)."""
+    writer = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout is not None
+    acknowledged = [writer.stdout.readline().strip() for _ in range(300)]
+    writer.kill()
+    acknowledged += [line.strip() for line in writer.stdout if line.strip()]
+    writer.wait(30)
+    store = LocalStore(tmp_path, sweep_temporaries_older_than=None)
+    assert "" not in acknowledged
+    for key in acknowledged:
+        assert store.get(key).body == (key * 200).encode()
+    for info in store.list(""):
+        if not info.key.endswith("status.json"):
+            assert store.get(info.key).body == (info.key * 200).encode()  # never half an object
