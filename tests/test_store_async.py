@@ -392,3 +392,21 @@ def test_every_acknowledged_async_write_is_whole_after_a_sigkill(tmp_path: Path)
     for info in store.list(""):
         if not info.key.endswith("status.json"):
             assert store.get(info.key).body == (info.key * 200).encode()  # never half an object
+
+
+def test_a_store_says_whether_its_async_calls_are_its_own_through_any_wrapper(tmp_path: Path) -> None:
+    class SyncOnly(MemoryStore):  # the default async forms: a worker thread per call
+        put_async = ObjectStore.put_async
+        get_async = ObjectStore.get_async
+
+    class ChangesPut(ForwardingStore):
+        def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+            return self.inner.put(key, body, if_absent=if_absent, if_match=if_match)
+
+    local = LocalStore(tmp_path)
+    assert local.native_async and MemoryStore().native_async
+    assert retrying(local, FakeClock()).native_async
+    assert ConditionalWriteGate(retrying(local, FakeClock()), "probe.json").native_async
+    assert not SyncOnly().native_async
+    assert not retrying(SyncOnly(), FakeClock()).native_async  # a wrapper is as native as its inner
+    assert not ChangesPut(local).native_async  # its put runs in a thread

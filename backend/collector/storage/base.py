@@ -131,6 +131,16 @@ class ObjectStore(ABC):
 
     # --- the same on the event loop --------------------------------------------------------------
 
+    @property
+    def native_async(self) -> bool:
+        """Whether ``put_async`` and ``get_async`` are the store's own, not a worker thread per call.
+
+        A caller may run a whole upload in one thread for a store without them, and use
+        ``names_synced_at_end`` there, rather than pay a thread hop per request.
+        """
+        kind = type(self)
+        return kind.put_async is not ObjectStore.put_async and kind.get_async is not ObjectStore.get_async
+
     async def put_async(
         self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
     ) -> str:
@@ -198,6 +208,10 @@ class ForwardingStore(ObjectStore):
 
     def __init__(self, inner: ObjectStore) -> None:
         self.inner = inner
+
+    @property
+    def native_async(self) -> bool:
+        return not self._sync_only & {"put", "get"} and self.inner.native_async
 
     async def put_async(
         self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
