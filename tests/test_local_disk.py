@@ -8,6 +8,7 @@ says "storage is low on space" without naming a path.
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import os
 import subprocess
@@ -160,3 +161,60 @@ def test_stale_temporaries_are_removed_at_start_and_fresh_ones_reported(tmp_path
     result = CliRunner().invoke(main, ["verify"], env=settings_environment(settings))
     assert result.exit_code == 1
     assert LEFTOVER_TEMPORARY in result.output
+
+
+# --- the same on the event loop (put_async, the upload path) --------------------------------------
+
+
+def test_an_async_write_to_a_full_disk_keeps_no_temporary_and_frees_again(small_disk: Path) -> None:
+    store = LocalStore(small_disk, min_free_bytes=0, min_free_inodes=0)
+
+    async def scenario() -> None:
+        await store.put_async("a/first.json", b"1" * 1_200_000, if_absent=True)
+        with pytest.raises(LowOnSpace):
+            await store.put_async("a/second.json", b"2" * 1_200_000, if_absent=True)
+        assert hidden_files(small_disk) == []
+        assert await store.get_or_none_async("a/second.json") is None
+        await store.put_async("a/third.json", b"3" * 500_000, if_absent=True)
+
+    asyncio.run(scenario())
+    store.close()
+    assert store.get("a/third.json").body == b"3" * 500_000
+
+
+def test_an_async_write_that_fails_half_way_removes_its_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = LocalStore(tmp_path)
+    failure = {"errno": errno.ENOSPC}
+
+    def write_half_then_fail(path: Path, body: bytes) -> None:
+        path.write_bytes(body[: len(body) // 2])
+        raise OSError(failure["errno"], os.strerror(failure["errno"]))
+
+    monkeypatch.setattr(local_module, "_write", write_half_then_fail)
+
+    async def scenario() -> None:
+        with pytest.raises(LowOnSpace):
+            await store.put_async("p/one.json", b"x" * 10_000, if_absent=True)
+        failure["errno"] = errno.EIO
+        with pytest.raises(StorageError) as caught:
+            await store.put_async("p/two.json", b"x" * 10_000)
+        assert not isinstance(caught.value, LowOnSpace)
+
+    asyncio.run(scenario())
+    store.close()
+    assert hidden_files(tmp_path) == []
+    assert list(store.list("")) == []
+
+
+@pytest.mark.parametrize("threshold", ["min_free_bytes", "min_free_inodes"])
+def test_under_the_free_space_threshold_async_writes_are_refused(tmp_path: Path, threshold: str) -> None:
+    store = LocalStore(tmp_path / "data", **{threshold: 2**62})
+
+    async def scenario() -> None:
+        with pytest.raises(LowOnSpace):
+            await store.put_async("p/one.json", b"x", if_absent=True)
+
+    asyncio.run(scenario())
+    assert not (tmp_path / "data").exists() or not list((tmp_path / "data").rglob("*"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -147,3 +148,116 @@ def test_local_store_delete_refuses_escaping_keys(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         store.delete("../outside.json")
     assert (tmp_path / "outside.json").read_bytes() == b"keep"
+
+
+# --- the same contract through the async forms the upload path awaits -----------------------------
+
+
+def test_async_create_if_absent_refuses_an_existing_key(any_store: ObjectStore) -> None:
+    async def scenario() -> None:
+        etag = await any_store.put_async("a/b.json", b"one", if_absent=True)
+        with pytest.raises(AlreadyExists):
+            await any_store.put_async("a/b.json", b"two", if_absent=True)
+        stored = await any_store.get_async("a/b.json")
+        assert (stored.body, stored.etag) == (b"one", etag)
+
+    asyncio.run(scenario())
+    assert any_store.get("a/b.json").body == b"one"  # the sync view agrees
+
+
+def test_async_compare_and_swap_needs_the_current_etag(any_store: ObjectStore) -> None:
+    async def scenario() -> None:
+        first = await any_store.put_async("s.json", b"v1")
+        second = await any_store.put_async("s.json", b"v2", if_match=first)
+        with pytest.raises(PreconditionFailed):
+            await any_store.put_async("s.json", b"v3", if_match=first)  # stale
+        with pytest.raises(PreconditionFailed):
+            await any_store.put_async("missing.json", b"x", if_match=first)
+        stored = await any_store.get_async("s.json")
+        assert (stored.body, stored.etag) == (b"v2", second)
+        with pytest.raises(ObjectNotFound):
+            await any_store.get_async("missing.json")
+        assert await any_store.get_or_none_async("missing.json") is None
+
+    asyncio.run(scenario())
+
+
+def test_async_racing_creates_have_exactly_one_winner(any_store: ObjectStore) -> None:
+    async def create(n: int) -> bool:
+        try:
+            await any_store.put_async("race/one.json", f"writer {n}".encode(), if_absent=True)
+            return True
+        except AlreadyExists:
+            return False
+
+    async def race() -> list[bool]:
+        return await asyncio.gather(*(create(n) for n in range(32)))
+
+    wins = asyncio.run(race())
+    assert wins.count(True) == 1
+    assert any_store.get("race/one.json").body == f"writer {wins.index(True)}".encode()
+
+
+def test_async_and_threaded_compare_and_swaps_together_lose_no_increment(any_store: ObjectStore) -> None:
+    """Coroutines on the loop and threads with the sync API race on one counter: each lands once."""
+    any_store.put("counter.json", b"0")
+
+    def increment(_: int) -> None:
+        while True:
+            current = any_store.get("counter.json")
+            try:
+                any_store.put("counter.json", str(int(current.body) + 1).encode(), if_match=current.etag)
+                return
+            except PreconditionFailed:
+                continue
+
+    async def increment_async() -> None:
+        while True:
+            current = await any_store.get_async("counter.json")
+            try:
+                new = str(int(current.body) + 1).encode()
+                await any_store.put_async("counter.json", new, if_match=current.etag)
+                return
+            except PreconditionFailed:
+                await asyncio.sleep(0)  # let the others through
+
+    async def both() -> None:
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(4) as pool:
+            threaded = [loop.run_in_executor(pool, increment, n) for n in range(12)]
+            await asyncio.gather(*threaded, *(increment_async() for _ in range(24)))
+
+    asyncio.run(both())
+    assert any_store.get("counter.json").body == b"36"
+
+
+def test_async_delete_and_a_names_synced_block(any_store: ObjectStore) -> None:
+    async def scenario() -> None:
+        async with any_store.names_synced_at_end_async():
+            await any_store.put_async("d/a.json", b"a", if_absent=True)
+            await any_store.put_async("d/b.json", b"b")
+        await any_store.delete_async("d/a.json")
+        await any_store.delete_async("d/a.json")  # idempotent
+        await any_store.delete_async("never/was.json")
+
+    asyncio.run(scenario())
+    assert [i.key for i in any_store.list("d/")] == ["d/b.json"]
+
+
+def test_local_store_async_writes_leave_no_temporaries_and_refuse_escaping_keys(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+
+    async def scenario() -> None:
+        await store.put_async("x/y.json", b"1", if_absent=True)
+        await store.put_async("x/y.json", b"2")
+        for key in ["../escape.json", "/abs.json", "x//y.json", "x/.hidden", ""]:
+            with pytest.raises(StorageError):
+                await store.put_async(key, b"no")
+            with pytest.raises(StorageError):
+                await store.get_async(key)
+
+    asyncio.run(scenario())
+    store.close()
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["y.json"]
+    assert store.get("x/y.json").body == b"2"
+    assert not (tmp_path.parent / "escape.json").exists()

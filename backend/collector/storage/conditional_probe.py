@@ -13,12 +13,13 @@ for good.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 from .base import (
@@ -154,10 +155,27 @@ class ConditionalWriteGate(ForwardingStore):
         try:
             return action()
         except TransientStorageError:
-            # An outage: whatever answers next may not be the bucket that was proven.
-            if self._proven:
-                logger.warning("⚠️ Storage failed; conditional writes will be proven again first")
-            self._proven = False
+            self._unprove()
+            raise
+
+    def _unprove(self) -> None:
+        """An outage: whatever answers next may not be the bucket that was proven."""
+        if self._proven:
+            logger.warning("⚠️ Storage failed; conditional writes will be proven again first")
+        self._proven = False
+
+    async def _guarded_async(self, action: Callable[[], Awaitable[T]]) -> T:
+        """``_guarded`` for a coroutine: once proven (nearly always), no thread and no lock.
+
+        The proof itself makes sync writes, so an unproven store runs it in a worker thread,
+        never on the event loop.
+        """
+        if not self._proven:
+            await asyncio.to_thread(self._ensure_proven)
+        try:
+            return await action()
+        except TransientStorageError:
+            self._unprove()
             raise
 
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
@@ -168,6 +186,19 @@ class ConditionalWriteGate(ForwardingStore):
 
     def delete(self, key: str) -> None:
         self._guarded(lambda: self.inner.delete(key))
+
+    async def put_async(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        return await self._guarded_async(
+            lambda: self.inner.put_async(key, body, if_absent=if_absent, if_match=if_match)
+        )
+
+    async def get_async(self, key: str) -> StoredObject:
+        return await self._guarded_async(lambda: self.inner.get_async(key))
+
+    async def delete_async(self, key: str) -> None:
+        await self._guarded_async(lambda: self.inner.delete_async(key))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         self._ensure_proven()

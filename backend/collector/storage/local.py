@@ -2,17 +2,33 @@
 
 Writes are atomic (a temporary file, then linked or renamed into place, so a reader never sees
 half an object) and durable before ``put`` returns. Durability comes from *group commit*: rather
-than each write fsyncing its own file and directory, concurrent writes wait at a shared barrier
-(``SyncBarrier``), where one of them syncs the whole filesystem (``syncfs``) for all who arrived
-before it started. Each write passes two barriers, so the order holds that crash safety needs:
+than each write fsyncing its own file and directory, concurrent writes wait for a shared sync of
+the whole filesystem (``syncfs``) that began after they wrote. Each write passes two barriers, so
+the order holds that crash safety needs:
 
 1. the temporary file is written, then a barrier: its data is on disk before any name points at it;
 2. the name is linked (or renamed) into place, then a barrier: the directory entry is on disk
    before ``put`` returns, so a 200 means stored.
 
+Inside ``names_synced_at_end`` (one upload), the second barrier is left to the next write's first
+barrier or to the block's end: a submission and its status cost 3 syncs, not 4.
+
+Two ways to wait, the same order:
+
+* ``put`` (threads: the CLI, the research tools) waits at ``SyncBarrier``, where the first waiter
+  syncs for all who arrived before it started;
+* ``put_async`` (the upload path, on the event loop) makes the file operations on the loop itself
+  (a few KB into the page cache, a link or a rename: nothing that blocks) and awaits the store's
+  ``Committer``: one thread, started at the first wait and stopped by ``close``, that takes every
+  waiter handed over since its last sync, syncs once, and wakes them all with one call into the
+  loop. No thread hop per upload, no GIL traded per system call. A failed sync fails every write
+  of its batch (``StorageError``); none is told it is durable.
+
 Create-if-absent is ``link()``, atomic by itself; compare-and-swap and overwrites hold an
 exclusive ``flock`` on the object's directory, so several collector processes sharing one folder
-stay exactly-once, like writers sharing one bucket.
+stay exactly-once, like writers sharing one bucket. On the event loop the lock is tried without
+blocking and retried after short sleeps (another process may hold it for a read and a rename);
+past ``_LOCK_PATIENCE_SECONDS`` the write fails as transient, storing nothing.
 
 The store refuses writes (``LowOnSpace``) when the filesystem has less than ``min_free_bytes``
 or ``min_free_inodes`` left, so a full disk answers "retry later" instead of half-writing; a
@@ -21,6 +37,7 @@ failed write removes its temporary file, and temporaries left by a crash are swe
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import errno
 import fcntl
@@ -30,9 +47,12 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from .base import (
@@ -44,8 +64,10 @@ from .base import (
     PreconditionFailed,
     StorageError,
     StoredObject,
+    TransientStorageError,
     content_etag,
 )
+from .committer import Committer
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +77,9 @@ _TEMP_MARK = ".tmp-"
 STALE_TEMPORARY_SECONDS = 300.0
 # statvfs is cheap but not free; a second's staleness cannot matter against a threshold.
 _SPACE_CHECK_SECONDS = 1.0
+# How long an async compare-and-swap tries for a folder's lock that another writer holds; held
+# for a read and a rename, it is free within microseconds unless that writer is stuck.
+_LOCK_PATIENCE_SECONDS = 2.0
 
 
 class LocalStore(ObjectStore):
@@ -65,12 +90,15 @@ class LocalStore(ObjectStore):
         min_free_bytes: int = 0,
         min_free_inodes: int = 0,
         sweep_temporaries_older_than: float | None = STALE_TEMPORARY_SECONDS,
+        sync: Callable[[], None] | None = None,
     ) -> None:
+        """``sync``: what makes everything written so far durable; ``syncfs`` of the root unless a
+        test passes a stand-in."""
         self.root = Path(root).absolute()
         self.min_free_bytes = min_free_bytes
         self.min_free_inodes = min_free_inodes
-        self._barrier = SyncBarrier(self.root)
-        self._deferred = threading.local()  # names_synced_at_end, per thread (one upload's writes)
+        self._barrier = SyncBarrier(self.root, sync)  # put() from threads
+        self._committer = Committer(sync or partial(_syncfs, self.root))  # put_async() on the loop
         self._space_checked_at = -_SPACE_CHECK_SECONDS
         self._space_problem: str | None = None
         if sweep_temporaries_older_than is not None and self.root.is_dir():
@@ -86,9 +114,7 @@ class LocalStore(ObjectStore):
         return self.root.joinpath(*parts)
 
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        path = self._path(key)
-        self._refuse_when_low_on_space()
-        temp = path.with_name(f".{path.name}{_TEMP_MARK}{_temp_suffix()}")
+        path, temp = self._prepare(key)
         try:
             _make_dirs(path.parent)
             try:
@@ -105,41 +131,114 @@ class LocalStore(ObjectStore):
             finally:
                 # Inside the try: a write that fails half-way (no space) leaves nothing behind.
                 _unlink_quietly(temp)
-            if getattr(self._deferred, "active", False):
-                # The next write's first barrier, or the block's end, puts the name on disk.
-                self._deferred.pending = True
-            else:
+            if not self._defer_name_sync():
                 self._barrier.wait()  # the name (and any new directory) is on disk before we answer
         except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                self._space_checked_at = -_SPACE_CHECK_SECONDS  # look again on the next write
-                raise LowOnSpace("storage is low on space") from exc
-            raise StorageError(f"local store cannot write {key}: {exc.strerror or exc}") from exc
+            raise self._write_failed(key, exc) from exc
         return content_etag(body)
+
+    async def put_async(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """``put`` on the event loop: the same steps and barriers, with the syncs in the committer.
+
+        The file operations run here, on the loop (a few KB into the page cache, a link, a rename:
+        microseconds); only the two syncs leave it, as awaits on the committer thread.
+        """
+        path, temp = self._prepare(key)
+        try:
+            _make_dirs(path.parent)
+            try:
+                _write(temp, body)
+                await self._commit()  # the data is on disk before a name points at it
+                if if_absent:
+                    self._replace(temp, path, if_absent=True, if_match=None)
+                else:
+                    async with _locked_async(path.parent):
+                        self._replace(temp, path, if_absent=False, if_match=if_match)
+            finally:
+                _unlink_quietly(temp)
+            if not self._defer_name_sync():
+                await self._commit()  # the name is on disk before we answer
+        except OSError as exc:
+            raise self._write_failed(key, exc) from exc
+        return content_etag(body)
+
+    def _prepare(self, key: str) -> tuple[Path, Path]:
+        """The object's path and a fresh temporary beside it; ``LowOnSpace`` when space is short."""
+        path = self._path(key)
+        self._refuse_when_low_on_space()
+        return path, path.with_name(f".{path.name}{_TEMP_MARK}{_temp_suffix()}")
+
+    def _write_failed(self, key: str, exc: OSError) -> StorageError:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            self._space_checked_at = -_SPACE_CHECK_SECONDS  # look again on the next write
+            return LowOnSpace("storage is low on space")
+        return StorageError(f"local store cannot write {key}: {exc.strerror or exc}")
+
+    async def _commit(self) -> None:
+        """Wait for the committer's next sync (``OSError`` if it failed)."""
+        await self._committer.wait()
+
+    # --- one upload's writes share their last sync -------------------------------------------------
+
+    def _open_block(self) -> _NamesBlock | None:
+        block = _names_block.get()
+        return block if block is not None and block.active and block.store is self else None
+
+    def _defer_name_sync(self) -> bool:
+        """Inside a names-synced block: leave the name's sync to the next barrier or the block's end."""
+        block = self._open_block()
+        if block is None:
+            return False
+        block.pending = True
+        return True
 
     @contextmanager
     def names_synced_at_end(self) -> Iterator[None]:
-        """One upload's writes (one thread) share barriers: ``put`` skips its second barrier.
+        """One upload's writes share barriers: ``put`` skips its second barrier.
 
         A submission and its status then cost three barriers, not four: the status's first
         barrier (its data) also puts the submission's name on disk, and one barrier at the end
         puts the last name there before the block exits (before any 200). Each name still
         points only at data already on disk. If the block fails, nothing is promised, as
         after a crash; names already linked become durable at any later barrier.
+
+        The block belongs to the context it was opened in (a thread, or an asyncio task and the
+        worker threads it hands calls to), not to the store: concurrent uploads each have their own.
         """
-        state = self._deferred
-        if getattr(state, "active", False):
+        if self._open_block() is not None:
             yield  # nested: the outer block syncs
             return
-        state.active, state.pending = True, False
+        block = _NamesBlock(self)
+        token = _names_block.set(block)
         try:
             yield
         finally:
-            state.active = False
-        if state.pending:
-            state.pending = False
+            block.active = False
+            _names_block.reset(token)
+        if block.pending:
             try:
                 self._barrier.wait()
+            except OSError as exc:
+                raise StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}") from exc
+
+    @asynccontextmanager
+    async def names_synced_at_end_async(self) -> AsyncIterator[None]:
+        """``names_synced_at_end`` for a task: the last name's sync is one await on the committer."""
+        if self._open_block() is not None:
+            yield
+            return
+        block = _NamesBlock(self)
+        token = _names_block.set(block)
+        try:
+            yield
+        finally:
+            block.active = False
+            _names_block.reset(token)
+        if block.pending:
+            try:
+                await self._commit()
             except OSError as exc:
                 raise StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}") from exc
 
@@ -170,6 +269,9 @@ class LocalStore(ObjectStore):
             raise StorageError(f"local store cannot read {key}: {exc.strerror or exc}") from exc
         return StoredObject(body, content_etag(body))
 
+    async def get_async(self, key: str) -> StoredObject:
+        return self.get(key)  # a few KB from the page cache: on the loop, no thread hop
+
     def delete(self, key: str) -> None:
         """Unlink the file, then wait at the sync barrier, so the removal survives a power cut.
 
@@ -184,6 +286,19 @@ class LocalStore(ObjectStore):
             return
         except OSError as exc:
             raise StorageError(f"local store cannot delete {key}: {exc.strerror or exc}") from exc
+
+    async def delete_async(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink()
+            await self._commit()
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(f"local store cannot delete {key}: {exc.strerror or exc}") from exc
+
+    def close(self) -> None:
+        self._committer.close()
 
     def prune_empty_folders(self, prefix: str) -> None:
         """Remove empty folders under ``prefix`` (a folder ending in ``/``), deepest first.
@@ -301,6 +416,32 @@ def _find_syncfs() -> Callable[[int], int] | None:
 _SYNCFS = _find_syncfs()
 
 
+def _syncfs(root: Path) -> None:
+    """Everything written to the filesystem holding ``root`` is on disk (``sync()`` off Linux)."""
+    if _SYNCFS is None:
+        os.sync()
+        return
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _SYNCFS(fd) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _NamesBlock:
+    """An open ``names_synced_at_end`` block: whose, and whether a name awaits its sync."""
+
+    store: LocalStore
+    active: bool = True
+    pending: bool = False
+
+
+_names_block: ContextVar[_NamesBlock | None] = ContextVar("local_store_names_block", default=None)
+
+
 class SyncBarrier:
     """Group commit: ``wait()`` returns once everything this process wrote before the call is on disk.
 
@@ -319,25 +460,13 @@ class SyncBarrier:
 
     def __init__(self, root: Path, sync: Callable[[], None] | None = None) -> None:
         self.root = root
-        self._sync = sync or self._syncfs
+        self._sync = sync or partial(_syncfs, root)
         self._lock = threading.Lock()
         self._arrived = 0  # tickets handed out
         self._covered = 0  # every ticket up to this one is durable
         self._syncing = False  # a leader is syncing (or has been handed the lead)
         self._waiting: list[tuple[int, threading.Lock]] = []  # (ticket, held gate), by ticket
         self.syncs = 0  # barriers run (for benchmarks: writes per sync)
-
-    def _syncfs(self) -> None:
-        if _SYNCFS is None:
-            os.sync()
-            return
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            if _SYNCFS(fd) != 0:
-                code = ctypes.get_errno()
-                raise OSError(code, os.strerror(code))
-        finally:
-            os.close(fd)
 
     def wait(self) -> None:
         with self._lock:
@@ -419,6 +548,32 @@ def _temp_suffix() -> str:
 def _unlink_quietly(path: Path) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
+
+
+@asynccontextmanager
+async def _locked_async(directory: Path) -> AsyncIterator[None]:
+    """``_locked`` on the event loop: tries without blocking, and sleeps between tries.
+
+    Inside one process the lock is never awaited while held (the compare-and-swap under it has
+    no await), so only another process, or a thread's ``put``, makes this wait: for the
+    microseconds a read and a rename take, unless that writer stalls. Past
+    ``_LOCK_PATIENCE_SECONDS`` the write fails as transient (nothing stored; a retry may pass).
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        delay, give_up = 0.0002, time.monotonic() + _LOCK_PATIENCE_SECONDS
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= give_up:
+                    raise TransientStorageError(f"{directory} stayed locked by another writer") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.01)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 @contextmanager

@@ -52,3 +52,16 @@ class MemoryStore(ObjectStore):
 
     def check(self) -> None:
         return None
+
+    # Nothing here blocks: the async forms answer on the event loop, without a thread hop.
+
+    async def put_async(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        return self.put(key, body, if_absent=if_absent, if_match=if_match)
+
+    async def get_async(self, key: str) -> StoredObject:
+        return self.get(key)
+
+    async def delete_async(self, key: str) -> None:
+        self.delete(key)

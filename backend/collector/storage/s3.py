@@ -1,11 +1,14 @@
 """S3-compatible backend (Cloudflare R2, AWS S3, MinIO, moto): obstore for uploads, boto3 for listing.
 
-The upload path (``put``, ``get``) goes through obstore's *sync* API, called from the server's
-worker threads: it spends about 70 µs of CPU per request where boto3 spends about 1,300 µs
-(``bench/bench_s3_clients.py`` measures both), it releases the GIL while it waits, and its
-connection pool has no cap, so as many requests wait in parallel as there are threads. (Its
-async API is avoided on purpose: it has crashed the interpreter at exit.) Conditional writes map
-to obstore's ``mode="create"`` (``If-None-Match: *``) and ``mode={"e_tag": ...}`` (``If-Match``).
+The upload path goes through obstore: about 70 µs of CPU per request where boto3 spends about
+1,300 µs (``bench/bench_s3_clients.py`` measures them). ``put_async``/``get_async``, which the
+upload path awaits, use its async API on the event loop; ``put``/``get`` (the CLI, the research
+tools, the conditional-write proof) its sync API, which releases the GIL while it waits. Both
+share one connection pool without a cap on connections in use. The async API beat the sync one
+called from a worker thread per request in ``bench_s3_clients.py`` (1.0 to 1.4 times the requests/s at
+30 ms and 64 or 256 at once, in one run alternating them), but it can abort the interpreter at
+exit: ``close`` guards against that. Conditional writes map to obstore's ``mode="create"``
+(``If-None-Match: *``) and ``mode={"e_tag": ...}`` (``If-Match``).
 
 Listing and the health check, used by the research tools and ``/healthz``, stay on boto3, whose
 ``list_objects_v2`` prefix is a plain string prefix as the rest of the code expects (obstore's is
@@ -16,6 +19,7 @@ deadline for the whole upload.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -53,6 +57,8 @@ _TRANSIENT_CODES = {
     "503",
     "504",
 }
+# How long close() lets obstore's runtime threads settle after async calls (see close()).
+_ASYNC_SETTLE_SECONDS = 0.1
 # obstore reports the HTTP status only in its message ("... non-2xx status code: 503 ...").
 _STATUS_IN_MESSAGE = re.compile(r"status code: (\d{3})")
 
@@ -108,39 +114,41 @@ class S3Store(ObjectStore):
             },
             retry_config=no_retries,
         )
+        self._used_async = False
 
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        mode: str | dict[str, str] = "overwrite"
-        if if_absent:
-            mode = "create"
-        elif if_match is not None:
-            mode = {"e_tag": _quoted(if_match)}  # only e_tag: "version": None breaks the request
         try:
-            answer = obstore.put(self._objects, key, body, mode=mode)
-        except obstore_errors.AlreadyExistsError:
-            raise AlreadyExists(key) from None
-        except obstore_errors.PreconditionError as exc:
-            # 412, or 404 NoSuchKey for an If-Match on a missing key (moto, R2); a 409 racing
-            # write is reported the same way by obstore, but did not happen: retry it.
-            if _is_conflict(exc):
-                raise TransientStorageError(f"S3 put {key}: conflicting conditional writes") from None
-            raise (AlreadyExists if if_absent else PreconditionFailed)(key) from None
-        except (obstore_errors.NotFoundError, FileNotFoundError) as exc:
-            if if_match is not None:
-                raise PreconditionFailed(key) from None
-            raise _obstore_error("put", key, exc) from None
+            answer = obstore.put(self._objects, key, body, mode=_put_mode(if_absent, if_match))
         except Exception as exc:  # obstore's errors, and its transport's, have no common base
-            raise _obstore_error("put", key, exc) from None
+            raise _put_error(key, exc, if_absent=if_absent, if_match=if_match) from None
         return _unquoted(answer["e_tag"] or "")
 
     def get(self, key: str) -> StoredObject:
         try:
             answer = obstore.get(self._objects, key)
             body = bytes(answer.bytes())
-        except (obstore_errors.NotFoundError, FileNotFoundError):
-            raise ObjectNotFound(key) from None
         except Exception as exc:
-            raise _obstore_error("get", key, exc) from None
+            raise _get_error(key, exc) from None
+        return StoredObject(body, _unquoted(answer.meta["e_tag"] or ""))
+
+    async def put_async(
+        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
+    ) -> str:
+        """``put`` awaited on the event loop through obstore's async API: no worker thread."""
+        self._used_async = True
+        try:
+            answer = await obstore.put_async(self._objects, key, body, mode=_put_mode(if_absent, if_match))
+        except Exception as exc:
+            raise _put_error(key, exc, if_absent=if_absent, if_match=if_match) from None
+        return _unquoted(answer["e_tag"] or "")
+
+    async def get_async(self, key: str) -> StoredObject:
+        self._used_async = True
+        try:
+            answer = await obstore.get_async(self._objects, key)
+            body = bytes(await answer.bytes_async())
+        except Exception as exc:
+            raise _get_error(key, exc) from None
         return StoredObject(body, _unquoted(answer.meta["e_tag"] or ""))
 
     def delete(self, key: str) -> None:
@@ -175,6 +183,41 @@ class S3Store(ObjectStore):
 
     def close(self) -> None:
         self._client.close()
+        if self._used_async:
+            # obstore's runtime threads finish with Python objects just after an awaited call has
+            # answered; an interpreter exiting in that instant aborts (docs/reliability.md: 5 to
+            # 11 plain script runs in 30). Giving them a moment here, at shutdown, lets the process exit
+            # cleanly (tests/test_store_async.py runs such processes and checks their exit code).
+            time.sleep(_ASYNC_SETTLE_SECONDS)
+
+
+def _put_mode(if_absent: bool, if_match: str | None) -> str | dict[str, str]:
+    if if_absent:
+        return "create"  # If-None-Match: *
+    if if_match is not None:
+        return {"e_tag": _quoted(if_match)}  # only e_tag: "version": None breaks the request
+    return "overwrite"
+
+
+def _put_error(key: str, exc: Exception, *, if_absent: bool, if_match: str | None) -> StorageError:
+    """What a failed put means for the caller, from obstore's exception."""
+    if isinstance(exc, obstore_errors.AlreadyExistsError):
+        return AlreadyExists(key)
+    if isinstance(exc, obstore_errors.PreconditionError):
+        # 412, or 404 NoSuchKey for an If-Match on a missing key (moto, R2); a 409 racing
+        # write is reported the same way by obstore, but did not happen: retry it.
+        if _is_conflict(exc):
+            return TransientStorageError(f"S3 put {key}: conflicting conditional writes")
+        return (AlreadyExists if if_absent else PreconditionFailed)(key)
+    if isinstance(exc, obstore_errors.NotFoundError | FileNotFoundError) and if_match is not None:
+        return PreconditionFailed(key)
+    return _obstore_error("put", key, exc)
+
+
+def _get_error(key: str, exc: Exception) -> StorageError:
+    if isinstance(exc, obstore_errors.NotFoundError | FileNotFoundError):
+        return ObjectNotFound(key)
+    return _obstore_error("get", key, exc)
 
 
 def _is_conflict(exc: Exception) -> bool:
