@@ -14,8 +14,8 @@ share their last sync, all durable before the answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import Any, TypeVar
 
 from ..storage import ObjectStore, StoredObject
@@ -25,12 +25,6 @@ T = TypeVar("T")
 
 # Runs a blocking function for a coroutine of the pipeline: in a worker thread, or right here.
 Blocking = Callable[..., Awaitable[Any]]
-
-
-def has_native_async(store: ObjectStore) -> bool:
-    """Whether the store's async methods are its own (not the default: a worker thread per call)."""
-    kind = type(store)
-    return kind.put_async is not ObjectStore.put_async or kind.get_async is not ObjectStore.get_async
 
 
 class Inline(ForwardingStore):
@@ -57,20 +51,30 @@ class StoreCalls:
     """The store as the pipeline calls it, and how one upload's coroutine is run."""
 
     def __init__(self, store: ObjectStore) -> None:
-        self.native = has_native_async(store)
+        # Every layer down to the real store must have its own async methods (ObjectStore.native_async).
+        self.native = store.native_async
         self.store: ObjectStore = store if self.native else Inline(store)
         self.blocking: Blocking = asyncio.to_thread if self.native else call_here
-        self._names_synced = store.names_synced_at_end
+        self._store = store
 
-    def one_upload(self) -> AbstractContextManager[None]:
-        """Around one upload's calls: a local folder's writes share their last sync (inline only)."""
-        return nullcontext() if self.native else self._names_synced()
+    def one_upload(self) -> AbstractAsyncContextManager[None]:
+        """Around one upload's calls: a local folder's writes share their last sync."""
+        if self.native:
+            return self._store.names_synced_at_end_async()
+        return _entered_here(self._store.names_synced_at_end())
 
     async def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Await ``work`` on the event loop (native), or drive it in one worker thread."""
         if self.native:
             return await work
         return await asyncio.to_thread(drive, work)
+
+
+@asynccontextmanager
+async def _entered_here(block: AbstractContextManager[None]) -> AsyncIterator[None]:
+    """A blocking block for a coroutine driven in its worker thread (it never suspends)."""
+    with block:
+        yield
 
 
 def drive(work: Coroutine[Any, Any, T]) -> T:

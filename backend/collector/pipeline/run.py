@@ -108,10 +108,10 @@ class UploadPipeline:
                     log_context=f"{upload.participant_id}, {kind} upload",
                 ),
                 shared_deadline(self.deadline_seconds, self._clock),
-                # Inside the 503 mapping: the block's last sync may fail too.
-                self.calls.one_upload(),
             ):
-                return await self._store(upload, received_at, admission)
+                # Inside the 503 mapping: the block's last sync may fail too.
+                async with self.calls.one_upload():
+                    return await self._store(upload, received_at, admission)
         except CollectorError as refused:
             return Refusal.of(refused)
 

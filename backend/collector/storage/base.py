@@ -113,17 +113,6 @@ class ObjectStore(ABC):
     def check(self) -> None:
         """Raise ``StorageError`` unless the store is reachable and usable."""
 
-    async def put_async(
-        self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None
-    ) -> str:
-        """``put`` for a caller on the event loop: by default the blocking call in a worker thread
-        (``to_thread`` copies the context, so a ``shared_deadline`` still holds there)."""
-        return await asyncio.to_thread(self.put, key, body, if_absent=if_absent, if_match=if_match)
-
-    async def get_async(self, key: str) -> StoredObject:
-        """``get`` for a caller on the event loop (by default in a worker thread, as ``put_async``)."""
-        return await asyncio.to_thread(self.get, key)
-
     def get_or_none(self, key: str) -> StoredObject | None:
         """Like ``get``, but None for a missing key."""
         try:
