@@ -410,3 +410,9 @@ def test_a_store_says_whether_its_async_calls_are_its_own_through_any_wrapper(tm
     assert not SyncOnly().native_async
     assert not retrying(SyncOnly(), FakeClock()).native_async  # a wrapper is as native as its inner
     assert not ChangesPut(local).native_async  # its put runs in a thread
+
+    class BlocksInPut(MemoryStore):  # changes the sync put below MemoryStore's own async forms
+        def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+            return super().put(key, body, if_absent=if_absent, if_match=if_match)
+
+    assert not BlocksInPut().native_async  # else its put_async would skip, or block the loop with, its put
