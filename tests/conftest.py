@@ -61,6 +61,18 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     return None
 
 
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
+    """schemathesis's pytest plugin, for a test module that fuzzes with it, registered before that
+    module is collected. It is off otherwise (``-p no:schemathesis`` in pyproject.toml): loading it
+    imports schemathesis and hypothesis, about a second of every run that does not fuzz."""
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("test_")
+        and b"schemathesis" in file_path.read_bytes()
+    ):
+        parent.config.pluginmanager.import_plugin("schemathesis.pytest.plugin")
+
+
 @pytest.fixture(scope="session")
 def _moto_server() -> Iterator[str]:
     from moto.server import ThreadedMotoServer  # only for s3 tests: importing moto costs the fast loop
