@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
+import boto3
+
 from collector.settings import Settings
 
 TEST_ADMIN_PASSWORD = "test-admin-password-1"
@@ -12,8 +14,6 @@ TEST_ADMIN_PASSWORD = "test-admin-password-1"
 
 def make_bucket(endpoint: str) -> str:
     """A fresh, empty bucket on the S3 server, so tests never see each other's objects."""
-    import boto3  # only for s3 tests: the fast loop need not import it
-
     name = f"test-bucket-{uuid.uuid4().hex[:12]}"
     boto3.client(
         "s3",
