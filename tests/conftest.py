@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,18 +11,72 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from moto.server import ThreadedMotoServer
 
 from collector.app import create_app
 from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore, open_store
 from tests.support.chromium import launch_chromium
+from tests.support.deselection import excludes_every_test_marked, module_markers
 from tests.support.settings import local_settings, s3_settings
+
+# Every write the local folder acknowledges ends in a syncfs (collector.storage.local), which
+# flushes the whole filesystem: on a disk that other work writes to as well, milliseconds each and
+# half the fast loop's time. On a tmpfs it costs microseconds; the tests make the same calls on
+# the same files and assert the same things. No crash test depends on the disk: a killed process
+# leaves the page cache behind either way.
+_TMPFS = Path("/dev/shm")
+_TMPFS_ROOM = 2 * 1024**3  # free bytes needed (a Docker container's 64 MB /dev/shm is too small)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Temporary folders (``tmp_path``) on a tmpfs when there is a roomy one and no other choice
+    was made (``--basetemp``, ``PYTEST_DEBUG_TEMPROOT``); xdist workers inherit the choice."""
+    if config.option.basetemp or os.environ.get("PYTEST_DEBUG_TEMPROOT") or not _roomy_tmpfs(_TMPFS):
+        return
+    os.environ["PYTEST_DEBUG_TEMPROOT"] = str(_TMPFS)
+
+
+def _roomy_tmpfs(path: Path) -> bool:
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+        free = os.statvfs(path)
+    except OSError:
+        return False
+    is_tmpfs = any(line.split()[1:3] == [str(path), "tmpfs"] for line in mounts)
+    return is_tmpfs and free.f_bavail * free.f_frsize >= _TMPFS_ROOM and os.access(path, os.W_OK)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Leave unimported a test module whose every test ``-m`` deselects (tests.support.deselection):
+    the fast loop then never imports the fuzzing, browser and process modules. None: pytest decides."""
+    if collection_path.suffix != ".py" or not collection_path.name.startswith("test_"):
+        return None
+    expression = config.getoption("markexpr")
+    if not expression:
+        return None
+    markers = module_markers(collection_path)
+    if markers is not None and excludes_every_test_marked(expression, markers):
+        return True
+    return None
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:
+    """schemathesis's pytest plugin, for a test module that fuzzes with it, registered before that
+    module is collected. It is off otherwise (``-p no:schemathesis`` in pyproject.toml): loading it
+    imports schemathesis and hypothesis, about a second of every run that does not fuzz."""
+    if (
+        file_path.suffix == ".py"
+        and file_path.name.startswith("test_")
+        and b"schemathesis" in file_path.read_bytes()
+    ):
+        parent.config.pluginmanager.import_plugin("schemathesis.pytest.plugin")
 
 
 @pytest.fixture(scope="session")
 def _moto_server() -> Iterator[str]:
+    from moto.server import ThreadedMotoServer  # only for s3 tests: importing moto costs the fast loop
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

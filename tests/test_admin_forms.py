@@ -13,10 +13,17 @@ from collector.keys import KeyLayout
 from collector.settings import Settings
 from collector.storage import ObjectStore
 from tests.support.factories import make_status, make_submission, put_status, put_submission
+from tests.support.settings import racing_no_erasure
 from tests.test_admin_http import PASSWORD, form_token, log_in
 
 PUBLIC = "collector.example.org"
 UPSTREAM = "http://127.0.0.1:5005"  # what the proxy puts in Host
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The shared settings, without the erasure's settle wait: no upload races these erasures."""
+    return racing_no_erasure(settings)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
+from collector.app import create_app
 from collector.cli import main
 from collector.erasure import ErasureRefused, erase_participant
 from collector.export import DirectorySink, export_bucket
@@ -27,7 +28,7 @@ from collector.storage import ObjectInfo, ObjectStore, StoredObject
 from collector.verify import INCOMPLETE_ERASURE, verify_bucket
 from tests.support.collector_process import settings_environment, venv_bin
 from tests.support.factories import encode
-from tests.support.settings import TEST_ADMIN_PASSWORD, local_settings
+from tests.support.settings import TEST_ADMIN_PASSWORD, local_settings, racing_no_erasure
 
 URL = "/api/upload-user-data"
 # Values no key, time or hash the erasure writes could contain by chance.
@@ -102,7 +103,9 @@ def test_erasure_leaves_a_tombstone_and_an_audit_record_with_no_participant_data
     kept = upload_participant(client, store, layout, "P001ERASE2")  # a neighbour whose ID extends it
     assert len(before) == 4  # status, two submissions, one trial
 
-    result = erase_participant(store, layout, "P001ERASE", who="alice", reason="withdrew by email, ticket 42")
+    result = erase_participant(
+        store, layout, "P001ERASE", who="alice", reason="withdrew by email, ticket 42", settle_seconds=0
+    )
 
     status_key = layout.status_key("P001ERASE")
     assert [info.key for info in store.list(layout.participant_dir("P001ERASE"))] == [status_key]
@@ -334,36 +337,43 @@ def login(client: TestClient) -> None:
     assert answer.status_code == 303
 
 
+@pytest.fixture
+def dashboard(settings: Settings) -> Iterator[TestClient]:
+    """The app without the erasure's settle wait: no upload races the dashboard's erasures here."""
+    with TestClient(create_app(racing_no_erasure(settings))) as client:
+        yield client
+
+
 def test_dashboard_erasure_needs_a_session_same_origin_and_the_typed_id(
-    client: TestClient, store: ObjectStore, layout: KeyLayout
+    dashboard: TestClient, store: ObjectStore, layout: KeyLayout
 ) -> None:
-    before = upload_participant(client, store, layout, "DASH1")
+    before = upload_participant(dashboard, store, layout, "DASH1")
     form = {"reason": "withdrew", "confirm": "DASH1"}
     target = "/admin/participants/DASH1/erase"
 
-    assert client.post(target, data=form).status_code == 401  # no session
-    login(client)
-    page = client.get(target)
+    assert dashboard.post(target, data=form).status_code == 401  # no session
+    login(dashboard)
+    page = dashboard.get(target)
     assert page.status_code == 200 and 'id="erase-form"' in page.text
     assert '<strong id="erase-object-count">4</strong>' in page.text
 
     token = page.text.split('name="token" value="', 1)[1].split('"', 1)[0]
     form["token"] = token
-    cross = client.post(target, data=form, headers={"Origin": "http://evil.example"})
+    cross = dashboard.post(target, data=form, headers={"Origin": "http://evil.example"})
     assert cross.status_code == 403
-    mistyped = client.post(target, data={"reason": "withdrew", "confirm": "DASH", "token": token})
+    mistyped = dashboard.post(target, data={"reason": "withdrew", "confirm": "DASH", "token": token})
     assert mistyped.status_code == 400 and "Type the participant ID" in mistyped.text
-    no_reason = client.post(target, data={"reason": " ", "confirm": "DASH1", "token": token})
+    no_reason = dashboard.post(target, data={"reason": " ", "confirm": "DASH1", "token": token})
     assert no_reason.status_code == 400
     assert {info.key for info in store.list(layout.participant_dir("DASH1"))} == set(before)
 
-    done = client.post(target, data=form)
+    done = dashboard.post(target, data=form)
     assert done.status_code == 200 and 'id="erase-done"' in done.text
     assert [info.key for info in store.list(layout.participant_dir("DASH1"))] == [layout.status_key("DASH1")]
     [(_, record)] = audit_records(store, layout)
     assert record["who"] == "dashboard" and record["objectCount"] == 4
 
-    overview = client.get("/admin")
+    overview = dashboard.get("/admin")
     assert '<dd id="erased-count">1</dd>' in overview.text
     assert '<dd id="participant-count">0</dd>' in overview.text
-    assert "erased</span>" in client.get("/admin/participants").text
+    assert "erased</span>" in dashboard.get("/admin/participants").text

@@ -44,7 +44,15 @@ def test_nothing_is_stored_after_the_erasure_returns_under_a_trial_flood(
             deadline = time.monotonic() + 10
             while len(list(store.list(layout.trials_dir(pid)))) < 20 and time.monotonic() < deadline:
                 time.sleep(0.05)  # the flood is landing
-            result = erase_participant(store, layout, pid, who="test", reason="withdrew during the run")
+            # The real settle wait: this is the race it is there for.
+            result = erase_participant(
+                store,
+                layout,
+                pid,
+                who="test",
+                reason="withdrew during the run",
+                settle_seconds=settings.erasure_settle_seconds,
+            )
             left_at_return = [info.key for info in store.list(layout.participant_dir(pid))]
             time.sleep(1.5)  # the flood goes on
             left_later = [info.key for info in store.list(layout.participant_dir(pid))]

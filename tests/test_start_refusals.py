@@ -46,6 +46,9 @@ def start(env: dict[str, str]) -> tuple[int, str]:
         ({"ALLOWED_ORIGINS": "ftp://study.example.org"}, "is not an origin"),
         ({"ALLOWED_ORIGINS": "https://user@study.example.org"}, "is not an origin"),
         ({"ALLOWED_ORIGINS": "https://study.example.org:99999"}, "is not an origin"),
+        # An erasure that waits less than the uploads' confirmation window would not be final.
+        ({"ERASURE_SETTLE_SECONDS": "1.0"}, "ERASURE_SETTLE_SECONDS must be longer than"),
+        ({"ERASURE_SETTLE_SECONDS": "0"}, "ERASURE_SETTLE_SECONDS must be longer than"),
     ],
 )
 def test_a_misconfiguration_stops_the_start_naming_what_is_wrong(env: dict[str, str], named: str) -> None:

@@ -28,7 +28,7 @@ from collector.participant_keys import HASH_FIELD, key_hash, release_key
 from collector.settings import Settings
 from collector.status_cache import StatusCache
 from collector.storage import AlreadyExists, ObjectStore, StorageError, open_store
-from collector.tombstone import CONFIRM_WINDOW_SECONDS, ERASURE_SETTLE_SECONDS
+from collector.tombstone import CONFIRM_WINDOW_SECONDS
 from collector.verify import verify_bucket
 from tests.support.counting_store import CountingStore
 from tests.support.settings import local_settings, s3_settings
@@ -237,7 +237,7 @@ def test_a_participant_stored_elsewhere_is_decided_by_the_read_after_a_refused_c
     first, second = collectors
     for pid in ("X1", "X2", "X3", "X4"):
         assert first.post(submission(pid, 10)).status_code == 200
-    erase_participant(store, layout, "X1", who="cli", reason="withdrew")
+    erase_participant(store, layout, "X1", who="cli", reason="withdrew", settle_seconds=0)  # nothing races it
     before = everything(store, layout)
     # Erased: 410 for the key holder, stored nothing.
     answer, cost = second.requests(submission("X1", 20))
@@ -392,7 +392,7 @@ def test_a_warm_trial_cache_lands_nothing_once_an_erasure_elsewhere_returns(
     assert collector.post(status_upload("E3", 1)).status_code == 200
     erase_participant(store, layout, "E3", who="cli", reason="withdrew", settle_seconds=0)
     # A real erasure spends ERASURE_SETTLE_SECONDS after its tombstone: the cache's clock sees them pass.
-    collector.clock.now += ERASURE_SETTLE_SECONDS
+    collector.clock.now += Settings.model_fields["erasure_settle_seconds"].default
     before = everything(store, layout)
     assert collector.post(trial("E3", 0)).status_code == 410
     assert collector.post(status_upload("E3", 2)).status_code == 410

@@ -28,7 +28,7 @@ from collector.studies.manage import register_study
 from collector.studies.registry import make_study, read_registry, study_prefix
 from tests.support.collector_process import settings_environment
 from tests.support.exports import read_table
-from tests.support.settings import TEST_ADMIN_PASSWORD
+from tests.support.settings import TEST_ADMIN_PASSWORD, racing_no_erasure
 
 URL = "/api/upload-user-data"
 
@@ -50,7 +50,9 @@ def client(settings: Settings, store: ObjectStore) -> Iterator[TestClient]:
         settings.data_prefix, "jspsych", title="Stroop", milestones=["consented", "finishedTask"]
     )
     register_study(store, settings.data_prefix, study, who="test")
-    with TestClient(create_app(settings.model_copy(update={"study_registry_check_seconds": 0}))) as test:
+    # Nothing in this module races an upload against an erasure: no settle wait.
+    quick = racing_no_erasure(settings).model_copy(update={"study_registry_check_seconds": 0})
+    with TestClient(create_app(quick)) as test:
         answer = test.post("/admin/login", data={"password": TEST_ADMIN_PASSWORD}, follow_redirects=False)
         assert answer.status_code == 303
         yield test

@@ -403,7 +403,14 @@ def erase(participant_id: str, reason: str, yes: bool, study_id: str | None) -> 
                 what += " (finishing an interrupted erasure)"
             click.confirm(f"Erase {what}? This cannot be undone", abort=True, err=True)
         try:
-            result = erase_participant(store, layout, participant_id, who=_os_user(), reason=reason)
+            result = erase_participant(
+                store,
+                layout,
+                participant_id,
+                who=_os_user(),
+                reason=reason,
+                settle_seconds=settings.erasure_settle_seconds,
+            )
         except ErasureRefused as exc:
             raise click.UsageError(str(exc)) from exc
         except StorageError as exc:

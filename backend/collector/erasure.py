@@ -18,11 +18,11 @@ Order, chosen so that a SIGKILL at any point can be re-run and finishes the job:
    so the participant's browser (which always sends its full local state) cannot put back what
    step 3 removes. Deleting first and marking last would leave a window, as long as the
    erasure takes (or forever, after a crash), in which one upload restores everything.
-3. **Delete** every other object, wait until ``ERASURE_SETTLE_SECONDS`` have passed since the
-   tombstone, then list again. An upload that confirmed the old status just before the
-   tombstone may still land an object, but only within the confirmation window
-   (``collector.tombstone``): by the end of the wait every such object is there to be listed,
-   and none can appear after it. Stragglers are hashed into the intent and deleted, up to
+3. **Delete** every other object, wait until ``settle_seconds`` (the ``ERASURE_SETTLE_SECONDS``
+   setting) have passed since the tombstone, then list again. An upload that confirmed the old
+   status just before the tombstone may still land an object, but only within the confirmation
+   window (``collector.tombstone``): by the end of the wait every such object is there to be
+   listed, and none can appear after it. Stragglers are hashed into the intent and deleted, up to
    ``MAX_ROUNDS`` times; what is still there raises ``ErasureIncomplete`` (run it again).
    On a local folder the emptied folders go too. When this returns, nothing of the
    participant's but the tombstone is stored, and nothing will be.
@@ -55,7 +55,7 @@ from .participant_keys import StatusState
 from .reading.scan import read_many
 from .server_fields import ERASED_AT
 from .storage import AlreadyExists, ObjectInfo, ObjectNotFound, ObjectStore, StorageError
-from .tombstone import ERASURE_SETTLE_SECONDS, encode_tombstone
+from .tombstone import encode_tombstone
 
 AUDIT_KIND = "erasures"
 MAX_ROUNDS = 3
@@ -109,14 +109,15 @@ def erase_participant(
     *,
     who: str,
     reason: str,
+    settle_seconds: float,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    settle_seconds: float = ERASURE_SETTLE_SECONDS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> ErasureResult:
     """Erase (or finish erasing) one participant; see the module docstring for the order.
 
-    ``settle_seconds`` below ``ERASURE_SETTLE_SECONDS`` breaks the promise that nothing is stored
-    afterwards; only tests that race nothing against the erasure shorten it.
+    ``settle_seconds`` is ``Settings.erasure_settle_seconds``; one not longer than
+    ``tombstone.CONFIRM_WINDOW_SECONDS`` breaks the promise that nothing is stored afterwards, so only
+    tests that race nothing against the erasure pass a shorter one.
     """
     _check_id(participant_id)
     reason, who = reason.strip(), who.strip()

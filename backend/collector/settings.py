@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .tombstone import CONFIRM_WINDOW_SECONDS
+
 StorageKind = Literal["local", "s3"]
 # The variables that point the collector at a bucket; setting any of them means "use a bucket".
 BUCKET_VARIABLES = ("R2_ACCOUNT_ID", "R2_ACCESS_KEY_ID", "R2_SECRET_ACCESS_KEY", "S3_ENDPOINT_URL")
@@ -106,6 +108,11 @@ class Settings(BaseSettings):
     # How stale a process's view of the study registry may be (seconds): a study closed or
     # added on one instance takes effect on the others within this (docs/studies.md).
     study_registry_check_seconds: float = Field(default=2.0, ge=0)
+    # How long an erasure waits after writing its tombstone before its last listing, so that
+    # every upload that confirmed the old status has landed by then (docs/reliability.md T10).
+    # Uploads land within the fence's confirmation window (collector.tombstone), a protocol
+    # constant, so this must be longer than that window; more leaves more margin on a slow bucket.
+    erasure_settle_seconds: float = 1.25
 
     # A local folder with less free space or fewer free inodes than this refuses uploads (503 +
     # Retry-After) and /healthz says so, rather than filling the disk to the last byte.
@@ -124,6 +131,18 @@ class Settings(BaseSettings):
         if self.admin_password is not None and is_placeholder_password(self.admin_password):
             raise ValueError("ADMIN_PASSWORD is a placeholder; set a real secret or leave it unset")
         return self
+
+    @field_validator("erasure_settle_seconds")
+    @classmethod
+    def _settle_outlasts_the_window(cls, value: float) -> float:
+        # A shorter wait would let an upload that confirmed the status just before the tombstone
+        # land after the erasure returned: the erasure would look final and not be.
+        if not value > CONFIRM_WINDOW_SECONDS:
+            raise ValueError(
+                f"ERASURE_SETTLE_SECONDS must be longer than the uploads' {CONFIRM_WINDOW_SECONDS} s "
+                "confirmation window it waits out"
+            )
+        return value
 
     @field_validator("storage", *(name.lower() for name in BUCKET_VARIABLES), mode="before")
     @classmethod

@@ -28,13 +28,13 @@ from .server_fields import ERASED, ERASED_AT, KEY_HASH, RECEIVED_AT
 # confirmed that way), and its writes must complete within CONFIRM_WINDOW_SECONDS of the start
 # of that confirmation; one that took longer reads status.json again after writing, and on
 # finding the tombstone removes what it wrote and answers 410. The erasure, after writing the
-# tombstone, waits ERASURE_SETTLE_SECONDS (longer than the window) before its last listing: every
-# object an upload confirmed before the tombstone is then already listed and deleted, and none
-# can appear afterwards. Both sides measure elapsed time on their own monotonic clock, so
-# processes need no shared clock.
-# A protocol constant, not a setting: every process of a collector must agree on it.
+# tombstone, waits ERASURE_SETTLE_SECONDS (a setting, 1.25 s by default, refused at start unless
+# longer than the window) before its last listing: every object an upload confirmed before the
+# tombstone is then already listed and deleted, and none can appear afterwards. Both sides
+# measure elapsed time on their own monotonic clock, so processes need no shared clock.
+# The window is a protocol constant, not a setting: every process of a collector must agree on
+# it, and a settle time set for one command cannot shorten it.
 CONFIRM_WINDOW_SECONDS = 1.0
-ERASURE_SETTLE_SECONDS = CONFIRM_WINDOW_SECONDS + 0.25
 
 
 def tombstone_document(

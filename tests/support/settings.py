@@ -41,3 +41,14 @@ def s3_settings(endpoint: str, *, bucket: str | None = None, **overrides: object
 def local_settings(root: Path, **overrides: object) -> Settings:
     """Settings for the local-folder backend under ``root``."""
     return Settings(local_storage_dir=root, admin_password=TEST_ADMIN_PASSWORD, **overrides)
+
+
+def racing_no_erasure(settings: Settings) -> Settings:
+    """``settings`` whose erasures skip the settle wait (``ERASURE_SETTLE_SECONDS``), for a test in
+    which no upload races an erasure: the wait only lets such uploads land before the erasure's
+    last listing (docs/reliability.md T10), and costs 1.25 s per erasure.
+
+    ``model_copy`` does not validate, on purpose: a deployment cannot go below the confirmation
+    window, and a test of the fence itself keeps the real wait.
+    """
+    return settings.model_copy(update={"erasure_settle_seconds": 0.0})

@@ -55,7 +55,13 @@ async def erase(request: Request, participant_id: str, admin: SessionDep) -> HTM
     services = admin.services
     try:
         result = await run_in_threadpool(
-            erase_participant, services.store, services.layout, participant_id, who=WHO, reason=reason
+            erase_participant,
+            services.store,
+            services.layout,
+            participant_id,
+            who=WHO,
+            reason=reason,
+            settle_seconds=services.settings.erasure_settle_seconds,
         )
     except ErasureRefused as exc:
         return await _confirm_page(request, admin, participant_id, error=str(exc), reason=reason, status=400)
