@@ -20,6 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..errors import InvalidUpload, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 from ..models import parse_json, parse_json_exactly
+from .concurrency import within_wait_budget
 
 # text/plain is what navigator.sendBeacon can send cross-origin without a CORS preflight.
 ACCEPTED_MEDIA_TYPES = ("application/json", "text/plain")
@@ -63,8 +64,9 @@ class ReceivedBody:
             return parse(self.raw, max_depth=max_depth)
         # One large parse at a time per process: CPU-bound threads fight the event loop for the
         # GIL (each of its socket calls waits a switch interval to get it back), and one fights
-        # least. The others wait here, holding no thread.
-        async with _parse_slot():
+        # least. The others wait here, holding no thread, for no longer than what is left of
+        # their upload slot's wait budget (then 503 + Retry-After: web.concurrency).
+        async with within_wait_budget(_parse_slot()):
             return await run_in_threadpool(parse, self.raw, max_depth=max_depth)
 
 
