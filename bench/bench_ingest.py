@@ -22,8 +22,20 @@ Load comes from ``wrk`` (C, epoll; Debian's package, installed when missing), 2 
 each request a new participant with a ~3 KB submission (``bench/wrk_upload.lua``). CPU per upload
 is the server process tree's user+system CPU over the run, divided by the requests answered; wrk's
 own CPU is shown as a share of one core. Per-address rate limiting is off (RATE_LIMIT_PER_MINUTE=0).
+wrk waits ``--client-timeout`` seconds for an answer (2, its own default); requests it gave up on
+are counted apart (``t/o``) as well as in the errors.
 
-Usage (bounded: about 2.5 minutes with the defaults)::
+At the end, issue 18's targets, each with its figure from this run: at 64 connections on the local
+folder, the collector's ratio to the naive server (>= 1.5x) and to the bare endpoint (>= 0.35x),
+its p99 (< 50 ms), errors (0) and CPU per upload (<= 600 us); storage requests per submission
+(<= 2) and per status upload (<= 1), of new participants and of participants the process wrote
+last; at 30 ms, uploads/s against the ideal (>= 90 %) and client timeouts (0), at each level.
+
+``--granian`` adds the collector's own app served by granian instead of uvicorn to the local part
+(the measurement that kept uvicorn); ``--checkout PATH`` runs another checkout's collector code
+with this script (a before figure measured the same way).
+
+Usage (bounded: about 5 minutes with the defaults on 2 busy cores)::
 
     .venv/bin/python bench/bench_ingest.py
     .venv/bin/python bench/bench_ingest.py --parts local --levels 64 --seconds 10
@@ -58,6 +70,8 @@ BUCKET = "bench-ingest"
 # Seconds wrk waits for an answer before counting a timeout (--client-timeout; 2 s is wrk's own
 # default, with which issue 18 counted 130 timeouts at 256 connections and 30 ms).
 CLIENT_TIMEOUT = 2.0
+# Whose collector code runs (--checkout: another checkout's, for a before figure in the same way).
+CHECKOUT = REPO
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -101,7 +115,7 @@ def collector(name: str, workers: int, env: dict[str, str], scratch: Path) -> Se
             "WORKERS": str(workers),
             "RATE_LIMIT_PER_MINUTE": "0",
             "ADMIN_PASSWORD": "bench-admin-secret-1",
-            "PYTHONPATH": str(REPO / "backend"),
+            "PYTHONPATH": str(CHECKOUT / "backend"),
             **env,
         },
         scratch / f"{name}.log",
@@ -500,7 +514,7 @@ def targets(rows: list[Row], per_upload: dict[str, float] | None) -> list[tuple[
 
 
 def main() -> None:
-    global CLIENT_TIMEOUT  # one setting for every wrk run
+    global CLIENT_TIMEOUT, CHECKOUT  # one setting for every run
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--parts", default="local,s3", help="local, s3, or requests (only the s3 request count, seconds)"
@@ -514,8 +528,12 @@ def main() -> None:
     parser.add_argument(
         "--client-timeout", type=float, default=CLIENT_TIMEOUT, help="seconds wrk waits for an answer"
     )
+    parser.add_argument(
+        "--checkout", type=Path, default=REPO, help="run this checkout's collector code (a before figure)"
+    )
     args = parser.parse_args()
     CLIENT_TIMEOUT = args.client_timeout
+    CHECKOUT = args.checkout.resolve()
     parts = args.parts.split(",")
     wrk = ensure_wrk() if {"local", "s3"} & set(parts) else ""
     run = datetime.now(UTC).strftime("%H%M%S")
@@ -525,7 +543,7 @@ def main() -> None:
         f"Ingest benchmark: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; wrk 2 threads, "
         f"{args.seconds:g} s per row, answers awaited {CLIENT_TIMEOUT:g} s (t/o: timeouts, also counted "
         f"in errors); cpu us = server CPU per upload; wrk = load generator CPU (share of one core); "
-        f"logs in {scratch.relative_to(REPO)}\n"
+        f"logs in {scratch.relative_to(REPO)}; collector code from {CHECKOUT}\n"
     )
     print(HEADER)
     rows: list[Row] = []
