@@ -6,15 +6,15 @@ stored objects formatted.
 
 The text is Python's ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, byte for
 byte, as it always was: names derived from a hash of it (submission and trial file names) must
-not change with the encoder. orjson writes it about 10x faster (bench/bench_json.py), and writes
+not change with the encoder. orjson writes it about 5x faster (bench/bench_json.py), and writes
 the same text for every JSON value but two kinds, which go to Python's encoder instead:
 
 * floats under 1e-4 (``1e-07``, ``1e-05`` for Python; ``1e-7``, ``0.00001`` for orjson): any text
   with ``e-`` or ``0.0000`` in it, strings included, is encoded again by Python;
 * what orjson refuses: integers beyond 64 bits, keys that are not strings, unpaired surrogates
-  (Python writes them in a str, which UTF-8 cannot encode), nesting past 254
-  levels, and, by the options below, types JSON has no value for (datetime, dataclass, and
-  subclasses of str, int, float, dict and list), for which Python's encoder raises as it did.
+  (Python writes them in a str, which UTF-8 cannot encode), nesting past 254 levels, and, by the
+  options below, datetimes, dataclasses and subclasses of str, int, float, dict and list, which
+  Python's encoder writes, or refuses, as it always did.
 
 One difference remains, for a value no upload can hold (``models.parse_json`` refuses them) and
 the collector never stores: a NaN or infinite float is written ``null``, as JavaScript's
