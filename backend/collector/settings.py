@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     # asyncio, not uvloop: uvloop's libuv accepts one connection per loop turn, and while worker
     # threads hold the GIL a turn takes milliseconds, so a burst of new connections waited up to
     # 3 s in the kernel's queue before the collector saw them (p99 2.7 s against 0.5 s at 256
-    # connections; asyncio accepts up to the backlog at once). uvloop's ~10 % more uploads/s on
+    # connections; asyncio accepts up to the backlog at once). uvloop's 10-15 % more uploads/s on
     # the local folder did not outweigh that (docs/reliability.md, "Issue 18", event loop).
     event_loop: Literal["asyncio", "uvloop"] = "asyncio"
 
