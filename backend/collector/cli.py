@@ -127,8 +127,10 @@ def serve(host: str | None, port: int | None, workers: int | None) -> None:
         log_level="info",
         access_log=False,
         timeout_keep_alive=5,
-        # uvicorn has no timeout for a connection that sends no (complete) request headers.
+        # httptools' parser (uvicorn's own protocol, one timer more: uvicorn has no timeout for a
+        # connection that sends no complete request headers), on the event loop EVENT_LOOP names.
         http=header_timeout_protocol(settings.header_timeout_seconds),
+        loop=settings.event_loop,
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InvalidUpload, UnprocessableUpload
@@ -54,7 +55,41 @@ def parse_json(raw: bytes, *, max_depth: int) -> Any:
     Also refused, because they cannot be stored as valid JSON in UTF-8: NaN and Infinity
     (Python's json accepts them, JavaScript's JSON.parse does not), numbers that overflow to
     infinity, and unpaired UTF-16 surrogates (``"\\ud800"``), which UTF-8 cannot encode.
+
+    orjson decodes (with these checks, 2.5x faster than Python's json on a 3 KB submission:
+    bench/bench_json.py), and Python's json answers whenever orjson's answer could differ, so
+    every body gets the value or the refusal it always got (tests/test_json_parse.py compares):
+
+    * every body orjson refuses (invalid JSON, NaN, lone surrogates, a UTF-8 BOM, nesting past
+      its 1,024 levels, ...) is parsed again by ``parse_json_exactly``, which says why;
+    * orjson keeps the last of duplicate keys, silently; the value re-encoded compactly then has
+      fewer ``:`` than the body (one per key, and those inside strings, which re-encoding keeps),
+      so a count tells. A ``\\u003a`` escape (``:`` written escaped) could hide a duplicate from
+      the count: such bodies take the exact parse;
+    * orjson decodes an integer beyond 64 bits as a float, which re-encodes with an exponent
+      (``e+``; any such float is at least 9e18): such bodies take the exact parse too.
     """
+    try:
+        value = orjson.loads(raw)
+        compact = orjson.dumps(value)
+    except (orjson.JSONDecodeError, orjson.JSONEncodeError):  # the encoder's: nesting past 254 levels
+        return parse_json_exactly(raw, max_depth=max_depth)
+    # One-byte searches (memchr) first: many times faster than the two-byte ones they spare.
+    if (
+        compact.count(b":") != raw.count(b":")
+        or (b"\\" in raw and b"\\u003" in raw)
+        or (b"+" in compact and b"e+" in compact)
+    ):
+        return parse_json_exactly(raw, max_depth=max_depth)
+    # Nesting cannot exceed the number of brackets: no walk needed for most small uploads.
+    if raw.count(b"{") + raw.count(b"[") > max_depth and _depth(value) > max_depth:
+        raise InvalidUpload(f"the JSON is nested deeper than {max_depth} levels")
+    return value
+
+
+def parse_json_exactly(raw: bytes, *, max_depth: int) -> Any:
+    """``parse_json`` with Python's json alone: the reference answer for every body, and the
+    refusal's message for every body refused."""
     try:
         value = json.loads(
             raw,

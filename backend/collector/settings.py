@@ -124,6 +124,25 @@ class Settings(BaseSettings):
     # Threads one process runs storage calls in (anyio's default is 40). A thread waits for its
     # storage request, so against a distant bucket this, not the CPU, would cap uploads/s.
     storage_threads: int = Field(default=256, ge=1)
+    # The event loop `collector serve` runs (uvicorn, with httptools parsing HTTP either way).
+    # asyncio, not uvloop: uvloop's libuv accepts one connection per loop turn, and while worker
+    # threads hold the GIL a turn takes milliseconds, so a burst of new connections waited up to
+    # 3 s in the kernel's queue before the collector saw them (p99 2.7 s against 0.5 s at 256
+    # connections; asyncio accepts up to the backlog at once). uvloop's 10-15 % more uploads/s on
+    # the local folder did not outweigh that (docs/reliability.md, "Issue 18", event loop).
+    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+
+    @model_validator(mode="after")
+    def _check_storage_threads(self) -> Settings:
+        # An upload holding a slot must never queue for a thread: that wait would have no bound
+        # (UPLOAD_QUEUE_SECONDS bounds the waits before it). Each holds one thread at a time;
+        # the threads over MAX_CONCURRENT_UPLOADS serve the dashboard and /healthz.
+        if self.storage_threads <= self.max_concurrent_uploads:
+            raise ValueError(
+                f"STORAGE_THREADS ({self.storage_threads}) must be more than MAX_CONCURRENT_UPLOADS "
+                f"({self.max_concurrent_uploads}): each upload in progress may hold a thread"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_admin_password(self) -> Settings:

@@ -11,6 +11,13 @@ Two limits, taken in this order by the participant routes:
    both. An upload over it waits for a slot for up to ``queue_seconds``, then is refused with
    ``Overloaded`` (503 + ``Retry-After``): the browser module retries it later, so nothing is lost.
 
+``queue_seconds`` bounds all of an upload's waiting before it is stored, counted from when it
+asked for a slot: what is left of it after the slot bounds the wait for the large-body parse
+(``within_wait_budget``), and the storage thread never waits (``STORAGE_THREADS`` must exceed
+``MAX_CONCURRENT_UPLOADS``, settings.py). Under overload an upload is therefore answered, 200 or
+503 + ``Retry-After``, rather than left waiting until the client gives up; once its first
+write has begun it is finished, never abandoned halfway.
+
 Before the body had to arrive first, 64 connections that sent headers and no body held every
 slot for the body timeout, and real uploads waited 10 s for a 503.
 """
@@ -20,9 +27,46 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from ..errors import Overloaded, TooManyBodies
 from ..settings import Settings
+
+
+@dataclass(frozen=True)
+class _WaitBudget:
+    deadline: float  # event loop time past which the upload stops waiting
+    retry_after: int
+
+
+# Set while a task holds an upload slot: its remaining budget for waiting.
+_WAIT_BUDGET: ContextVar[_WaitBudget | None] = ContextVar("upload_wait_budget", default=None)
+
+
+def _overloaded(retry_after: int) -> Overloaded:
+    return Overloaded(
+        "the collector is busy; the upload was not stored, please retry", retry_after=retry_after
+    )
+
+
+@asynccontextmanager
+async def within_wait_budget(lock: asyncio.Semaphore) -> AsyncIterator[None]:
+    """Hold ``lock``, waiting for it no longer than the upload slot's budget has left
+    (``Overloaded`` past it). Outside an upload slot the wait is not bounded."""
+    budget = _WAIT_BUDGET.get()
+    if budget is None or not lock.locked():
+        await lock.acquire()
+    else:
+        try:
+            async with asyncio.timeout_at(budget.deadline):
+                await lock.acquire()
+        except TimeoutError:
+            raise _overloaded(budget.retry_after) from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class ConcurrencyLimit:
@@ -44,21 +88,21 @@ class ConcurrencyLimit:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
+        deadline = asyncio.get_running_loop().time() + self.queue_seconds
         try:
             if self._slots.locked():
                 # Only a waiting upload pays for a timer; asyncio.timeout, unlike wait_for, makes no task.
-                async with asyncio.timeout(self.queue_seconds):
+                async with asyncio.timeout_at(deadline):
                     await self._slots.acquire()
             else:
                 await self._slots.acquire()  # free: taken at once, without yielding
         except TimeoutError:
-            raise Overloaded(
-                "the collector is busy; the upload was not stored, please retry",
-                retry_after=self.retry_after,
-            ) from None
+            raise _overloaded(self.retry_after) from None
+        budget = _WAIT_BUDGET.set(_WaitBudget(deadline, self.retry_after))
         try:
             yield
         finally:
+            _WAIT_BUDGET.reset(budget)
             self._slots.release()
 
 
