@@ -2,8 +2,8 @@
 
 Runs ``collector serve``'s server (uvicorn, the header-timeout protocol, ``--loop``) in this
 process with hooks that time each request: its headers parsed (``on_message_begin``), the app
-called, the body received (slot asked), the upload slot taken, the store call handed to a thread,
-that thread started and done, back on the loop, the answer sent. It also records when each
+called, the body received (slot asked), the upload slot taken, the pipeline's store call begun and
+done (on the event loop), the answer sent. It also records when each
 connection was accepted. wrk opens its connections at the start of the run, as a proxy does when
 load rises, then sends ~3 KB submissions of new participants.
 
@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -46,10 +46,8 @@ PHASES = [
     ("body", "app", "slot_ask"),
     ("slot wait", "slot_ask", "slot"),
     ("parse+route", "slot", "submit"),
-    ("thread wait", "submit", "thread"),
-    ("store", "thread", "thread_end"),
-    ("back to loop", "thread_end", "back"),
-    ("answer", "back", "end"),
+    ("store", "submit", "stored"),
+    ("answer", "stored", "end"),
     ("total", "t0", "end"),
 ]
 
@@ -61,8 +59,8 @@ def mark(name: str) -> None:
 
 
 def instrument(accepted: list[float]) -> None:
-    """Hooks on the protocol, the upload slot and the thread hop (this process only)."""
-    from collector.routes import uploads
+    """Hooks on the protocol, the upload slot and the pipeline's store call (this process only)."""
+    from collector.pipeline.run import UploadPipeline
     from collector.web import concurrency, header_timeout
 
     protocol = header_timeout.HeaderTimeoutProtocol
@@ -89,26 +87,16 @@ def instrument(accepted: list[float]) -> None:
             yield
 
     concurrency.ConcurrencyLimit.slot = timed_slot  # type: ignore[method-assign]
-    hop = uploads.run_in_threadpool
+    store_upload = UploadPipeline.store_upload
 
-    async def timed_hop(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def timed_store(self: Any, *args: Any, **kwargs: Any) -> Any:
         mark("submit")
-        record = RECORD.get(None)
+        try:
+            return await store_upload(self, *args, **kwargs)
+        finally:
+            mark("stored")
 
-        def in_thread() -> Any:
-            if record is not None:
-                record["thread"] = time.perf_counter()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                if record is not None:
-                    record["thread_end"] = time.perf_counter()
-
-        result = await hop(in_thread)
-        mark("back")
-        return result
-
-    uploads.run_in_threadpool = timed_hop  # type: ignore[assignment]
+    UploadPipeline.store_upload = timed_store  # type: ignore[method-assign]
 
 
 def timed_app(inner: Any, done: list[dict[str, Any]]) -> Any:

@@ -1,5 +1,5 @@
 """``collector serve`` runs uvicorn with httptools' HTTP parser (the header-timeout protocol) on the
-event loop ``EVENT_LOOP`` names (asyncio by default; docs/reliability.md says why)."""
+event loop ``EVENT_LOOP`` names (uvloop by default; docs/reliability.md says why)."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ def test_serve_parses_http_with_httptools_and_times_out_headers(
     assert isinstance(protocol, functools.partial)
     assert issubclass(protocol.func, HttpToolsProtocol) and protocol.func is HeaderTimeoutProtocol
     assert protocol.keywords == {"header_timeout": 7.0}
-    assert options["loop"] == "asyncio"
+    assert options["loop"] == "uvloop"  # the default
 
 
 def test_event_loop_setting_reaches_uvicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert served_with(tmp_path, monkeypatch, event_loop="uvloop")["loop"] == "uvloop"
+    assert served_with(tmp_path, monkeypatch, event_loop="asyncio")["loop"] == "asyncio"
 
 
 def test_an_unknown_event_loop_stops_the_start() -> None:

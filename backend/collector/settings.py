@@ -125,12 +125,10 @@ class Settings(BaseSettings):
     # storage request, so against a distant bucket this, not the CPU, would cap uploads/s.
     storage_threads: int = Field(default=256, ge=1)
     # The event loop `collector serve` runs (uvicorn, with httptools parsing HTTP either way).
-    # asyncio, not uvloop: uvloop's libuv accepts one connection per loop turn, and while worker
-    # threads hold the GIL a turn takes milliseconds, so a burst of new connections waited up to
-    # 3 s in the kernel's queue before the collector saw them (p99 2.7 s against 0.5 s at 256
-    # connections; asyncio accepts up to the backlog at once). uvloop's 10-15 % more uploads/s on
-    # the local folder did not outweigh that (docs/reliability.md, "Issue 18", event loop).
-    event_loop: Literal["asyncio", "uvloop"] = "asyncio"
+    # uvloop: with uploads stored on the event loop (no worker thread holding the GIL) it accepts a
+    # burst of 256 connections within 0.3 s and does about twice asyncio's uploads/s on the local
+    # folder (docs/reliability.md, "Issue 18", event loop).
+    event_loop: Literal["asyncio", "uvloop"] = "uvloop"
 
     @model_validator(mode="after")
     def _check_storage_threads(self) -> Settings:
