@@ -80,6 +80,26 @@ class KeyLayout:
         """The one object the conditional-write proof writes (docs/bucket-layout.md §9)."""
         return f"{self.prefix}/collector/conditional-write-probe.json"
 
+    # Registered studies (docs/studies.md) live beside this prefix, never inside it. A study ID has
+    # no ".", so no study's folder can meet the registry or an admissions record.
+
+    @property
+    def studies_root(self) -> str:
+        """``{DATA_PREFIX}-studies``: a sibling of the default study's prefix."""
+        return f"{self.prefix}-studies"
+
+    @property
+    def study_registry_key(self) -> str:
+        return f"{self.studies_root}/registry.json"
+
+    def study_prefix(self, study_id: str) -> str:
+        """A registered study's own prefix; the caller has checked the ID (studies.registry)."""
+        return f"{self.studies_root}/{study_id}"
+
+    def study_admissions_key(self, study_id: str) -> str:
+        """The participants a capped study has admitted (studies.admission)."""
+        return f"{self.studies_root}/{study_id}.admissions.json"
+
     @property
     def server_keys(self) -> frozenset[str]:
         """The collector's own objects outside participants/: never participant data."""

@@ -19,9 +19,10 @@ import threading
 from dataclasses import dataclass, field
 
 from ..errors import StudyClosed, StudyFull
+from ..keys import KeyLayout
 from ..pipeline.state import has_objects
 from ..storage import ObjectStore, PreconditionFailed, StorageError
-from .registry import Study, studies_root
+from .registry import Study
 
 MAX_ADMISSION_ATTEMPTS = 50
 # Participants this process already knows to be in a study (so a closed study's trials do not
@@ -30,8 +31,7 @@ KNOWN_PARTICIPANTS_LIMIT = 20_000
 
 
 def admissions_key(data_prefix: str, study_id: str) -> str:
-    # ``.`` is not allowed in a study ID, so no study's folder can meet this key.
-    return f"{studies_root(data_prefix)}/{study_id}.admissions.json"
+    return KeyLayout(data_prefix).study_admissions_key(study_id)
 
 
 def participant_exists(store: ObjectStore, study: Study, participant_id: str) -> bool:

@@ -32,8 +32,6 @@ from ..storage import ObjectStore, PreconditionFailed
 
 StudyStatus = Literal["open", "closed", "archived"]
 STUDY_STATUSES: tuple[str, ...] = get_args(StudyStatus)
-STUDIES_ROOT_SUFFIX = "-studies"
-REGISTRY_FILE = "registry.json"
 AUDIT_KIND = "studies"
 MAX_TITLE_CHARS = 200
 MAX_ORIGINS = 50
@@ -44,18 +42,17 @@ _MILESTONE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,63}")
 
 
 def studies_root(data_prefix: str) -> str:
-    """``{DATA_PREFIX}-studies``: a sibling of the default study's prefix, never inside it."""
-    return f"{data_prefix}{STUDIES_ROOT_SUFFIX}"
+    return KeyLayout(data_prefix).studies_root
 
 
 def registry_key(data_prefix: str) -> str:
-    return f"{studies_root(data_prefix)}/{REGISTRY_FILE}"
+    return KeyLayout(data_prefix).study_registry_key
 
 
 def study_prefix(data_prefix: str, study_id: str) -> str:
     if not is_valid_participant_id(study_id):
         raise InvalidStudy(f"a study ID is 1 to 64 letters, digits, '_' or '-' (got {study_id!r})")
-    return f"{studies_root(data_prefix)}/{study_id}"
+    return KeyLayout(data_prefix).study_prefix(study_id)
 
 
 def normalize_origin(value: str) -> str:
