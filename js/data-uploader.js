@@ -15,7 +15,6 @@ import {
   globalStorage,
   isPlainObject,
   newId,
-  readJson,
   readRaw,
   removeRaw,
   writeRaw,
@@ -33,14 +32,12 @@ const RETRY = NS + 'retry';
 const LEASE = NS + 'lease';
 const KEEPALIVE_BYTES = 60000; // browsers refuse keepalive bodies past 64 KiB in flight
 const WRAPPER_BYTES = 300; // the batch wrapper and the participant key added when sent
-const ASK_LIMIT_FROM = 65536;
 const WAITING = 'waiting before the next try';
 const BUSY = 'another tab is sending the queue';
-const HOLD = ['unknown-study', 'study-closed', 'study-full'];
 const RESERVED =
   'participantId participantKey timestamp uploadId uploadType sessionId trialIndex trialData studyId';
 
-const moduleOrigin = attempt(() => /^http/.test(import.meta.url) && new URL(import.meta.url).origin) || '';
+const moduleOrigin = attempt(() => /^http/.test(import.meta.url) && new URL(import.meta.url).origin);
 
 const DEFAULTS = {
   collectorUrl: null,
@@ -68,22 +65,16 @@ const OPTIONS = Object.keys(DEFAULTS).concat(
 const validId = (id) => (typeof id === 'string' || Number.isInteger(id)) && ID_PATTERN.test(id);
 const mustBe = (name) => `${name} must be ${ID_RULE}`;
 const newCounts = () => ({ stored: 0, rejected: 0, remaining: 0 });
+const byteLength = (text) => (/[^ -\x7f]/.test(text) ? new Blob([text]).size : text.length);
 
-let encoder;
-const byteLength = (text) =>
-  /[^ -\x7f]/.test(text) ? (encoder ||= new TextEncoder()).encode(text).length : text.length;
-
-function describe({ uploadId, participantId, uploadType, sessionId, trialIndex, studyId }) {
-  const about = { uploadId, participantId, uploadType };
-  if (uploadType === 'trial') Object.assign(about, { sessionId, trialIndex });
-  if (studyId) about.studyId = studyId;
-  return about;
-}
+/** What events and answers say of an upload: its ids and, for a trial, its session and index. */
+const about = ({ bodyText: _b, createdAt: _c, seq: _s, tries: _t, tooLarge: _l, timestamp: _ts, ...ids }) =>
+  ids;
 
 /** Items ({bodyText}) in order, in batches of at most `maxItems` (and 50) and about `maxBytes`. */
 export function splitBatches(items, { maxItems, maxBytes }) {
   const batches = [];
-  const most = Math.max(1, Math.min(maxItems, MAX_BATCH_ITEMS));
+  const most = Math.min(maxItems, MAX_BATCH_ITEMS);
   let bytes = 0;
   for (const item of items) {
     const size = byteLength(item.bodyText) + 1;
@@ -101,9 +92,10 @@ export function splitBatches(items, { maxItems, maxBytes }) {
 /** Milliseconds before try `attempt + 1`: full jitter, exponential ceiling, at least `retryAfterMs`. */
 export function backoffDelay(attempt, { baseMs, maxMs, random = Math.random, retryAfterMs = 0 }) {
   const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 40));
-  return Math.max(random() * ceiling, Math.min(retryAfterMs || 0, maxMs));
+  return Math.max(random() * ceiling, Math.min(retryAfterMs, maxMs));
 }
 
+/** An answer's kind: ok, retry, hold (the study does not take uploads now), too-large or a final one. */
 function classify(httpStatus, json, retryAfterMs) {
   const reason = typeof json?.reason === 'string' ? json.reason : undefined;
   const error = typeof json?.error === 'string' ? json.error : `HTTP ${httpStatus}`;
@@ -112,74 +104,52 @@ function classify(httpStatus, json, retryAfterMs) {
     // A captive portal's 200 stored nothing.
     if (json?.status === 'success') outcome.kind = 'ok';
     else outcome.error = "the answer was not the collector's";
-  } else if (HOLD.includes(reason)) outcome.kind = 'hold';
+  } else if (/^(unknown-study|study-closed|study-full)$/.test(reason)) outcome.kind = 'hold';
   else if (httpStatus === 410) outcome.kind = reason === 'study-archived' ? 'archived' : 'erased';
   else if (httpStatus === 413) outcome.kind = 'too-large';
-  else if (httpStatus >= 400 && httpStatus < 500 && httpStatus !== 429) outcome.kind = 'reject';
+  else if (httpStatus >= 400 && httpStatus < 500 && httpStatus !== 408 && httpStatus !== 429)
+    outcome.kind = 'reject';
   return outcome;
 }
 
 const failed = (error) => classify(0, { error });
-const keptFor = ({ kind }) => kind === 'retry' || kind === 'hold';
-
-const erasedAnswer = (participantId, extra) => ({
+const kept = ({ kind }) => kind === 'retry' || kind === 'hold';
+const erasedAnswer = (participantId) => ({
   status: 'error',
   reason: 'erased',
   participantId,
-  ...extra,
-  error: "this participant's data was erased at the research team's request; nothing more is sent",
+  error: "erased at the research team's request; nothing more is sent",
 });
 
-function wrap(body, field, value) {
-  if (isPlainObject(value)) return value;
-  body[`${field}Wrapped`] = true;
-  return { value: value === undefined ? null : value };
-}
+/** `{[field]: value}`, a value that is not an object wrapped as `{value}` and flagged. */
+const wrapped = (field, value) =>
+  isPlainObject(value)
+    ? { [field]: value }
+    : { [field]: { value: value ?? null }, [field + 'Wrapped']: true };
 
-const metaText = ({ bodyText: _body, ...meta }) => JSON.stringify(meta);
 const byQueueOrder = (a, b) =>
   a.createdAt - b.createdAt || (a.seq || 0) - (b.seq || 0) || (a.uploadId < b.uploadId ? -1 : 1);
 
 /** An uploader with its own configuration, timers and callers; options: docs/browser-module.md §1. */
-export function createUploader(options = {}) {
+export function createUploader(options) {
   explicitInstances += 1;
   return makeUploader(options);
 }
 
 function makeUploader(options) {
   let config = { ...DEFAULTS };
-  const memory = new Map();
-  const recent = new Map();
+  const mem = new Map(); // what localStorage refused, kept for the page's life
   const waiters = new Map();
   const inflight = new Set();
   const supplied = new Map();
-  const erased = new Set();
   const listeners = [];
-  const changeWaiters = [];
   const ready = [];
-  let estimate = null;
-  let backoffMemory = null;
-  let pendingKey = null;
-  let inRound = false;
+  let estimate = Infinity; // an upper bound of the queue's length
   let keepaliveBytes = 0;
-  let pump = null;
-  let dueAt = Infinity;
-  let rearm = null;
-  let wake = null;
-  let dueTimer = null;
-  let force = false;
-  let fromTimer = false;
-  let timer = null;
-  let timerAt = 0;
-  let statusTimer = null;
-  let started = false;
-  let closed = false;
-  let hidden = false;
   let seq = 0;
-  let pid = null;
-  let tab = null;
   let storedCount = 0;
-  let limit = null;
+  let pendingKey, inRound, pump, again, force, timer, timerAt, statusTimer;
+  let started, closed, hidden, pid, tab, limit, pageStorage;
 
   const now = () => (config.now || Date.now)();
   const random = () => (config.random || Math.random)();
@@ -188,241 +158,205 @@ function makeUploader(options) {
     id?.unref?.(); // never keeps a Node process alive
     return id;
   };
+  const pause = (ms) => new Promise((done) => later(done, ms));
   const cancel = (id) => attempt(() => (config.clearTimeout || clearTimeout)(id));
-  let pageStorage;
+  const emit = (type, detail) => attempt(() => config.onEvent?.({ type, ...detail }));
+  const tell = (type, item, extra) => emit(type, { ...about(item), ...extra });
+  const crypto = () => config.crypto || globalThis.crypto;
+
   const store = () =>
     config.storage !== undefined ? config.storage : (pageStorage ??= globalStorage('localStorage'));
-  const get = (key) => readRaw(store(), key);
-  const set = (key, text) => writeRaw(store(), key, text);
-  const del = (key) => removeRaw(store(), key);
-  const ids = (prefix) =>
-    attempt(() => {
-      const s = store();
-      return Array.from({ length: +s?.length || 0 }, (_, i) => s.key(i))
-        .filter((k) => k?.startsWith?.(prefix))
-        .map((k) => k.slice(prefix.length));
-    }, []);
-  const emit = (type, detail) => attempt(() => config.onEvent?.({ type, ...detail }));
-  const crypto = () => config.crypto || globalThis.crypto;
-  const makeId = () => newId(crypto(), random);
+  const get = (key) => mem.get(key) ?? readRaw(store(), key);
+  const json = (key) => attempt(() => JSON.parse(get(key)));
+  function put(key, text) {
+    if (!mem.has(key) && writeRaw(store(), key, text)) return true;
+    mem.set(key, text);
+  }
+  function del(key) {
+    mem.delete(key);
+    removeRaw(store(), key);
+  }
+  const ids = (prefix) => {
+    const keys = attempt(() => Array.from({ length: store().length }, (_, i) => store().key(i)), []);
+    return [...new Set([...keys, ...mem.keys()])]
+      .filter((key) => String(key).startsWith(prefix))
+      .map((key) => key.slice(prefix.length));
+  };
 
-  function request(path, body, keepalive = false, type = 'application/json') {
-    const base = config.collectorUrl || moduleOrigin || attempt(() => location.origin);
+  async function request(path, body, keepalive = false, type = 'application/json') {
     const abort = new AbortController();
     const ms = config.timeoutMs;
-    const init = { credentials: 'omit', keepalive, signal: abort.signal };
-    if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
     let clock;
-    return Promise.race([
-      new Promise((done) => {
-        clock = later(() => {
-          abort.abort();
-          done(failed(`no answer within ${ms} ms`));
-        }, ms);
-      }),
-      (async () => {
-        const url = String(base || '').replace(/\/+$/, '') + path;
-        const response = await (config.fetch || fetch).call(globalThis, url, init);
-        const json = await response.json().catch(() => null);
-        const header = attempt(() => response.headers.get('Retry-After'));
-        const wait = header ? (isFinite(header) ? header * 1000 : Date.parse(header) - now()) : 0;
-        return classify(response.status, json, Math.max(0, wait) || 0);
-      })().catch((err) => failed(`network error: ${errorText(err)}`)),
-    ]).finally(() => cancel(clock));
+    try {
+      return await Promise.race([
+        new Promise((_, fail) => {
+          clock = later(() => fail(Error(`no answer within ${ms} ms`), abort.abort()), ms);
+        }),
+        (async () => {
+          const base = config.collectorUrl || moduleOrigin || location.origin;
+          const init = { credentials: 'omit', keepalive, signal: abort.signal };
+          if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
+          const response = await (config.fetch || fetch)(base.replace(/\/+$/, '') + path, init);
+          const json = await response.json().catch(() => null);
+          const wait = attempt(() => response.headers.get('Retry-After'));
+          const waitMs = Math.max(0, isFinite(wait) ? wait * 1000 : Date.parse(wait) - now()) || 0;
+          return classify(response.status, json, waitMs);
+        })(),
+      ]);
+    } catch (err) {
+      return failed(`network error: ${errorText(err)}`);
+    } finally {
+      cancel(clock);
+    }
   }
 
-  function readQueue(withBodies = false) {
-    const found = new Map();
-    const debris = [];
+  // The queue is a meta key and a body key per upload (docs §3). Cleaning drops the debris.
+  function readQueue(withBodies, clean) {
+    const items = [];
     const bodies = new Set(ids(BODY));
+    let debris = 0;
+    const junk = (id, reason) => {
+      debris += 1;
+      if (!clean) return;
+      drop(id);
+      if (reason) emit('dropped', { key: ITEM + id, reason });
+    };
     for (const id of ids(ITEM)) {
-      const key = ITEM + id;
-      const meta = attempt(() => JSON.parse(get(key)));
+      const meta = json(ITEM + id);
       const hasBody = bodies.delete(id);
-      if (typeof meta?.uploadId !== 'string') debris.push({ key, reason: 'unreadable queue entry' });
-      else if (!hasBody && now() - meta.createdAt > 60000)
-        debris.push({ key, reason: 'queue entry without its body' });
-      else {
-        const item = { ...meta, uploadId: id };
-        if (withBodies) item.bodyText = bodyOf(item);
-        if (!withBodies || item.bodyText) found.set(id, item);
-      }
+      if (typeof meta?.uploadId !== 'string') junk(id, 'unreadable queue entry');
+      else if (!hasBody && now() - meta.createdAt > 60000) junk(id, 'queue entry without its body');
+      else if (!withBodies || (meta.bodyText = get(BODY + id))) items.push({ ...meta, uploadId: id });
     }
-    for (const id of bodies) debris.push({ key: BODY + id, reason: 'body without its queue entry' });
-    for (const [id, item] of memory) if (!found.has(id)) found.set(id, { ...item });
-    return { items: [...found.values()].sort(byQueueOrder), debris };
+    for (const id of bodies) junk(id);
+    return clean ? debris : items.sort(byQueueOrder);
   }
 
-  const queued = () => readQueue().items;
-  const bodyOf = (item) => item.bodyText || recent.get(item.uploadId) || get(BODY + item.uploadId);
-  const inQueue = (uploadId) => memory.has(uploadId) || typeof get(ITEM + uploadId) === 'string';
+  const queued = () => readQueue();
+  const cleanQueue = () => readQueue(false, true);
+  const inQueue = (id) => typeof get(ITEM + id) === 'string';
+  const count = () => (estimate = ids(ITEM).length);
+  const metaText = (item) => JSON.stringify({ ...item, bodyText: undefined });
 
-  function count() {
-    const stored = new Set(ids(ITEM));
-    estimate = stored.size + [...memory.keys()].filter((id) => !stored.has(id)).length;
-    return estimate;
-  }
-
-  function save(item) {
-    const id = item.uploadId;
-    if (set(ITEM + id, metaText(item)) && set(BODY + id, item.bodyText)) {
-      memory.delete(id);
-      if (recent.size < 100) recent.set(id, item.bodyText);
-      return true;
-    }
-    drop(id);
-    memory.set(id, item);
-    emit('not-persisted', { ...describe(item), reason: 'localStorage refused the write' });
-  }
-
-  function update(item) {
-    if (memory.has(item.uploadId)) memory.set(item.uploadId, item);
-    else if (inQueue(item.uploadId)) set(ITEM + item.uploadId, metaText(item));
-  }
-
-  function drop(uploadId) {
-    memory.delete(uploadId);
-    recent.delete(uploadId);
-    del(ITEM + uploadId);
-    del(BODY + uploadId);
+  function drop(id) {
+    del(ITEM + id);
+    del(BODY + id);
   }
 
   function enqueue(item) {
     const max = config.maxQueueItems;
     const isStatus = item.uploadType === 'status';
-    if (isStatus || ((estimate ?? count()) >= max && count() >= max)) {
-      const kept = [];
-      for (const old of queued()) {
-        if (isStatus && old.uploadType === 'status' && old.participantId === item.participantId)
-          supersede(old, item);
-        else kept.push(old);
-      }
-      let excess = kept.length + 1 - max;
-      for (const old of kept) {
-        if (excess > 0 && old.uploadType === 'status') {
-          supersede(old, item);
+    let full;
+    if (isStatus || (estimate >= max && count() >= max)) {
+      // The participant's older statuses give way, then the oldest others while over the bound.
+      const mine = (old) => isStatus && old.participantId === item.participantId;
+      let excess = count() + 1 - max;
+      for (const old of queued().sort((a, b) => mine(b) - mine(a))) {
+        if (old.uploadType === 'status' && (mine(old) || excess > 0)) {
           excess -= 1;
+          supersede(old, item);
         }
       }
-      if (excess > 0) {
-        if (isStatus) return 'full';
-        memory.set(item.uploadId, item);
-        return emit('not-persisted', { ...describe(item), reason: 'queue full' });
-      }
+      if (excess > 0 && isStatus) return 'full';
+      if (excess > 0) full = 'queue full';
     }
-    if (estimate !== null) estimate += 1;
-    save(item);
+    const id = item.uploadId;
+    const meta = metaText(item);
+    estimate += 1;
+    if (!full && put(ITEM + id, meta) && put(BODY + id, item.bodyText)) return;
+    drop(id);
+    mem.set(ITEM + id, meta).set(BODY + id, item.bodyText);
+    tell('not-persisted', item, { reason: full || 'localStorage refused the write' });
   }
 
   function supersede(old, by) {
     drop(old.uploadId);
-    emit('superseded', { ...describe(old), by: by.uploadId });
+    tell('superseded', old, { by: by.uploadId });
     for (const done of waiters.get(old.uploadId) || []) wait(by.uploadId, done);
     waiters.delete(old.uploadId);
   }
 
-  function cleanQueue() {
-    const { debris } = readQueue();
-    for (const { key, reason } of debris) {
-      if (!key.startsWith(ITEM)) del(key);
-      else {
-        drop(key.slice(ITEM.length));
-        emit('dropped', { key, reason });
-      }
-    }
-    return debris.length;
-  }
-
-  function backoff() {
-    const s = readJson(store(), RETRY) || backoffMemory || {};
-    return { attempt: +s.attempt || 0, notBefore: +s.notBefore || 0, serverAsked: Boolean(s.serverAsked) };
-  }
-
-  const backoffWait = () => Math.max(0, backoff().notBefore - now());
-
-  function setBackoff(state) {
-    backoffMemory = state.attempt ? state : null;
-    if (!state.attempt) del(RETRY);
-    else if (set(RETRY, JSON.stringify(state))) backoffMemory = null;
-  }
-
-  const resetBackoff = () => backoff().attempt && setBackoff({});
+  const backoffWait = () => Math.max(0, json(RETRY)?.notBefore - now()) || 0;
+  const resetBackoff = () => json(RETRY) && del(RETRY);
 
   function fail(retryAfterMs = 0) {
-    const tries = backoff().attempt;
+    const tries = +json(RETRY)?.attempt || 0;
     const { retryBaseMs: baseMs, retryMaxMs: maxMs } = config;
     const delay = backoffDelay(tries, { baseMs, maxMs, random, retryAfterMs });
-    setBackoff({ attempt: tries + 1, notBefore: now() + delay, serverAsked: retryAfterMs > 0 });
+    put(
+      RETRY,
+      JSON.stringify({ attempt: tries + 1, notBefore: now() + delay, serverAsked: retryAfterMs > 0 }),
+    );
     return delay;
   }
 
-  function bindKey(participantId, key = pendingKey) {
-    if (!key) return;
-    supplied.set(participantId, key);
+  function bindKey(participantId) {
+    if (!pendingKey) return;
+    supplied.set(participantId, pendingKey);
+    writeRaw(store(), KEY + participantId, pendingKey);
     pendingKey = null;
-    set(KEY + participantId, key);
   }
 
+  // A key only once localStorage holds it: one lost at the next page load must not claim the participant.
   function keyFor(participantId) {
     bindKey(participantId);
-    if (supplied.has(participantId)) return supplied.get(participantId);
-    const stored = get(KEY + participantId);
-    if (KEY_PATTERN.test(stored)) return stored;
-    const bytes = stored !== undefined && attempt(() => crypto().getRandomValues(new Uint8Array(32)));
-    if (!bytes) return null;
-    const fresh = btoa(String.fromCharCode(...bytes)).replace(/[+/=]/g, (c) =>
-      c === '+' ? '-' : c > '/' ? '' : '_',
-    );
-    const kept = set(KEY + participantId, fresh) && get(KEY + participantId);
-    return KEY_PATTERN.test(kept) ? kept : null;
+    const read = () => supplied.get(participantId) || readRaw(store(), KEY + participantId);
+    const key = read();
+    if (KEY_PATTERN.test(key)) return key;
+    const bytes = key !== undefined && attempt(() => crypto().getRandomValues(new Uint8Array(32)));
+    const fresh = bytes && btoa(String.fromCharCode(...bytes)).slice(0, 43);
+    if (fresh && writeRaw(store(), KEY + participantId, fresh.replace(/\+/g, '-').replace(/\//g, '_')))
+      return KEY_PATTERN.test(read()) ? read() : null;
+    return null;
   }
 
-  const isErased = (participantId) =>
-    erased.has(participantId) || typeof get(ERASED + participantId) === 'string';
+  const isErased = (participantId) => typeof get(ERASED + participantId) === 'string';
+
+  /** An answer refusing `participantId` (not an ID, or erased), else nothing. */
+  const refusal = (participantId) =>
+    validId(participantId)
+      ? isErased(participantId) && erasedAnswer(String(participantId))
+      : { status: 'error', participantId, error: mustBe('participantId') };
 
   function forget(participantId) {
-    erased.add(participantId);
-    set(ERASED + participantId, JSON.stringify({ erasedAt: new Date(now()) }));
-    const dropped = dropWhere(
-      (i) => i.participantId === participantId,
-      'participant erased',
-      (item) => erasedAnswer(participantId, describe(item)),
-    );
+    put(ERASED + participantId, JSON.stringify({ erasedAt: new Date(now()) }));
+    const mine = (i) => i.participantId === participantId;
+    const dropped = dropWhere(mine, 'participant erased', erasedAnswer(participantId));
     emit('erased', { participantId });
     if (pid === participantId) restartStatusTimer();
     return dropped;
   }
 
-  function dropWhere(matches, reason, answer) {
-    const items = queued().filter(matches);
-    for (const item of items) {
-      drop(item.uploadId);
-      emit('dropped', { ...describe(item), reason });
-      resolve(item.uploadId, answer(item));
-    }
-    return items.length;
+  const dropWhere = (matches, reason, answer) =>
+    queued()
+      .filter(matches)
+      .map((item) => dropOne(item, reason, answer)).length;
+
+  function dropOne(item, reason, answer) {
+    drop(item.uploadId);
+    tell('dropped', item, { reason });
+    resolve(item.uploadId, { ...answer, ...about(item) });
   }
 
-  function configure(given = {}) {
+  function configure(given) {
     attempt(() => {
+      const invalid = (option, rule) =>
+        emit('invalid-option', { option, error: `${option} must be ${rule}; it was ignored` });
       const picked = {};
       for (const name of OPTIONS) if (given?.[name] !== undefined) picked[name] = given[name];
       const { studyId } = config;
-      const invalid = (option, rule) =>
-        emit('invalid-option', { option, error: `${option} must be ${rule}; it was ignored` });
       config = { ...config, ...picked };
       if (picked.studyId && !validId(picked.studyId)) {
         config.studyId = studyId;
         invalid('studyId', ID_RULE);
       }
       config.maxBatchItems = Math.max(1, Math.min(+config.maxBatchItems || 50, MAX_BATCH_ITEMS));
-      const participant = config.participantId ? String(config.participantId) : null;
       const key = given?.participantKey;
-      if (key !== undefined && !KEY_PATTERN.test(key))
-        invalid('participantKey', '16 to 256 letters, digits, _ or -');
-      else if (key !== undefined && !participant) pendingKey = key;
-      else if (key !== undefined || picked.participantId) bindKey(participant, key);
-      if (picked.participantId) remember(participant);
+      if (key === undefined || KEY_PATTERN.test(key)) pendingKey = key ?? pendingKey;
+      else invalid('participantKey', '16 to 256 letters, digits, _ or -');
+      // A key given without a participant is for the first participant used.
+      if (config.participantId) bindKey(String(config.participantId));
+      if (picked.participantId) remember(String(picked.participantId));
       if (picked.statusIntervalMs !== undefined) restartStatusTimer();
       start();
     });
@@ -434,65 +368,76 @@ function makeUploader(options) {
     return isPlainObject(fields) ? fields : {};
   }
 
-  async function upload(participantId, uploadType, build, meta = {}) {
-    const refuse = (error) => ({ status: 'error', participantId, error });
+  async function upload(participantId, uploadType, build, trial) {
     try {
-      if (!validId(participantId)) return refuse(mustBe('participantId'));
+      const refused = refusal(participantId);
+      if (refused) return refused;
       const id = String(participantId);
-      if (isErased(id)) return erasedAnswer(id);
       start();
-      if (uploadType !== 'trial') remember(id);
-      return await submit(createItem(id, uploadType, build, meta));
+      if (!trial) remember(id);
+      return await submit(newItem(id, uploadType, build, trial));
     } catch (err) {
-      return refuse(`not uploaded: ${errorText(err)}`);
+      return { status: 'error', participantId, error: `not uploaded: ${errorText(err)}` };
     }
   }
 
-  function createItem(participantId, uploadType, build, meta) {
+  function newItem(participantId, uploadType, build, trial) {
     const createdAt = now();
-    const base = {
+    const ids = {
       participantId,
       timestamp: new Date(createdAt).toISOString(),
       uploadId: makeId(),
       uploadType,
     };
-    if (config.studyId) base.studyId = String(config.studyId);
-    const fields = uploadType === 'trial' ? base : { ...base, ...collectStudyFields(participantId), ...base };
-    const item = { ...base, createdAt, seq: ++seq, tries: 0, ...meta };
-    item.bodyText = JSON.stringify(build(fields)); // a circular jsonDump throws here, not later
-    return item;
+    if (config.studyId) ids.studyId = String(config.studyId);
+    const fields = trial ? ids : { ...ids, ...collectStudyFields(participantId), ...ids };
+    // A circular jsonDump throws here, into the call's answer.
+    return {
+      ...ids,
+      createdAt,
+      seq: (seq += 1),
+      tries: 0,
+      ...trial,
+      bodyText: JSON.stringify(build(fields)),
+    };
   }
 
+  const makeId = () => newId(crypto(), random);
+
   function submit(item) {
+    const id = item.uploadId;
     if (enqueue(item) === 'full') {
-      const error = 'the queue is full of submissions; this status upload was not kept';
-      return { status: 'error', reason: 'queue-full', ...describe(item), persisted: false, error };
+      const error = 'the queue is full; this status upload was not kept';
+      return { status: 'error', reason: 'queue-full', ...about(item), persisted: false, error };
     }
-    const answer = new Promise((done) => wait(item.uploadId, done));
+    const answer = new Promise((done) => wait(id, done));
     const waitMs = backoffWait();
     if (waitMs > 0) {
       schedule(waitMs);
       answerFor(item, failed(WAITING));
-    } else
-      nudge(
-        item.uploadType !== 'trial' || waiters.size >= config.maxBatchItems ? 0 : +config.batchDelayMs || 0,
-      );
-    later(
-      () =>
-        waiters.has(item.uploadId) &&
-        !inflight.has(item.uploadId) &&
-        inQueue(item.uploadId) &&
-        answerFor(item, failed(BUSY)),
-      +config.batchDelayMs + config.timeoutMs + 1000,
-    );
+    } else if (
+      item.uploadType !== 'trial' ||
+      closed ||
+      !(config.batchDelayMs > 0) ||
+      waiters.size >= config.maxBatchItems
+    )
+      run();
+    else {
+      // This trial waits batchDelayMs for the next ones; the lease keeps other tabs from them.
+      if (useLease() && !othersLease()) lease(now() + config.batchDelayMs);
+      schedule(+config.batchDelayMs);
+    }
+    const busy = () => waiters.has(id) && !inflight.has(id) && inQueue(id) && answerFor(item, failed(BUSY));
+    later(busy, +config.batchDelayMs + config.timeoutMs + 1000);
     return answer;
   }
 
-  const wait = (uploadId, done) => waiters.set(uploadId, [...(waiters.get(uploadId) || []), done]);
+  const wait = (id, done) => waiters.set(id, [...(waiters.get(id) || []), done]);
 
-  function resolve(uploadId, answer) {
-    for (const done of waiters.get(uploadId) || []) ready.push(() => done(answer));
-    waiters.delete(uploadId);
+  // Answers a round gives are delivered when it is over: the queue and backoff then say the same.
+  function resolve(id, answer) {
+    for (const done of waiters.get(id) || []) ready.push(() => done(answer));
+    waiters.delete(id);
     if (!inRound) deliver();
   }
 
@@ -501,61 +446,52 @@ function makeUploader(options) {
     for (const answer of ready.splice(0)) answer();
   }
 
+  /** The one answer handler: drops, keeps or retries `item`, tells, counts and answers its callers. */
   function answerFor(item, outcome, counts = newCounts()) {
     const id = item.uploadId;
-    const about = describe(item);
     const { kind, httpStatus, error, reason, json } = outcome;
-    const answer = { ...about, persisted: false, httpStatus, error };
+    const answer = { ...about(item), persisted: false, httpStatus, error };
     if (reason) answer.reason = reason;
-    for (const done of changeWaiters.splice(0)) done();
     if (kind === 'ok') {
       drop(id);
       counts.stored += 1;
       storedCount += 1;
-      const keyVerified = json.keyVerified !== false;
-      emit('stored', { ...about, keyVerified });
-      if (!keyVerified) emit('key-mismatch', { ...about, httpStatus });
+      tell('stored', item, { keyVerified: json.keyVerified !== false });
+      if (json.keyVerified === false) tell('key-mismatch', item, { httpStatus });
       return resolve(id, json);
     }
-    if (keptFor(outcome) || kind === 'too-large') {
-      item.tooLarge ||= kind === 'too-large';
-      if (error !== WAITING && error !== BUSY) item.tries += 1;
-      update(item);
-      answer.persisted = !memory.has(id);
-      if (item.tooLarge) emit('too-large', (answer.reason = kind) && answer);
-      else {
-        if (kind === 'hold') emit('study-unavailable', answer);
-        emit('queued', answer);
+    if (kept(outcome) || kind === 'too-large') {
+      if (error !== WAITING && error !== BUSY) {
+        item.tries += 1;
+        if (kind === 'too-large') item.tooLarge = true;
+        if (inQueue(id)) put(ITEM + id, metaText(item));
       }
+      answer.persisted = !mem.has(ITEM + id);
+      if (item.tooLarge) answer.reason = kind;
+      if (kind === 'hold') emit('study-unavailable', answer);
+      emit(item.tooLarge ? kind : 'queued', answer);
       return resolve(id, { status: item.tooLarge ? 'error' : 'queued', ...answer });
     }
-    if (kind === 'reject' || inQueue(id)) {
+    if (inQueue(id)) {
       drop(id);
       counts.rejected += 1;
-      emit('rejected', { ...about, httpStatus, error, reason });
-      if (reason === 'participant-key') emit('key-mismatch', { ...about, httpStatus });
+      tell('rejected', item, { httpStatus, error, reason });
+      if (reason === 'participant-key') tell('key-mismatch', item, { httpStatus });
       if (kind === 'erased') counts.rejected += forget(item.participantId);
       if (kind === 'archived' && item.studyId) {
-        const archived = (other) => ({ status: 'error', reason: 'study-archived', ...describe(other) });
+        const archived = { status: 'error', reason: 'study-archived' };
         counts.rejected += dropWhere((i) => i.studyId === item.studyId, 'study archived', archived);
       }
     }
     resolve(id, { status: 'error', ...answer });
   }
 
-  function nudge(ms) {
-    const at = now() + Math.max(0, ms);
-    if (at < dueAt) {
-      dueAt = at;
-      rearm?.();
-      wake?.();
-    }
+  // The pump: one loop, a round each time one is asked for, under one cross-tab mechanism.
+  function run() {
+    again = true;
     if (!pump) {
-      let done;
-      pump = new Promise((r) => {
-        done = r;
-      });
-      pumpRounds(done);
+      pump = Promise.resolve(); // a call made while it starts joins it
+      pump = pumpRounds();
     }
     return pump;
   }
@@ -567,50 +503,32 @@ function makeUploader(options) {
     timerAt = at;
     timer = later(() => {
       timer = null;
-      fromTimer = true;
-      nudge(0);
+      run();
     }, ms);
   }
 
-  async function pumpRounds(done) {
+  async function pumpRounds() {
     const total = newCounts();
     try {
-      while (dueAt < Infinity) await crossTab(total);
+      while (again) await crossTab(total);
     } catch (err) {
       total.error = errorText(err);
-      dueAt = Infinity;
+      again = false;
       attempt(() => settleWaiters(true));
     }
-    pump = null; // in the same step as the loop's last look at dueAt: no nudge is missed
-    done(total);
+    pump = null; // in the same step as the loop's last look at `again`: no call is missed
+    return total;
   }
 
-  const untilDue = () =>
-    new Promise((done) => {
-      const arm = () => {
-        cancel(dueTimer);
-        if (dueAt > now()) dueTimer = later(arm, dueAt - now());
-        else {
-          rearm = null;
-          done();
-        }
-      };
-      (rearm = arm)();
-    });
-
   async function drain() {
-    if (dueAt > now()) await untilDue();
     const forced = force;
-    const announce = force || fromTimer;
-    dueAt = Infinity;
-    force = fromTimer = false;
+    again = force = false;
     const counts = newCounts();
-    const waitMs = backoffWait();
-    if (!forced && waitMs > 0) {
-      schedule(waitMs);
+    if (!forced && backoffWait() > 0) {
+      schedule(backoffWait());
       counts.error = WAITING;
     } else {
-      if (announce) cleanQueue();
+      cleanQueue();
       let single = false;
       for (;;) {
         const batch = nextBatch(single, counts);
@@ -628,18 +546,17 @@ function makeUploader(options) {
     }
     settleWaiters(Boolean(counts.error));
     counts.remaining = count();
-    if (announce) emit('flushed', counts);
+    if (forced) emit('flushed', counts);
     return counts;
   }
 
   function settleWaiters(failure) {
-    let items;
-    for (const uploadId of waiters.keys()) {
-      if (inflight.has(uploadId)) continue;
-      items ||= queued();
-      const item = items.find((i) => i.uploadId === uploadId);
+    const items = queued();
+    for (const id of waiters.keys()) {
+      const item = items.find((i) => i.uploadId === id);
+      if (inflight.has(id)) continue;
       if (failure && item) answerFor(item, failed(WAITING));
-      else if (!failure && !item) resolve(uploadId, { status: 'success', uploadId, sentBy: 'another tab' });
+      else if (!failure && !item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
     }
   }
 
@@ -648,25 +565,19 @@ function makeUploader(options) {
     const max = +config.maxUploadBytes || limit;
     const batch = [];
     for (const item of queued()) {
+      const text = get(BODY + item.uploadId);
       if (batch.length >= maxItems) break;
-      if (item.tooLarge || inflight.has(item.uploadId)) continue;
+      if (item.tooLarge || inflight.has(item.uploadId) || !text) continue;
       if (isErased(item.participantId)) {
-        drop(item.uploadId);
-        resolve(item.uploadId, erasedAnswer(item.participantId, describe(item)));
+        dropOne(item, 'participant erased', erasedAnswer(item.participantId));
         continue;
       }
-      const text = bodyOf(item);
-      if (!text) continue;
       item.bodyText = withKey(item, text);
+      // Uploads up to 64 KiB fit any collector configured as documented; a larger one needs the limit.
       const size = byteLength(item.bodyText) + WRAPPER_BYTES;
-      if (size <= ASK_LIMIT_FROM || size <= max) batch.push(item);
+      if (size <= 65536 || size <= max) batch.push(item);
       else if (!max) return null;
-      else
-        answerFor(
-          item,
-          { kind: 'too-large', httpStatus: 0, error: 'larger than the collector accepts' },
-          counts,
-        );
+      else answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' }, counts);
     }
     const maxBytes = Math.min(config.maxBatchBytes, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
     return splitBatches(batch, { maxItems, maxBytes })[0] || [];
@@ -674,54 +585,51 @@ function makeUploader(options) {
 
   async function askLimit() {
     const outcome = await request('/openapi.json');
-    if (outcome.json?.info || outcome.httpStatus === 404) {
-      limit = +outcome.json?.info?.['x-max-upload-bytes'] || MAX_UPLOAD_BYTES;
-      return null;
-    }
-    return outcome;
+    if (!outcome.json?.info && outcome.httpStatus !== 404) return outcome;
+    limit = +outcome.json?.info?.['x-max-upload-bytes'] || MAX_UPLOAD_BYTES;
   }
 
   function withKey(item, text) {
     const key = keyFor(item.participantId);
     return key
-      ? `{"participantKey":${JSON.stringify(key)}${text.trim() === '{}' ? '}' : ',' + text.slice(1)}`
+      ? `{"participantKey":${JSON.stringify(key)}${text === '{}' ? '}' : ',' + text.slice(1)}`
       : text;
   }
 
   async function send(batch, counts, keepalive, type) {
     for (const item of batch) inflight.add(item.uploadId);
-    const body = `{"uploads":[${batch.map((i) => i.bodyText).join(',')}]}`;
+    const body = `{"uploads":[${batch.map((i) => i.bodyText)}]}`;
     let outcome = await request('/api/upload-user-data/batch', body, keepalive, type);
     for (const item of batch) inflight.delete(item.uploadId);
     const results = outcome.kind === 'ok' && outcome.json.results;
-    if (!Array.isArray(results)) {
-      if (outcome.kind === 'ok') outcome = failed('bad batch answer');
-      if (!keptFor(outcome) && batch.length > 1) return 'split';
-      for (const item of batch) answerFor(item, outcome, counts);
-      return keptFor(outcome) ? outcome : null;
-    }
+    if (outcome.kind === 'ok' && !Array.isArray(results)) outcome = failed('bad batch answer');
+    // A batch refused as a whole is sent again one upload per batch, so each gets its own answer.
+    if (!results && !kept(outcome) && batch.length > 1) return 'split';
+    const byId = new Map(results ? results.map((r) => [r?.uploadId, r]) : []);
     let failure = null;
-    const answered = new Set();
-    for (const result of results) {
-      const item = batch[result?.index];
-      if (!item || result.uploadId !== item.uploadId || answered.has(item)) continue;
-      answered.add(item);
-      const itemOutcome = classify(+result.httpStatus || 0, result, (+result.retryAfter || 0) * 1000);
-      answerFor(item, itemOutcome, counts);
-      if (keptFor(itemOutcome)) failure ||= itemOutcome;
-    }
-    for (const item of batch.filter((i) => !answered.has(i))) {
-      failure ||= failed('not answered');
-      answerFor(item, failure, counts);
+    for (const item of batch) {
+      const r = byId.get(item.uploadId);
+      const own = !results
+        ? outcome
+        : r
+          ? classify(+r.httpStatus, r, (+r.retryAfter || 0) * 1000)
+          : failed('no answer');
+      answerFor(item, own, counts);
+      if (kept(own)) failure ||= own;
     }
     return failure;
   }
 
   const locks = () => attempt(() => (config.locks !== undefined ? config.locks : navigator.locks));
   const useLease = () => config.crossTabLock && typeof locks()?.request !== 'function';
+  const othersLease = (other = json(LEASE)) => other?.owner !== tab && +other?.until > now() && other;
+
+  function lease(from = now()) {
+    if (useLease()) put(LEASE, JSON.stringify({ owner: tab, until: from + config.timeoutMs + 1000 }));
+  }
 
   async function crossTab(total) {
-    const run = async () => {
+    const round = async () => {
       inRound = true;
       try {
         const counts = await drain();
@@ -731,99 +639,64 @@ function makeUploader(options) {
         if (counts.error) total.error = counts.error;
         return counts;
       } finally {
-        if (readJson(store(), LEASE)?.owner === tab) del(LEASE);
+        if (json(LEASE)?.owner === tab) del(LEASE);
         deliver();
       }
     };
-    if (!config.crossTabLock) return run();
+    if (!config.crossTabLock) return round();
     if (!useLease()) {
       return locks().request(NS + 'flush', async () => {
-        for (let rounds = 0; rounds < 10 && dueAt < Infinity; rounds += 1) {
-          const counts = await run();
-          const grace = +config.lockGraceMs || 0;
+        for (let rounds = 0; again && rounds < 10; rounds += 1) {
+          const counts = await round();
           if (counts.error) break;
-          if (!grace || counts.stored + counts.rejected === 0) continue;
-          await new Promise((done) => {
-            const id = later(done, grace);
-            wake = () => done(cancel(id));
-          });
-          wake = null;
+          // Kept a moment after a change: other tabs see localStorage changes a little later.
+          if (counts.stored + counts.rejected && config.lockGraceMs > 0) await pause(config.lockGraceMs);
         }
       });
     }
-    const held = () => {
-      const other = readJson(store(), LEASE);
-      return other?.owner !== tab && +other?.until > now() ? other : null;
-    };
-    let other = held();
-    if (!other) {
-      lease(dueAt);
-      other = held();
-    }
-    if (!other) return run();
-    dueAt = Infinity;
+    const other = othersLease();
+    if (!other) return round(lease());
+    again = false;
     schedule(other.until - now() + 50);
     settleWaiters(true);
     Object.assign(total, { remaining: count(), skipped: true });
   }
 
-  function lease(from = now()) {
-    if (useLease())
-      set(LEASE, JSON.stringify({ owner: tab, until: Math.max(from, now()) + config.timeoutMs + 1000 }));
-  }
-
   function flushQueue() {
-    try {
-      start();
-      force = true;
-      return nudge(0);
-    } catch (err) {
-      return Promise.resolve({ ...newCounts(), error: errorText(err) });
-    }
+    return attempt(
+      () => {
+        start();
+        force = true;
+        return run();
+      },
+      Promise.resolve({ ...newCounts(), error: 'not started' }),
+    );
   }
 
   async function flush(timeoutMs = 10000) {
     const before = storedCount;
-    const budget = Math.max(0, +timeoutMs || 0);
-    const deadline = now() + budget;
-    let clock;
-    const timeUp = new Promise((done) => {
-      clock = later(done, budget);
-    });
+    const deadline = now() + Math.max(0, +timeoutMs || 0);
     const drained = (async () => {
-      for (;;) {
-        const { remaining } = await flushQueue();
-        const left = deadline - now();
-        if (!remaining || left <= 0) return;
-        const due = timer ? timerAt - now() : 0;
-        await new Promise((done) => {
-          changeWaiters.push(done);
-          later(done, Math.min(left, Math.max(100, due)));
-        });
-      }
-    })().catch(() => {});
-    await Promise.race([drained, timeUp]);
-    cancel(clock);
-    return { stored: storedCount - before, remaining: getQueueState().items.length };
+      while ((await flushQueue()).remaining && now() < deadline)
+        await pause(Math.min(deadline - now(), Math.max(100, timer ? timerAt - now() : 0)));
+    })();
+    await Promise.race([drained, pause(deadline - now())]);
+    return { stored: storedCount - before, remaining: queued().length };
   }
 
   function getQueueState() {
-    const items = queued().map((item) => {
-      const row = { ...describe(item), timestamp: item.timestamp, tries: item.tries };
-      row.persisted = !memory.has(item.uploadId);
-      if (item.tooLarge) row.tooLarge = true;
-      return row;
-    });
-    const { attempt: tries, notBefore } = backoff();
-    return { items, attempt: tries, nextAttemptAt: notBefore, flushing: Boolean(pump) };
+    const items = queued().map(({ bodyText: _b, createdAt: _c, seq: _s, ...item }) => ({
+      ...item,
+      persisted: !mem.has(ITEM + item.uploadId),
+    }));
+    const { attempt: tries, notBefore } = json(RETRY) || {};
+    return { items, attempt: +tries || 0, nextAttemptAt: +notBefore || 0, flushing: Boolean(pump) };
   }
 
   function downloadBackup(participantId) {
-    const uploads = attempt(() => readQueue(true).items, [])
+    const uploads = readQueue(true)
       .filter((item) => participantId === undefined || item.participantId === String(participantId))
-      .map((item) =>
-        attempt(() => JSON.parse(item.bodyText), { ...describe(item), unreadable: item.bodyText }),
-      );
+      .map((item) => attempt(() => JSON.parse(item.bodyText), item.bodyText));
     const stamp = new Date(now()).toISOString().replace(/[:.]/g, '-');
     const filename = `backup-${participantId ?? 'all'}-${stamp}.json`;
     const text = JSON.stringify({ uploads }, null, 1);
@@ -841,21 +714,16 @@ function makeUploader(options) {
     const restored = {};
     const answer = (status, extra) => ({ status, participantId, restored, ...extra });
     try {
-      if (!validId(participantId)) return answer('error', { error: mustBe('participantId') });
+      const refused = refusal(participantId);
+      if (refused) return { ...refused, restored };
       const id = (participantId = String(participantId));
-      if (isErased(id)) return erasedAnswer(id, { restored });
       start();
-      const body = {
-        participantId: id,
-        participantKey: keyFor(id) || undefined,
-        studyId: config.studyId || undefined,
-      };
+      const studyId = config.studyId || undefined;
+      const body = JSON.stringify({ participantId: id, participantKey: keyFor(id) || undefined, studyId });
       // text/plain: no CORS preflight, one round trip fewer while the study page loads.
-      const outcome = await request('/api/user-status', JSON.stringify(body), false, 'text/plain');
-      if (outcome.kind === 'erased') {
-        forget(id);
-        return erasedAnswer(id, { restored });
-      }
+      const outcome = await request('/api/user-status', body, false, 'text/plain');
+      if (outcome.kind === 'erased') forget(id);
+      if (outcome.kind === 'erased') return { ...erasedAnswer(id), restored };
       if (outcome.httpStatus === 404 && !outcome.reason) return answer('not-found');
       const status = outcome.kind === 'ok' && outcome.json.userStatus;
       if (!isPlainObject(status)) return answer('error', { error: outcome.error, reason: outcome.reason });
@@ -893,32 +761,30 @@ function makeUploader(options) {
 
   function restartStatusTimer() {
     cancel(statusTimer);
-    statusTimer = null;
-    const every = +config.statusIntervalMs || 0;
-    if (every <= 0 || !pid || !started || closed || isErased(pid)) return;
+    const every = +config.statusIntervalMs;
+    if (!(every > 0 && pid && started && !closed && !isErased(pid))) return;
     statusTimer = later(() => {
       if (!hidden) uploadUserStatus(pid);
       restartStatusTimer();
     }, every);
   }
 
+  // Page hide: a last status, and the queue at once in keepalive requests within the browsers' budget.
   function onHidden() {
-    if (!hidden && pid && !isErased(pid)) attempt(() => enqueue(createItem(pid, 'status', (body) => body)));
+    attempt(() => !hidden && !refusal(pid) && enqueue(newItem(pid, 'status', same)));
     hidden = true;
     let budget = KEEPALIVE_BYTES - keepaliveBytes;
-    const items = readQueue(true).items.filter((i) => !i.tooLarge && !inflight.has(i.uploadId));
+    const items = readQueue(true).filter((i) => !i.tooLarge && !inflight.has(i.uploadId));
     for (const item of items) item.bodyText = withKey(item, item.bodyText);
     for (const batch of splitBatches(items, { maxItems: config.maxBatchItems, maxBytes: budget })) {
       const size = batch.reduce((sum, i) => sum + byteLength(i.bodyText) + 1, 16);
       if (size > budget) continue;
       budget -= size;
       keepaliveBytes += size;
-      send(batch, newCounts(), true, 'text/plain')
-        .then((failure) => failure?.error && schedule(fail(failure.retryAfterMs)))
-        .catch(() => {})
-        .finally(() => {
-          keepaliveBytes -= size;
-        });
+      send(batch, newCounts(), true, 'text/plain').then((failure) => {
+        keepaliveBytes -= size;
+        if (failure?.error) schedule(fail(failure.retryAfterMs));
+      });
     }
   }
 
@@ -930,24 +796,24 @@ function makeUploader(options) {
 
   function listen() {
     const on = (target, type, handler) => {
-      if (!target?.addEventListener) return;
       target.addEventListener(type, handler);
       listeners.push([target, type, handler]);
     };
+    const w = globalThis.window;
+    const d = globalThis.document;
     attempt(() => {
-      const w = globalThis.window;
       on(w, 'online', () => {
-        if (!backoff().serverAsked) resetBackoff();
+        if (!json(RETRY)?.serverAsked) resetBackoff();
         onVisible();
       });
       on(w, 'pagehide', onHidden);
       on(w, 'pageshow', onVisible);
-      const d = globalThis.document;
       on(d, 'visibilitychange', () => (d.visibilityState === 'hidden' ? onHidden() : onVisible()));
     });
   }
 
-  const uploadUserStatus = (participantId) => upload(participantId, 'status', (body) => body);
+  const same = (body) => body;
+  const uploadUserStatus = (participantId) => upload(participantId, 'status', same);
 
   configure(options);
   return {
@@ -957,26 +823,25 @@ function makeUploader(options) {
     collectStudyFields,
     uploadUserStatus,
     uploadSubmissionData: (participantId, submissionData) =>
-      upload(participantId, 'submission', (body) => {
-        body.submissionData = wrap(body, 'submissionData', submissionData);
-        return body;
-      }),
+      upload(participantId, 'submission', (body) => ({
+        ...body,
+        ...wrapped('submissionData', submissionData),
+      })),
     uploadTrialData(participantId, sessionId, trialIndex, trialData, extraFields) {
       let error = validId(sessionId) ? null : mustBe('sessionId');
-      if (!Number.isInteger(trialIndex) || trialIndex < 0 || trialIndex > MAX_TRIAL_INDEX) {
+      if (!Number.isInteger(trialIndex) || trialIndex < 0 || trialIndex > MAX_TRIAL_INDEX)
         error = `trialIndex must be an integer from 0 to ${MAX_TRIAL_INDEX}`;
-      }
       if (error) return Promise.resolve({ status: 'error', participantId, error });
       const trial = { sessionId: String(sessionId), trialIndex };
-      const build = (base) => {
-        const body = {};
-        for (const [name, value] of Object.entries(isPlainObject(extraFields) ? extraFields : {})) {
-          if (!RESERVED.split(' ').includes(name)) body[name] = value;
-        }
-        Object.assign(body, base, trial);
-        body.trialData = wrap(body, 'trialData', trialData);
-        return body;
-      };
+      const extras = Object.entries(isPlainObject(extraFields) ? extraFields : {}).filter(
+        ([name]) => !RESERVED.split(' ').includes(name),
+      );
+      const build = (ids) => ({
+        ...Object.fromEntries(extras),
+        ...ids,
+        ...trial,
+        ...wrapped('trialData', trialData),
+      });
       return upload(participantId, 'trial', build, trial);
     },
     restoreUserStatus,
@@ -992,7 +857,7 @@ let defaultInstance = null;
 let explicitInstances = 0;
 
 /** The default instance, behind the functions below (each its method of the same name). */
-export const getUploader = () => (defaultInstance ||= makeUploader({}));
+export const getUploader = () => (defaultInstance ||= makeUploader());
 const onDefault =
   (method) =>
   (...args) =>
