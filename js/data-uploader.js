@@ -30,12 +30,10 @@ const KEY = NS + 'key.';
 const ERASED = NS + 'erased.';
 const RETRY = NS + 'retry';
 const LEASE = NS + 'lease';
-const KEEPALIVE_BYTES = 60000; // browsers refuse keepalive bodies past 64 KiB in flight
 const WRAPPER_BYTES = 300; // the batch wrapper and the participant key added when sent
 const WAITING = 'waiting before the next try';
 const BUSY = 'another tab is sending the queue';
-const RESERVED =
-  'participantId participantKey timestamp uploadId uploadType sessionId trialIndex trialData studyId';
+const RESERVED = /^(participant(Id|Key)|timestamp|upload(Id|Type)|sessionId|trial(Index|Data)|studyId)$/;
 
 const moduleOrigin = attempt(() => /^http/.test(import.meta.url) && new URL(import.meta.url).origin);
 
@@ -58,28 +56,25 @@ const DEFAULTS = {
   restoreFields: restoreStudyFields,
   onEvent: null,
 };
-const OPTIONS = Object.keys(DEFAULTS).concat(
-  'storage fetch locks crypto now random setTimeout clearTimeout'.split(' '),
-);
+const OPTIONS = [
+  ...Object.keys(DEFAULTS),
+  ...'storage fetch locks crypto now random setTimeout clearTimeout'.split(' '),
+];
 
 const validId = (id) => (typeof id === 'string' || Number.isInteger(id)) && ID_PATTERN.test(id);
 const mustBe = (name) => `${name} must be ${ID_RULE}`;
-const newCounts = () => ({ stored: 0, rejected: 0, remaining: 0 });
 const byteLength = (text) => (/[^ -\x7f]/.test(text) ? new Blob([text]).size : text.length);
-
-/** What events and answers say of an upload: its ids and, for a trial, its session and index. */
 const about = ({ bodyText: _b, createdAt: _c, seq: _s, tries: _t, tooLarge: _l, timestamp: _ts, ...ids }) =>
   ids;
 
 /** Items ({bodyText}) in order, in batches of at most `maxItems` (and 50) and about `maxBytes`. */
 export function splitBatches(items, { maxItems, maxBytes }) {
   const batches = [];
-  const most = Math.min(maxItems, MAX_BATCH_ITEMS);
   let bytes = 0;
   for (const item of items) {
     const size = byteLength(item.bodyText) + 1;
     const last = batches.at(-1);
-    if (last?.length < most && bytes + size <= maxBytes) last.push(item);
+    if (last?.length < Math.min(maxItems, MAX_BATCH_ITEMS) && bytes + size <= maxBytes) last.push(item);
     else {
       batches.push([item]);
       bytes = 0;
@@ -91,11 +86,12 @@ export function splitBatches(items, { maxItems, maxBytes }) {
 
 /** Milliseconds before try `attempt + 1`: full jitter, exponential ceiling, at least `retryAfterMs`. */
 export function backoffDelay(attempt, { baseMs, maxMs, random = Math.random, retryAfterMs = 0 }) {
-  const ceiling = Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 40));
-  return Math.max(random() * ceiling, Math.min(retryAfterMs, maxMs));
+  return Math.max(
+    random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 40)),
+    Math.min(retryAfterMs, maxMs),
+  );
 }
 
-/** An answer's kind: ok, retry, hold (the study does not take uploads now), too-large or a final one. */
 function classify(httpStatus, json, retryAfterMs) {
   const reason = typeof json?.reason === 'string' ? json.reason : undefined;
   const error = typeof json?.error === 'string' ? json.error : `HTTP ${httpStatus}`;
@@ -113,20 +109,17 @@ function classify(httpStatus, json, retryAfterMs) {
 }
 
 const failed = (error) => classify(0, { error });
-const kept = ({ kind }) => kind === 'retry' || kind === 'hold';
+const kept = (kind) => kind === 'retry' || kind === 'hold';
 const erasedAnswer = (participantId) => ({
   status: 'error',
   reason: 'erased',
   participantId,
   error: "erased at the research team's request; nothing more is sent",
 });
-
-/** `{[field]: value}`, a value that is not an object wrapped as `{value}` and flagged. */
 const wrapped = (field, value) =>
   isPlainObject(value)
     ? { [field]: value }
     : { [field]: { value: value ?? null }, [field + 'Wrapped']: true };
-
 const byQueueOrder = (a, b) =>
   a.createdAt - b.createdAt || (a.seq || 0) - (b.seq || 0) || (a.uploadId < b.uploadId ? -1 : 1);
 
@@ -142,14 +135,14 @@ function makeUploader(options) {
   const waiters = new Map();
   const inflight = new Set();
   const supplied = new Map();
-  const listeners = [];
   const ready = [];
+  const tally = { stored: 0, rejected: 0 };
+  const listening = new AbortController();
   let estimate = Infinity; // an upper bound of the queue's length
   let keepaliveBytes = 0;
   let seq = 0;
-  let storedCount = 0;
-  let pendingKey, inRound, pump, again, force, timer, timerAt, statusTimer;
-  let started, closed, hidden, pid, tab, limit, pageStorage;
+  let pendingKey, inRound, pump, again, force, timer, timerAt, statusTimer, started, closed, hidden, pid, tab;
+  let limit;
 
   const now = () => (config.now || Date.now)();
   const random = () => (config.random || Math.random)();
@@ -164,24 +157,18 @@ function makeUploader(options) {
   const tell = (type, item, extra) => emit(type, { ...about(item), ...extra });
   const crypto = () => config.crypto || globalThis.crypto;
 
-  const store = () =>
-    config.storage !== undefined ? config.storage : (pageStorage ??= globalStorage('localStorage'));
+  const store = () => (config.storage !== undefined ? config.storage : globalStorage('localStorage'));
   const get = (key) => mem.get(key) ?? readRaw(store(), key);
   const json = (key) => attempt(() => JSON.parse(get(key)));
-  function put(key, text) {
-    if (!mem.has(key) && writeRaw(store(), key, text)) return true;
-    mem.set(key, text);
-  }
+  const put = (key, text) => (!mem.has(key) && writeRaw(store(), key, text)) || !mem.set(key, text);
   function del(key) {
     mem.delete(key);
     removeRaw(store(), key);
   }
-  const ids = (prefix) => {
-    const keys = attempt(() => Array.from({ length: store().length }, (_, i) => store().key(i)), []);
-    return [...new Set([...keys, ...mem.keys()])]
-      .filter((key) => String(key).startsWith(prefix))
+  const ids = (prefix) =>
+    [...attempt(() => Array.from({ length: store().length }, (_, i) => store().key(i)), []), ...mem.keys()]
+      .filter((key, i, all) => String(key).startsWith(prefix) && all.indexOf(key) === i)
       .map((key) => key.slice(prefix.length));
-  };
 
   async function request(path, body, keepalive = false, type = 'application/json') {
     const abort = new AbortController();
@@ -190,17 +177,19 @@ function makeUploader(options) {
     try {
       return await Promise.race([
         new Promise((_, fail) => {
-          clock = later(() => fail(Error(`no answer within ${ms} ms`), abort.abort()), ms);
+          clock = later(() => {
+            abort.abort();
+            fail(Error(`no answer within ${ms} ms`));
+          }, ms);
         }),
         (async () => {
           const base = config.collectorUrl || moduleOrigin || location.origin;
           const init = { credentials: 'omit', keepalive, signal: abort.signal };
           if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
           const response = await (config.fetch || fetch)(base.replace(/\/+$/, '') + path, init);
-          const json = await response.json().catch(() => null);
           const wait = attempt(() => response.headers.get('Retry-After'));
           const waitMs = Math.max(0, isFinite(wait) ? wait * 1000 : Date.parse(wait) - now()) || 0;
-          return classify(response.status, json, waitMs);
+          return classify(response.status, await response.json().catch(() => null), waitMs);
         })(),
       ]);
     } catch (err) {
@@ -210,16 +199,15 @@ function makeUploader(options) {
     }
   }
 
-  // The queue is a meta key and a body key per upload (docs §3). Cleaning drops the debris.
+  // Each upload is a meta key and a body key (docs §3); `clean` drops what interrupted writes left.
   function readQueue(withBodies, clean) {
     const items = [];
     const bodies = new Set(ids(BODY));
     let debris = 0;
     const junk = (id, reason) => {
       debris += 1;
-      if (!clean) return;
-      drop(id);
-      if (reason) emit('dropped', { key: ITEM + id, reason });
+      if (clean) drop(id);
+      if (clean && reason) emit('dropped', { key: ITEM + id, reason });
     };
     for (const id of ids(ITEM)) {
       const meta = json(ITEM + id);
@@ -246,6 +234,7 @@ function makeUploader(options) {
   function enqueue(item) {
     const max = config.maxQueueItems;
     const isStatus = item.uploadType === 'status';
+    const id = item.uploadId;
     let full;
     if (isStatus || (estimate >= max && count() >= max)) {
       // The participant's older statuses give way, then the oldest others while over the bound.
@@ -254,26 +243,21 @@ function makeUploader(options) {
       for (const old of queued().sort((a, b) => mine(b) - mine(a))) {
         if (old.uploadType === 'status' && (mine(old) || excess > 0)) {
           excess -= 1;
-          supersede(old, item);
+          drop(old.uploadId);
+          tell('superseded', old, { by: id });
+          for (const done of waiters.get(old.uploadId) || []) wait(id, done);
+          waiters.delete(old.uploadId);
         }
       }
       if (excess > 0 && isStatus) return 'full';
       if (excess > 0) full = 'queue full';
     }
-    const id = item.uploadId;
     const meta = metaText(item);
     estimate += 1;
-    if (!full && put(ITEM + id, meta) && put(BODY + id, item.bodyText)) return;
+    if (!full && put(ITEM + id, meta) === true && put(BODY + id, item.bodyText) === true) return;
     drop(id);
     mem.set(ITEM + id, meta).set(BODY + id, item.bodyText);
     tell('not-persisted', item, { reason: full || 'localStorage refused the write' });
-  }
-
-  function supersede(old, by) {
-    drop(old.uploadId);
-    tell('superseded', old, { by: by.uploadId });
-    for (const done of waiters.get(old.uploadId) || []) wait(by.uploadId, done);
-    waiters.delete(old.uploadId);
   }
 
   const backoffWait = () => Math.max(0, json(RETRY)?.notBefore - now()) || 0;
@@ -282,12 +266,9 @@ function makeUploader(options) {
   function fail(retryAfterMs = 0) {
     const tries = +json(RETRY)?.attempt || 0;
     const { retryBaseMs: baseMs, retryMaxMs: maxMs } = config;
-    const delay = backoffDelay(tries, { baseMs, maxMs, random, retryAfterMs });
-    put(
-      RETRY,
-      JSON.stringify({ attempt: tries + 1, notBefore: now() + delay, serverAsked: retryAfterMs > 0 }),
-    );
-    return delay;
+    const notBefore = now() + backoffDelay(tries, { baseMs, maxMs, random, retryAfterMs });
+    put(RETRY, JSON.stringify({ attempt: tries + 1, notBefore, serverAsked: retryAfterMs > 0 }));
+    schedule(backoffWait());
   }
 
   function bindKey(participantId) {
@@ -297,22 +278,20 @@ function makeUploader(options) {
     pendingKey = null;
   }
 
-  // A key only once localStorage holds it: one lost at the next page load must not claim the participant.
+  // Sent only once localStorage holds it: a key lost at the next page load must not claim the participant.
   function keyFor(participantId) {
     bindKey(participantId);
     const read = () => supplied.get(participantId) || readRaw(store(), KEY + participantId);
-    const key = read();
-    if (KEY_PATTERN.test(key)) return key;
-    const bytes = key !== undefined && attempt(() => crypto().getRandomValues(new Uint8Array(32)));
+    const bytes =
+      read() !== undefined &&
+      !KEY_PATTERN.test(read()) &&
+      attempt(() => crypto().getRandomValues(new Uint8Array(32)));
     const fresh = bytes && btoa(String.fromCharCode(...bytes)).slice(0, 43);
-    if (fresh && writeRaw(store(), KEY + participantId, fresh.replace(/\+/g, '-').replace(/\//g, '_')))
-      return KEY_PATTERN.test(read()) ? read() : null;
-    return null;
+    if (fresh) writeRaw(store(), KEY + participantId, fresh.replace(/\+/g, '-').replace(/\//g, '_'));
+    return KEY_PATTERN.test(read()) ? read() : null;
   }
 
   const isErased = (participantId) => typeof get(ERASED + participantId) === 'string';
-
-  /** An answer refusing `participantId` (not an ID, or erased), else nothing. */
   const refusal = (participantId) =>
     validId(participantId)
       ? isErased(participantId) && erasedAnswer(String(participantId))
@@ -320,20 +299,19 @@ function makeUploader(options) {
 
   function forget(participantId) {
     put(ERASED + participantId, JSON.stringify({ erasedAt: new Date(now()) }));
-    const mine = (i) => i.participantId === participantId;
-    const dropped = dropWhere(mine, 'participant erased', erasedAnswer(participantId));
+    const answer = erasedAnswer(participantId);
+    dropWhere((i) => i.participantId === participantId, 'participant erased', answer);
     emit('erased', { participantId });
-    if (pid === participantId) restartStatusTimer();
-    return dropped;
+    return answer;
   }
 
-  const dropWhere = (matches, reason, answer) =>
-    queued()
-      .filter(matches)
-      .map((item) => dropOne(item, reason, answer)).length;
+  function dropWhere(matches, reason, answer) {
+    for (const item of queued()) if (matches(item)) dropOne(item, reason, answer);
+  }
 
   function dropOne(item, reason, answer) {
     drop(item.uploadId);
+    tally.rejected += 1;
     tell('dropped', item, { reason });
     resolve(item.uploadId, { ...answer, ...about(item) });
   }
@@ -342,22 +320,22 @@ function makeUploader(options) {
     attempt(() => {
       const invalid = (option, rule) =>
         emit('invalid-option', { option, error: `${option} must be ${rule}; it was ignored` });
-      const picked = {};
-      for (const name of OPTIONS) if (given?.[name] !== undefined) picked[name] = given[name];
       const { studyId } = config;
-      config = { ...config, ...picked };
-      if (picked.studyId && !validId(picked.studyId)) {
+      config = { ...config };
+      for (const name of OPTIONS) if (given[name] !== undefined) config[name] = given[name];
+      if (config.studyId && !validId(config.studyId)) {
         config.studyId = studyId;
         invalid('studyId', ID_RULE);
       }
       config.maxBatchItems = Math.max(1, Math.min(+config.maxBatchItems || 50, MAX_BATCH_ITEMS));
-      const key = given?.participantKey;
-      if (key === undefined || KEY_PATTERN.test(key)) pendingKey = key ?? pendingKey;
-      else invalid('participantKey', '16 to 256 letters, digits, _ or -');
+      const key = given.participantKey;
+      if (key !== undefined && !KEY_PATTERN.test(key))
+        invalid('participantKey', '16 to 256 letters, digits, _ or -');
+      else if (key !== undefined) pendingKey = key;
       // A key given without a participant is for the first participant used.
       if (config.participantId) bindKey(String(config.participantId));
-      if (picked.participantId) remember(String(picked.participantId));
-      if (picked.statusIntervalMs !== undefined) restartStatusTimer();
+      if (given.participantId) pid = String(given.participantId);
+      if (given.statusIntervalMs !== undefined) restartStatusTimer();
       start();
     });
     return { ...config };
@@ -372,10 +350,10 @@ function makeUploader(options) {
     try {
       const refused = refusal(participantId);
       if (refused) return refused;
-      const id = String(participantId);
       start();
-      if (!trial) remember(id);
-      return await submit(newItem(id, uploadType, build, trial));
+      const item = newItem(String(participantId), uploadType, build, trial);
+      if (!trial) pid = item.participantId;
+      return await submit(item);
     } catch (err) {
       return { status: 'error', participantId, error: `not uploaded: ${errorText(err)}` };
     }
@@ -383,12 +361,8 @@ function makeUploader(options) {
 
   function newItem(participantId, uploadType, build, trial) {
     const createdAt = now();
-    const ids = {
-      participantId,
-      timestamp: new Date(createdAt).toISOString(),
-      uploadId: makeId(),
-      uploadType,
-    };
+    const uploadId = newId(crypto(), random);
+    const ids = { participantId, timestamp: new Date(createdAt).toISOString(), uploadId, uploadType };
     if (config.studyId) ids.studyId = String(config.studyId);
     const fields = trial ? ids : { ...ids, ...collectStudyFields(participantId), ...ids };
     // A circular jsonDump throws here, into the call's answer.
@@ -402,8 +376,6 @@ function makeUploader(options) {
     };
   }
 
-  const makeId = () => newId(crypto(), random);
-
   function submit(item) {
     const id = item.uploadId;
     if (enqueue(item) === 'full') {
@@ -411,22 +383,13 @@ function makeUploader(options) {
       return { status: 'error', reason: 'queue-full', ...about(item), persisted: false, error };
     }
     const answer = new Promise((done) => wait(id, done));
-    const waitMs = backoffWait();
-    if (waitMs > 0) {
-      schedule(waitMs);
-      answerFor(item, failed(WAITING));
-    } else if (
-      item.uploadType !== 'trial' ||
-      closed ||
-      !(config.batchDelayMs > 0) ||
-      waiters.size >= config.maxBatchItems
-    )
-      run();
-    else {
-      // This trial waits batchDelayMs for the next ones; the lease keeps other tabs from them.
-      if (useLease() && !othersLease()) lease(now() + config.batchDelayMs);
-      schedule(+config.batchDelayMs);
-    }
+    const trial = item.uploadType === 'trial' && !closed && !backoffWait();
+    const delay = trial && waiters.size < config.maxBatchItems && +config.batchDelayMs;
+    if (delay > 0) {
+      // The lease keeps other tabs from the trials this page is about to send.
+      if (!othersLease()) lease(now() + delay);
+      schedule(delay);
+    } else run();
     const busy = () => waiters.has(id) && !inflight.has(id) && inQueue(id) && answerFor(item, failed(BUSY));
     later(busy, +config.batchDelayMs + config.timeoutMs + 1000);
     return answer;
@@ -434,7 +397,7 @@ function makeUploader(options) {
 
   const wait = (id, done) => waiters.set(id, [...(waiters.get(id) || []), done]);
 
-  // Answers a round gives are delivered when it is over: the queue and backoff then say the same.
+  // A round's answers are delivered when it is over: the queue and backoff then say the same.
   function resolve(id, answer) {
     for (const done of waiters.get(id) || []) ready.push(() => done(answer));
     waiters.delete(id);
@@ -447,20 +410,18 @@ function makeUploader(options) {
   }
 
   /** The one answer handler: drops, keeps or retries `item`, tells, counts and answers its callers. */
-  function answerFor(item, outcome, counts = newCounts()) {
+  function answerFor(item, { kind, httpStatus, error, reason, json }) {
     const id = item.uploadId;
-    const { kind, httpStatus, error, reason, json } = outcome;
     const answer = { ...about(item), persisted: false, httpStatus, error };
     if (reason) answer.reason = reason;
     if (kind === 'ok') {
       drop(id);
-      counts.stored += 1;
-      storedCount += 1;
+      tally.stored += 1;
       tell('stored', item, { keyVerified: json.keyVerified !== false });
       if (json.keyVerified === false) tell('key-mismatch', item, { httpStatus });
       return resolve(id, json);
     }
-    if (kept(outcome) || kind === 'too-large') {
+    if (kept(kind) || kind === 'too-large') {
       if (error !== WAITING && error !== BUSY) {
         item.tries += 1;
         if (kind === 'too-large') item.tooLarge = true;
@@ -474,13 +435,13 @@ function makeUploader(options) {
     }
     if (inQueue(id)) {
       drop(id);
-      counts.rejected += 1;
+      tally.rejected += 1;
       tell('rejected', item, { httpStatus, error, reason });
       if (reason === 'participant-key') tell('key-mismatch', item, { httpStatus });
-      if (kind === 'erased') counts.rejected += forget(item.participantId);
+      if (kind === 'erased') forget(item.participantId);
       if (kind === 'archived' && item.studyId) {
         const archived = { status: 'error', reason: 'study-archived' };
-        counts.rejected += dropWhere((i) => i.studyId === item.studyId, 'study archived', archived);
+        dropWhere((i) => i.studyId === item.studyId, 'study archived', archived);
       }
     }
     resolve(id, { status: 'error', ...answer });
@@ -489,15 +450,15 @@ function makeUploader(options) {
   // The pump: one loop, a round each time one is asked for, under one cross-tab mechanism.
   function run() {
     again = true;
-    if (!pump) {
-      pump = Promise.resolve(); // a call made while it starts joins it
-      pump = pumpRounds();
-    }
-    return pump;
+    if (pump) return pump;
+    let done;
+    const running = (pump = new Promise((resolve) => (done = resolve)));
+    pumpRounds().then(done);
+    return running;
   }
 
   function schedule(ms) {
-    const at = now() + Math.max(0, ms);
+    const at = now() + ms;
     if (closed || (timer && timerAt <= at)) return;
     cancel(timer);
     timerAt = at;
@@ -508,76 +469,100 @@ function makeUploader(options) {
   }
 
   async function pumpRounds() {
-    const total = newCounts();
+    const note = {};
+    const round = async () => {
+      inRound = true;
+      try {
+        return (note.error = await drain());
+      } finally {
+        if (json(LEASE)?.owner === tab) del(LEASE);
+        deliver();
+      }
+    };
     try {
-      while (again) await crossTab(total);
+      while (again) {
+        const other = othersLease();
+        if (other) {
+          again = false;
+          note.skipped = true;
+          schedule(other.until - now() + 50);
+          settleWaiters(BUSY);
+        } else if (useLease() || !config.crossTabLock) await round(lease());
+        else {
+          await locks().request(NS + 'flush', async () => {
+            for (let rounds = 0; again && rounds < 10; rounds += 1) {
+              if (await round()) break;
+              // Held a moment: other tabs see localStorage changes a little later.
+              if (config.lockGraceMs > 0) await pause(config.lockGraceMs);
+            }
+          });
+        }
+      }
     } catch (err) {
-      total.error = errorText(err);
+      note.error = errorText(err);
       again = false;
-      attempt(() => settleWaiters(true));
+      attempt(() => settleWaiters(note.error));
     }
     pump = null; // in the same step as the loop's last look at `again`: no call is missed
-    return total;
+    return note;
   }
 
   async function drain() {
     const forced = force;
+    let error;
     again = force = false;
-    const counts = newCounts();
     if (!forced && backoffWait() > 0) {
+      error = WAITING;
       schedule(backoffWait());
-      counts.error = WAITING;
     } else {
       cleanQueue();
       let single = false;
       for (;;) {
-        const batch = nextBatch(single, counts);
+        const batch = nextBatch(single);
         if (batch?.length === 0) break;
         lease();
-        const result = batch ? await send(batch, counts) : await askLimit();
+        const result = batch ? await send(batch) : await askLimit();
         single ||= result === 'split';
         if (result?.error) {
-          counts.error = result.error;
-          schedule(fail(result.retryAfterMs));
+          error = result.error;
+          fail(result.retryAfterMs);
           break;
         }
       }
-      if (!counts.error) resetBackoff();
+      if (!error) resetBackoff();
     }
-    settleWaiters(Boolean(counts.error));
-    counts.remaining = count();
-    if (forced) emit('flushed', counts);
-    return counts;
+    settleWaiters(error);
+    return error;
   }
 
-  function settleWaiters(failure) {
+  function settleWaiters(error) {
     const items = queued();
     for (const id of waiters.keys()) {
       const item = items.find((i) => i.uploadId === id);
       if (inflight.has(id)) continue;
-      if (failure && item) answerFor(item, failed(WAITING));
-      else if (!failure && !item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
+      if (error && item) answerFor(item, failed(WAITING));
+      else if (!error && !item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
     }
   }
 
-  function nextBatch(single, counts) {
+  function nextBatch(single) {
     const maxItems = single ? 1 : config.maxBatchItems;
     const max = +config.maxUploadBytes || limit;
     const batch = [];
     for (const item of queued()) {
-      const text = get(BODY + item.uploadId);
       if (batch.length >= maxItems) break;
+      const text = get(BODY + item.uploadId);
       if (item.tooLarge || inflight.has(item.uploadId) || !text) continue;
       if (isErased(item.participantId)) {
         dropOne(item, 'participant erased', erasedAnswer(item.participantId));
         continue;
       }
       item.bodyText = withKey(item, text);
-      // Uploads up to 64 KiB fit any collector configured as documented; a larger one needs the limit.
+      // Up to 64 KiB fits any collector configured as documented; a larger upload needs the limit.
       const size = byteLength(item.bodyText) + WRAPPER_BYTES;
       if (size <= 65536 || size <= max) batch.push(item);
       else if (!max) return null;
-      else answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' }, counts);
+      else answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' });
     }
     const maxBytes = Math.min(config.maxBatchBytes, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
     return splitBatches(batch, { maxItems, maxBytes })[0] || [];
@@ -596,7 +581,7 @@ function makeUploader(options) {
       : text;
   }
 
-  async function send(batch, counts, keepalive, type) {
+  async function send(batch, keepalive, type) {
     for (const item of batch) inflight.add(item.uploadId);
     const body = `{"uploads":[${batch.map((i) => i.bodyText)}]}`;
     let outcome = await request('/api/upload-user-data/batch', body, keepalive, type);
@@ -604,7 +589,7 @@ function makeUploader(options) {
     const results = outcome.kind === 'ok' && outcome.json.results;
     if (outcome.kind === 'ok' && !Array.isArray(results)) outcome = failed('bad batch answer');
     // A batch refused as a whole is sent again one upload per batch, so each gets its own answer.
-    if (!results && !kept(outcome) && batch.length > 1) return 'split';
+    if (!results && !kept(outcome.kind) && batch.length > 1) return 'split';
     const byId = new Map(results ? results.map((r) => [r?.uploadId, r]) : []);
     let failure = null;
     for (const item of batch) {
@@ -613,99 +598,67 @@ function makeUploader(options) {
         ? outcome
         : r
           ? classify(+r.httpStatus, r, (+r.retryAfter || 0) * 1000)
-          : failed('no answer');
-      answerFor(item, own, counts);
-      if (kept(own)) failure ||= own;
+          : failed('not answered');
+      answerFor(item, own);
+      if (kept(own.kind)) failure ||= own;
     }
     return failure;
   }
 
   const locks = () => attempt(() => (config.locks !== undefined ? config.locks : navigator.locks));
   const useLease = () => config.crossTabLock && typeof locks()?.request !== 'function';
-  const othersLease = (other = json(LEASE)) => other?.owner !== tab && +other?.until > now() && other;
+  const othersLease = (other = useLease() && json(LEASE)) =>
+    other?.owner !== tab && +other?.until > now() && other;
 
   function lease(from = now()) {
     if (useLease()) put(LEASE, JSON.stringify({ owner: tab, until: from + config.timeoutMs + 1000 }));
   }
 
-  async function crossTab(total) {
-    const round = async () => {
-      inRound = true;
-      try {
-        const counts = await drain();
-        total.stored += counts.stored;
-        total.rejected += counts.rejected;
-        total.remaining = counts.remaining;
-        if (counts.error) total.error = counts.error;
-        return counts;
-      } finally {
-        if (json(LEASE)?.owner === tab) del(LEASE);
-        deliver();
-      }
-    };
-    if (!config.crossTabLock) return round();
-    if (!useLease()) {
-      return locks().request(NS + 'flush', async () => {
-        for (let rounds = 0; again && rounds < 10; rounds += 1) {
-          const counts = await round();
-          if (counts.error) break;
-          // Kept a moment after a change: other tabs see localStorage changes a little later.
-          if (counts.stored + counts.rejected && config.lockGraceMs > 0) await pause(config.lockGraceMs);
-        }
-      });
-    }
-    const other = othersLease();
-    if (!other) return round(lease());
-    again = false;
-    schedule(other.until - now() + 50);
-    settleWaiters(true);
-    Object.assign(total, { remaining: count(), skipped: true });
-  }
-
-  function flushQueue() {
-    return attempt(
-      () => {
-        start();
-        force = true;
-        return run();
-      },
-      Promise.resolve({ ...newCounts(), error: 'not started' }),
-    );
+  async function flushQueue() {
+    const { stored, rejected } = tally;
+    force = true;
+    const { error, skipped } = await attempt(() => {
+      start();
+      return run();
+    }, {});
+    const counts = { stored: tally.stored - stored, rejected: tally.rejected - rejected, remaining: count() };
+    Object.assign(counts, error && { error }, skipped && { skipped });
+    emit('flushed', counts);
+    return counts;
   }
 
   async function flush(timeoutMs = 10000) {
-    const before = storedCount;
+    const { stored } = tally;
     const deadline = now() + Math.max(0, +timeoutMs || 0);
     const drained = (async () => {
       while ((await flushQueue()).remaining && now() < deadline)
         await pause(Math.min(deadline - now(), Math.max(100, timer ? timerAt - now() : 0)));
     })();
     await Promise.race([drained, pause(deadline - now())]);
-    return { stored: storedCount - before, remaining: queued().length };
+    return { stored: tally.stored - stored, remaining: count() };
   }
 
-  function getQueueState() {
-    const items = queued().map(({ bodyText: _b, createdAt: _c, seq: _s, ...item }) => ({
+  const getQueueState = () => ({
+    items: queued().map(({ bodyText: _b, createdAt: _c, seq: _s, ...item }) => ({
       ...item,
       persisted: !mem.has(ITEM + item.uploadId),
-    }));
-    const { attempt: tries, notBefore } = json(RETRY) || {};
-    return { items, attempt: +tries || 0, nextAttemptAt: +notBefore || 0, flushing: Boolean(pump) };
-  }
+    })),
+    attempt: +json(RETRY)?.attempt || 0,
+    nextAttemptAt: +json(RETRY)?.notBefore || 0,
+    flushing: Boolean(pump),
+  });
 
   function downloadBackup(participantId) {
     const uploads = readQueue(true)
       .filter((item) => participantId === undefined || item.participantId === String(participantId))
       .map((item) => attempt(() => JSON.parse(item.bodyText), item.bodyText));
-    const stamp = new Date(now()).toISOString().replace(/[:.]/g, '-');
-    const filename = `backup-${participantId ?? 'all'}-${stamp}.json`;
+    const filename = `backup-${participantId ?? 'all'}-${new Date(now()).toISOString().slice(0, 10)}.json`;
     const text = JSON.stringify({ uploads }, null, 1);
     attempt(() => {
       const link = document.createElement('a');
       link.href = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
       link.download = filename;
       link.click();
-      later(() => URL.revokeObjectURL(link.href), 60000);
     });
     return { filename, text, count: uploads.length };
   }
@@ -722,8 +675,7 @@ function makeUploader(options) {
       const body = JSON.stringify({ participantId: id, participantKey: keyFor(id) || undefined, studyId });
       // text/plain: no CORS preflight, one round trip fewer while the study page loads.
       const outcome = await request('/api/user-status', body, false, 'text/plain');
-      if (outcome.kind === 'erased') forget(id);
-      if (outcome.kind === 'erased') return { ...erasedAnswer(id), restored };
+      if (outcome.kind === 'erased') return { ...forget(id), restored };
       if (outcome.httpStatus === 404 && !outcome.reason) return answer('not-found');
       const status = outcome.kind === 'ok' && outcome.json.userStatus;
       if (!isPlainObject(status)) return answer('error', { error: outcome.error, reason: outcome.reason });
@@ -737,8 +689,18 @@ function makeUploader(options) {
   function start() {
     if (started || closed) return;
     started = true;
-    tab = makeId();
-    listen();
+    tab = newId(crypto(), random);
+    const d = globalThis.document;
+    const on = (target, type, handler) => target.addEventListener(type, handler, listening);
+    attempt(() => {
+      on(window, 'online', () => {
+        if (!json(RETRY)?.serverAsked) resetBackoff();
+        onVisible();
+      });
+      on(window, 'pagehide', onHidden);
+      on(window, 'pageshow', onVisible);
+      on(d, 'visibilitychange', () => (d.visibilityState === 'hidden' ? onHidden() : onVisible()));
+    });
     restartStatusTimer();
     cleanQueue();
     if (count()) schedule(backoffWait());
@@ -746,34 +708,25 @@ function makeUploader(options) {
 
   function close() {
     closed = true;
-    for (const [target, type, handler] of listeners.splice(0))
-      attempt(() => target.removeEventListener(type, handler));
+    listening.abort();
     cancel(timer);
     cancel(statusTimer);
-    timer = statusTimer = null;
-  }
-
-  function remember(participantId) {
-    if (pid === participantId) return;
-    pid = participantId;
-    restartStatusTimer();
   }
 
   function restartStatusTimer() {
     cancel(statusTimer);
-    const every = +config.statusIntervalMs;
-    if (!(every > 0 && pid && started && !closed && !isErased(pid))) return;
+    if (!(config.statusIntervalMs > 0) || closed) return;
     statusTimer = later(() => {
-      if (!hidden) uploadUserStatus(pid);
+      if (!hidden && pid && !isErased(pid)) uploadUserStatus(pid);
       restartStatusTimer();
-    }, every);
+    }, config.statusIntervalMs);
   }
 
   // Page hide: a last status, and the queue at once in keepalive requests within the browsers' budget.
   function onHidden() {
     attempt(() => !hidden && !refusal(pid) && enqueue(newItem(pid, 'status', same)));
     hidden = true;
-    let budget = KEEPALIVE_BYTES - keepaliveBytes;
+    let budget = 60000 - keepaliveBytes; // browsers refuse keepalive bodies past 64 KiB in flight
     const items = readQueue(true).filter((i) => !i.tooLarge && !inflight.has(i.uploadId));
     for (const item of items) item.bodyText = withKey(item, item.bodyText);
     for (const batch of splitBatches(items, { maxItems: config.maxBatchItems, maxBytes: budget })) {
@@ -781,9 +734,9 @@ function makeUploader(options) {
       if (size > budget) continue;
       budget -= size;
       keepaliveBytes += size;
-      send(batch, newCounts(), true, 'text/plain').then((failure) => {
+      send(batch, true, 'text/plain').then((failure) => {
         keepaliveBytes -= size;
-        if (failure?.error) schedule(fail(failure.retryAfterMs));
+        if (failure?.error) fail(failure.retryAfterMs);
       });
     }
   }
@@ -792,24 +745,6 @@ function makeUploader(options) {
     hidden = false;
     if (backoffWait() > 0) schedule(backoffWait());
     else flushQueue();
-  }
-
-  function listen() {
-    const on = (target, type, handler) => {
-      target.addEventListener(type, handler);
-      listeners.push([target, type, handler]);
-    };
-    const w = globalThis.window;
-    const d = globalThis.document;
-    attempt(() => {
-      on(w, 'online', () => {
-        if (!json(RETRY)?.serverAsked) resetBackoff();
-        onVisible();
-      });
-      on(w, 'pagehide', onHidden);
-      on(w, 'pageshow', onVisible);
-      on(d, 'visibilitychange', () => (d.visibilityState === 'hidden' ? onHidden() : onVisible()));
-    });
   }
 
   const same = (body) => body;
@@ -828,20 +763,16 @@ function makeUploader(options) {
         ...wrapped('submissionData', submissionData),
       })),
     uploadTrialData(participantId, sessionId, trialIndex, trialData, extraFields) {
-      let error = validId(sessionId) ? null : mustBe('sessionId');
+      let error = validId(sessionId) ? '' : mustBe('sessionId');
       if (!Number.isInteger(trialIndex) || trialIndex < 0 || trialIndex > MAX_TRIAL_INDEX)
         error = `trialIndex must be an integer from 0 to ${MAX_TRIAL_INDEX}`;
       if (error) return Promise.resolve({ status: 'error', participantId, error });
       const trial = { sessionId: String(sessionId), trialIndex };
-      const extras = Object.entries(isPlainObject(extraFields) ? extraFields : {}).filter(
-        ([name]) => !RESERVED.split(' ').includes(name),
-      );
-      const build = (ids) => ({
-        ...Object.fromEntries(extras),
-        ...ids,
-        ...trial,
-        ...wrapped('trialData', trialData),
-      });
+      const build = (ids) => {
+        const extras = Object.entries(isPlainObject(extraFields) ? extraFields : {});
+        const own = Object.fromEntries(extras.filter(([name]) => !RESERVED.test(name)));
+        return { ...own, ...ids, ...trial, ...wrapped('trialData', trialData) };
+      };
       return upload(participantId, 'trial', build, trial);
     },
     restoreUserStatus,
@@ -857,7 +788,7 @@ let defaultInstance = null;
 let explicitInstances = 0;
 
 /** The default instance, behind the functions below (each its method of the same name). */
-export const getUploader = () => (defaultInstance ||= makeUploader());
+export const getUploader = () => (defaultInstance ||= makeUploader({}));
 const onDefault =
   (method) =>
   (...args) =>
