@@ -38,28 +38,19 @@ const RESERVED = /^(participant(Id|Key)|timestamp|upload(Id|Type)|sessionId|tria
 const moduleOrigin = attempt(() => /^http/.test(import.meta.url) && new URL(import.meta.url).origin);
 
 const DEFAULTS = {
-  collectorUrl: null,
-  participantId: null,
-  studyId: null,
   timeoutMs: 15000,
   statusIntervalMs: 300000,
   retryBaseMs: 2000,
   retryMaxMs: 300000,
   maxBatchItems: MAX_BATCH_ITEMS,
   maxBatchBytes: 1048576,
-  maxUploadBytes: null,
   batchDelayMs: 100,
   maxQueueItems: 1000,
   crossTabLock: true,
   lockGraceMs: 50,
   collectFields: seedFields,
   restoreFields: restoreStudyFields,
-  onEvent: null,
 };
-const OPTIONS = [
-  ...Object.keys(DEFAULTS),
-  ...'storage fetch locks crypto now random setTimeout clearTimeout'.split(' '),
-];
 
 const validId = (id) => (typeof id === 'string' || Number.isInteger(id)) && ID_PATTERN.test(id);
 const mustBe = (name) => `${name} must be ${ID_RULE}`;
@@ -97,7 +88,6 @@ function classify(httpStatus, json, retryAfterMs) {
   const error = typeof json?.error === 'string' ? json.error : `HTTP ${httpStatus}`;
   const outcome = { kind: 'retry', httpStatus, json, error, reason, retryAfterMs };
   if (httpStatus >= 200 && httpStatus < 300) {
-    // A captive portal's 200 stored nothing.
     if (json?.status === 'success') outcome.kind = 'ok';
     else outcome.error = "the answer was not the collector's";
   } else if (/^(unknown-study|study-closed|study-full)$/.test(reason)) outcome.kind = 'hold';
@@ -121,7 +111,7 @@ const wrapped = (field, value) =>
     ? { [field]: value }
     : { [field]: { value: value ?? null }, [field + 'Wrapped']: true };
 const byQueueOrder = (a, b) =>
-  a.createdAt - b.createdAt || (a.seq || 0) - (b.seq || 0) || (a.uploadId < b.uploadId ? -1 : 1);
+  a.createdAt - b.createdAt || a.seq - b.seq || (a.uploadId < b.uploadId ? -1 : 1);
 
 /** An uploader with its own configuration, timers and callers; options: docs/browser-module.md §1. */
 export function createUploader(options) {
@@ -131,14 +121,14 @@ export function createUploader(options) {
 
 function makeUploader(options) {
   let config = { ...DEFAULTS };
-  const mem = new Map(); // what localStorage refused, kept for the page's life
+  const mem = new Map();
   const waiters = new Map();
   const inflight = new Set();
   const supplied = new Map();
   const ready = [];
   const tally = { stored: 0, rejected: 0 };
   const listening = new AbortController();
-  let estimate = Infinity; // an upper bound of the queue's length
+  let estimate = Infinity;
   let keepaliveBytes = 0;
   let seq = 0;
   let pendingKey, inRound, pump, again, force, timer, timerAt, statusTimer, started, closed, hidden, pid, tab;
@@ -199,7 +189,6 @@ function makeUploader(options) {
     }
   }
 
-  // Each upload is a meta key and a body key (docs §3); `clean` drops what interrupted writes left.
   function readQueue(withBodies, clean) {
     const items = [];
     const bodies = new Set(ids(BODY));
@@ -237,7 +226,6 @@ function makeUploader(options) {
     const id = item.uploadId;
     let full;
     if (isStatus || (estimate >= max && count() >= max)) {
-      // The participant's older statuses give way, then the oldest others while over the bound.
       const mine = (old) => isStatus && old.participantId === item.participantId;
       let excess = count() + 1 - max;
       for (const old of queued().sort((a, b) => mine(b) - mine(a))) {
@@ -278,7 +266,7 @@ function makeUploader(options) {
     pendingKey = null;
   }
 
-  // Sent only once localStorage holds it: a key lost at the next page load must not claim the participant.
+  // Only a key localStorage holds: one lost at the next page load must not claim the participant.
   function keyFor(participantId) {
     bindKey(participantId);
     const read = () => supplied.get(participantId) || readRaw(store(), KEY + participantId);
@@ -320,19 +308,18 @@ function makeUploader(options) {
     attempt(() => {
       const invalid = (option, rule) =>
         emit('invalid-option', { option, error: `${option} must be ${rule}; it was ignored` });
+      const { participantKey: key, ...picked } = given;
       const { studyId } = config;
       config = { ...config };
-      for (const name of OPTIONS) if (given[name] !== undefined) config[name] = given[name];
+      for (const [name, value] of Object.entries(picked)) if (value !== undefined) config[name] = value;
       if (config.studyId && !validId(config.studyId)) {
         config.studyId = studyId;
         invalid('studyId', ID_RULE);
       }
       config.maxBatchItems = Math.max(1, Math.min(+config.maxBatchItems || 50, MAX_BATCH_ITEMS));
-      const key = given.participantKey;
       if (key !== undefined && !KEY_PATTERN.test(key))
         invalid('participantKey', '16 to 256 letters, digits, _ or -');
       else if (key !== undefined) pendingKey = key;
-      // A key given without a participant is for the first participant used.
       if (config.participantId) bindKey(String(config.participantId));
       if (given.participantId) pid = String(given.participantId);
       if (given.statusIntervalMs !== undefined) restartStatusTimer();
@@ -386,7 +373,6 @@ function makeUploader(options) {
     const trial = item.uploadType === 'trial' && !closed && !backoffWait();
     const delay = trial && waiters.size < config.maxBatchItems && +config.batchDelayMs;
     if (delay > 0) {
-      // The lease keeps other tabs from the trials this page is about to send.
       if (!othersLease()) lease(now() + delay);
       schedule(delay);
     } else run();
@@ -397,7 +383,7 @@ function makeUploader(options) {
 
   const wait = (id, done) => waiters.set(id, [...(waiters.get(id) || []), done]);
 
-  // A round's answers are delivered when it is over: the queue and backoff then say the same.
+  // Answers wait for the round's end, when the queue and backoff say the same.
   function resolve(id, answer) {
     for (const done of waiters.get(id) || []) ready.push(() => done(answer));
     waiters.delete(id);
@@ -409,7 +395,6 @@ function makeUploader(options) {
     for (const answer of ready.splice(0)) answer();
   }
 
-  /** The one answer handler: drops, keeps or retries `item`, tells, counts and answers its callers. */
   function answerFor(item, { kind, httpStatus, error, reason, json }) {
     const id = item.uploadId;
     const answer = { ...about(item), persisted: false, httpStatus, error };
@@ -447,7 +432,6 @@ function makeUploader(options) {
     resolve(id, { status: 'error', ...answer });
   }
 
-  // The pump: one loop, a round each time one is asked for, under one cross-tab mechanism.
   function run() {
     again = true;
     if (pump) return pump;
@@ -503,7 +487,7 @@ function makeUploader(options) {
       again = false;
       attempt(() => settleWaiters(note.error));
     }
-    pump = null; // in the same step as the loop's last look at `again`: no call is missed
+    pump = null; // in the step of the last look at `again`: no call is missed
     return note;
   }
 
@@ -558,7 +542,7 @@ function makeUploader(options) {
         continue;
       }
       item.bodyText = withKey(item, text);
-      // Up to 64 KiB fits any collector configured as documented; a larger upload needs the limit.
+      // Up to 64 KiB fits any collector; a larger upload needs the limit.
       const size = byteLength(item.bodyText) + WRAPPER_BYTES;
       if (size <= 65536 || size <= max) batch.push(item);
       else if (!max) return null;
@@ -588,7 +572,7 @@ function makeUploader(options) {
     for (const item of batch) inflight.delete(item.uploadId);
     const results = outcome.kind === 'ok' && outcome.json.results;
     if (outcome.kind === 'ok' && !Array.isArray(results)) outcome = failed('bad batch answer');
-    // A batch refused as a whole is sent again one upload per batch, so each gets its own answer.
+    // A batch refused as a whole is split: each upload gets its own answer.
     if (!results && !kept(outcome.kind) && batch.length > 1) return 'split';
     const byId = new Map(results ? results.map((r) => [r?.uploadId, r]) : []);
     let failure = null;
@@ -722,11 +706,10 @@ function makeUploader(options) {
     }, config.statusIntervalMs);
   }
 
-  // Page hide: a last status, and the queue at once in keepalive requests within the browsers' budget.
   function onHidden() {
     attempt(() => !hidden && !refusal(pid) && enqueue(newItem(pid, 'status', same)));
     hidden = true;
-    let budget = 60000 - keepaliveBytes; // browsers refuse keepalive bodies past 64 KiB in flight
+    let budget = 60000 - keepaliveBytes; // browsers refuse keepalive past 64 KiB in flight
     const items = readQueue(true).filter((i) => !i.tooLarge && !inflight.has(i.uploadId));
     for (const item of items) item.bodyText = withKey(item, item.bodyText);
     for (const batch of splitBatches(items, { maxItems: config.maxBatchItems, maxBytes: budget })) {
