@@ -376,8 +376,7 @@ function makeUploader(options) {
       if (!othersLease()) lease(now() + delay);
       schedule(delay);
     } else run();
-    const busy = () => waiters.has(id) && !inflight.has(id) && inQueue(id) && answerFor(item, failed(BUSY));
-    later(busy, +config.batchDelayMs + config.timeoutMs + 1000);
+    later(() => waiters.has(id) && settle(id, BUSY), +config.batchDelayMs + config.timeoutMs + 1000);
     return answer;
   }
 
@@ -485,7 +484,7 @@ function makeUploader(options) {
     } catch (err) {
       note.error = errorText(err);
       again = false;
-      attempt(() => settleWaiters(note.error));
+      attempt(() => settleWaiters(WAITING));
     }
     pump = null; // in the step of the last look at `again`: no call is missed
     return note;
@@ -515,19 +514,19 @@ function makeUploader(options) {
       }
       if (!error) resetBackoff();
     }
-    settleWaiters(error);
+    settleWaiters(error && WAITING);
     return error;
   }
 
-  function settleWaiters(error) {
-    const items = queued();
-    for (const id of waiters.keys()) {
-      const item = items.find((i) => i.uploadId === id);
-      if (inflight.has(id)) continue;
-      if (error && item) answerFor(item, failed(WAITING));
-      else if (!error && !item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
-    }
+  // A call whose upload was not sent: queued with `error`, or, gone from the queue, sent by another tab.
+  function settle(id, error) {
+    const item = json(ITEM + id);
+    if (inflight.has(id)) return;
+    if (error && item) answerFor(item, failed(error));
+    else if (!error && !item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
   }
+
+  const settleWaiters = (error) => [...waiters.keys()].forEach((id) => settle(id, error));
 
   function nextBatch(single) {
     const maxItems = single ? 1 : config.maxBatchItems;
