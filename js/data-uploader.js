@@ -33,7 +33,6 @@ const LEASE = NS + 'lease';
 const WRAPPER_BYTES = 300; // the batch wrapper and the participant key added when sent
 const WAITING = 'waiting before the next try';
 const BUSY = 'another tab is sending the queue';
-const RESERVED = /^(participant(Id|Key)|timestamp|upload(Id|Type)|sessionId|trial(Index|Data)|studyId)$/;
 
 const moduleOrigin = attempt(() => /^http/.test(import.meta.url) && new URL(import.meta.url).origin);
 
@@ -163,25 +162,21 @@ function makeUploader(options) {
   async function request(path, body, keepalive = false, type = 'application/json') {
     const abort = new AbortController();
     const ms = config.timeoutMs;
+    const base = config.collectorUrl || moduleOrigin || location.origin;
+    const init = { credentials: 'omit', keepalive, signal: abort.signal };
+    if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
     let clock;
     try {
-      return await Promise.race([
+      // The timer aborts reading the answer too.
+      const response = await Promise.race([
         new Promise((_, fail) => {
-          clock = later(() => {
-            abort.abort();
-            fail(Error(`no answer within ${ms} ms`));
-          }, ms);
+          clock = later(() => fail(Error(`no answer within ${ms} ms`), abort.abort()), ms);
         }),
-        (async () => {
-          const base = config.collectorUrl || moduleOrigin || location.origin;
-          const init = { credentials: 'omit', keepalive, signal: abort.signal };
-          if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
-          const response = await (config.fetch || fetch)(base.replace(/\/+$/, '') + path, init);
-          const wait = attempt(() => response.headers.get('Retry-After'));
-          const waitMs = Math.max(0, isFinite(wait) ? wait * 1000 : Date.parse(wait) - now()) || 0;
-          return classify(response.status, await response.json().catch(() => null), waitMs);
-        })(),
+        (config.fetch || fetch)(base.replace(/\/+$/, '') + path, init),
       ]);
+      const wait = attempt(() => response.headers.get('Retry-After'));
+      const waitMs = Math.max(0, isFinite(wait) ? wait * 1000 : Date.parse(wait) - now()) || 0;
+      return classify(response.status, await response.json().catch(() => null), waitMs);
     } catch (err) {
       return failed(`network error: ${errorText(err)}`);
     } finally {
@@ -396,8 +391,7 @@ function makeUploader(options) {
 
   function answerFor(item, { kind, httpStatus, error, reason, json }) {
     const id = item.uploadId;
-    const answer = { ...about(item), persisted: false, httpStatus, error };
-    if (reason) answer.reason = reason;
+    const answer = { status: 'error', ...about(item), persisted: false, httpStatus, error, reason };
     if (kind === 'ok') {
       drop(id);
       tally.stored += 1;
@@ -412,10 +406,11 @@ function makeUploader(options) {
         if (inQueue(id)) put(ITEM + id, metaText(item));
       }
       answer.persisted = !mem.has(ITEM + id);
-      if (item.tooLarge) answer.reason = kind;
+      if (item.tooLarge) answer.reason = 'too-large';
+      else answer.status = 'queued';
       if (kind === 'hold') emit('study-unavailable', answer);
-      emit(item.tooLarge ? kind : 'queued', answer);
-      return resolve(id, { status: item.tooLarge ? 'error' : 'queued', ...answer });
+      emit(item.tooLarge ? 'too-large' : 'queued', answer);
+      return resolve(id, answer);
     }
     if (inQueue(id)) {
       drop(id);
@@ -428,7 +423,7 @@ function makeUploader(options) {
         dropWhere((i) => i.studyId === item.studyId, 'study archived', archived);
       }
     }
-    resolve(id, { status: 'error', ...answer });
+    resolve(id, answer);
   }
 
   function run() {
@@ -751,8 +746,7 @@ function makeUploader(options) {
       if (error) return Promise.resolve({ status: 'error', participantId, error });
       const trial = { sessionId: String(sessionId), trialIndex };
       const build = (ids) => {
-        const extras = Object.entries(isPlainObject(extraFields) ? extraFields : {});
-        const own = Object.fromEntries(extras.filter(([name]) => !RESERVED.test(name)));
+        const { participantKey: _k, studyId: _s, ...own } = isPlainObject(extraFields) ? extraFields : {};
         return { ...own, ...ids, ...trial, ...wrapped('trialData', trialData) };
       };
       return upload(participantId, 'trial', build, trial);
