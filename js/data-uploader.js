@@ -246,12 +246,13 @@ function makeUploader(options) {
   const backoffWait = () => Math.max(0, json(RETRY)?.notBefore - now()) || 0;
   const resetBackoff = () => json(RETRY) && del(RETRY);
 
-  function fail(retryAfterMs = 0) {
+  function fail({ error, retryAfterMs = 0 }) {
     const tries = +json(RETRY)?.attempt || 0;
     const { retryBaseMs: baseMs, retryMaxMs: maxMs } = config;
     const notBefore = now() + backoffDelay(tries, { baseMs, maxMs, random, retryAfterMs });
     put(RETRY, JSON.stringify({ attempt: tries + 1, notBefore, serverAsked: retryAfterMs > 0 }));
     schedule(backoffWait());
+    return error;
   }
 
   function bindKey(participantId) {
@@ -468,11 +469,8 @@ function makeUploader(options) {
         } else if (useLease() || !config.crossTabLock) await round(lease());
         else {
           await locks().request(NS + 'flush', async () => {
-            for (let rounds = 0; again && rounds < 10; rounds += 1) {
-              if (await round()) break;
-              // Held a moment: other tabs see localStorage changes a little later.
-              if (config.lockGraceMs > 0) await pause(config.lockGraceMs);
-            }
+            // Held a moment after a round: other tabs see localStorage changes a little later.
+            while (again && !(await round()) && config.lockGraceMs > 0) await pause(config.lockGraceMs);
           });
         }
       }
@@ -486,29 +484,18 @@ function makeUploader(options) {
   }
 
   async function drain() {
-    const forced = force;
-    let error;
+    let error = !force && backoffWait() > 0 && WAITING;
+    let most = config.maxBatchItems;
     again = force = false;
-    if (!forced && backoffWait() > 0) {
-      error = WAITING;
-      schedule(backoffWait());
-    } else {
-      cleanQueue();
-      let single = false;
-      for (;;) {
-        const batch = nextBatch(single);
-        if (batch?.length === 0) break;
-        lease();
-        const result = batch ? await send(batch) : await askLimit();
-        single ||= result === 'split';
-        if (result?.error) {
-          error = result.error;
-          fail(result.retryAfterMs);
-          break;
-        }
-      }
-      if (!error) resetBackoff();
+    if (!error) cleanQueue();
+    for (let batch; !error && (batch = nextBatch(most))?.length !== 0;) {
+      lease();
+      const result = batch ? await send(batch) : await askLimit();
+      if (result === 'split') most = 1;
+      else if (result) error = fail(result);
     }
+    if (error) schedule(backoffWait());
+    else resetBackoff();
     settleWaiters(error && WAITING);
     return error;
   }
@@ -523,19 +510,13 @@ function makeUploader(options) {
 
   const settleWaiters = (error) => [...waiters.keys()].forEach((id) => settle(id, error));
 
-  function nextBatch(single) {
-    const maxItems = single ? 1 : config.maxBatchItems;
+  function nextBatch(maxItems) {
     const max = +config.maxUploadBytes || limit;
     const batch = [];
     for (const item of queued()) {
-      if (batch.length >= maxItems) break;
-      const text = get(BODY + item.uploadId);
-      if (item.tooLarge || inflight.has(item.uploadId) || !text) continue;
-      if (isErased(item.participantId)) {
-        dropOne(item, 'participant erased', erasedAnswer(item.participantId));
-        continue;
-      }
-      item.bodyText = withKey(item, text);
+      const text = batch.length < maxItems && !item.tooLarge && !inflight.has(item.uploadId);
+      if (!text || !(item.bodyText = get(BODY + item.uploadId))) continue;
+      item.bodyText = withKey(item, item.bodyText);
       // Up to 64 KiB fits any collector; a larger upload needs the limit.
       const size = byteLength(item.bodyText) + WRAPPER_BYTES;
       if (size <= 65536 || size <= max) batch.push(item);
@@ -567,16 +548,12 @@ function makeUploader(options) {
     const results = outcome.kind === 'ok' && outcome.json.results;
     if (outcome.kind === 'ok' && !Array.isArray(results)) outcome = failed('bad batch answer');
     // A batch refused as a whole is split: each upload gets its own answer.
-    if (!results && !kept(outcome.kind) && batch.length > 1) return 'split';
-    const byId = new Map(results ? results.map((r) => [r?.uploadId, r]) : []);
-    let failure = null;
+    if (!Array.isArray(results) && !kept(outcome.kind) && batch.length > 1) return 'split';
+    let failure;
     for (const item of batch) {
-      const r = byId.get(item.uploadId);
-      const own = !results
-        ? outcome
-        : r
-          ? classify(+r.httpStatus, r, (+r.retryAfter || 0) * 1000)
-          : failed('not answered');
+      const r = Array.isArray(results) ? results.find((r) => r?.uploadId === item.uploadId) : outcome;
+      const own =
+        r === outcome ? r : r ? classify(+r.httpStatus, r, r.retryAfter * 1000 || 0) : failed('no answer');
       answerFor(item, own);
       if (kept(own.kind)) failure ||= own;
     }
@@ -713,7 +690,7 @@ function makeUploader(options) {
       keepaliveBytes += size;
       send(batch, true, 'text/plain').then((failure) => {
         keepaliveBytes -= size;
-        if (failure?.error) fail(failure.retryAfterMs);
+        if (failure) fail(failure);
       });
     }
   }
