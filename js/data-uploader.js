@@ -237,7 +237,7 @@ function makeUploader(options) {
     }
     const meta = metaText(item);
     estimate += 1;
-    if (!full && put(ITEM + id, meta) === true && put(BODY + id, item.bodyText) === true) return;
+    if (!full && put(ITEM + id, meta) && put(BODY + id, item.bodyText)) return;
     drop(id);
     mem.set(ITEM + id, meta).set(BODY + id, item.bodyText);
     tell('not-persisted', item, { reason: full || 'localStorage refused the write' });
@@ -284,20 +284,18 @@ function makeUploader(options) {
   function forget(participantId) {
     put(ERASED + participantId, JSON.stringify({ erasedAt: new Date(now()) }));
     const answer = erasedAnswer(participantId);
-    dropWhere((i) => i.participantId === participantId, 'participant erased', answer);
+    dropWhere('participantId', participantId, 'participant erased', answer);
     emit('erased', { participantId });
     return answer;
   }
 
-  function dropWhere(matches, reason, answer) {
-    for (const item of queued()) if (matches(item)) dropOne(item, reason, answer);
-  }
-
-  function dropOne(item, reason, answer) {
-    drop(item.uploadId);
-    tally.rejected += 1;
-    tell('dropped', item, { reason });
-    resolve(item.uploadId, { ...answer, ...about(item) });
+  function dropWhere(field, value, reason, answer) {
+    for (const item of queued().filter((i) => i[field] === value)) {
+      drop(item.uploadId);
+      tally.rejected += 1;
+      tell('dropped', item, { reason });
+      resolve(item.uploadId, { ...answer, ...about(item) });
+    }
   }
 
   function configure(given) {
@@ -420,8 +418,7 @@ function makeUploader(options) {
       if (reason === 'participant-key') tell('key-mismatch', item, { httpStatus });
       if (kind === 'erased') forget(item.participantId);
       if (kind === 'archived' && item.studyId) {
-        const archived = { status: 'error', reason: 'study-archived' };
-        dropWhere((i) => i.studyId === item.studyId, 'study archived', archived);
+        dropWhere('studyId', item.studyId, 'study archived', { status: 'error', reason: 'study-archived' });
       }
     }
     resolve(id, answer);
@@ -626,8 +623,12 @@ function makeUploader(options) {
       if (refused) return { ...refused, restored };
       const id = (participantId = String(participantId));
       start();
-      const studyId = config.studyId || undefined;
-      const body = JSON.stringify({ participantId: id, participantKey: keyFor(id) || undefined, studyId });
+      const key = keyFor(id) || undefined;
+      const body = JSON.stringify({
+        participantId: id,
+        participantKey: key,
+        studyId: config.studyId || undefined,
+      });
       // text/plain: no CORS preflight, one round trip fewer while the study page loads.
       const outcome = await request('/api/user-status', body, false, 'text/plain');
       if (outcome.kind === 'erased') return { ...forget(id), restored };
@@ -697,8 +698,7 @@ function makeUploader(options) {
 
   function onVisible() {
     hidden = false;
-    if (backoffWait() > 0) schedule(backoffWait());
-    else flushQueue();
+    run();
   }
 
   const same = (body) => body;
