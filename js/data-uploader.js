@@ -507,7 +507,7 @@ function makeUploader(options) {
 
   const settleWaiters = (error) => [...waiters.keys()].forEach((id) => settle(id, error));
 
-  function nextBatch(maxItems) {
+  function nextBatch(maxItems, budget = config.maxBatchBytes) {
     const max = +config.maxUploadBytes || limit;
     const batch = [];
     for (const item of queued()) {
@@ -520,7 +520,7 @@ function makeUploader(options) {
       else if (!max) return null;
       else answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' });
     }
-    const maxBytes = Math.min(config.maxBatchBytes, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
+    const maxBytes = Math.min(budget, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
     return splitBatches(batch, { maxItems, maxBytes })[0] || [];
   }
 
@@ -681,13 +681,10 @@ function makeUploader(options) {
   function onHidden() {
     attempt(() => !hidden && !refusal(pid) && enqueue(newItem(pid, 'status', same)));
     hidden = true;
-    let budget = 60000 - keepaliveBytes; // browsers refuse keepalive past 64 KiB in flight
-    const items = readQueue(true).filter((i) => !i.tooLarge && !inflight.has(i.uploadId));
-    for (const item of items) item.bodyText = withKey(item, item.bodyText);
-    for (const batch of splitBatches(items, { maxItems: config.maxBatchItems, maxBytes: budget })) {
+    // Browsers refuse keepalive requests past 64 KiB in flight.
+    for (let batch; (batch = nextBatch(config.maxBatchItems, 60000 - keepaliveBytes))?.length;) {
       const size = batch.reduce((sum, i) => sum + byteLength(i.bodyText) + 1, 16);
-      if (size > budget) continue;
-      budget -= size;
+      if (size > 60000 - keepaliveBytes) break;
       keepaliveBytes += size;
       send(batch, true, 'text/plain').then((failure) => {
         keepaliveBytes -= size;
