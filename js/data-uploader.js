@@ -84,17 +84,16 @@ export function backoffDelay(attempt, { baseMs, maxMs, random = Math.random, ret
 
 function classify(httpStatus, json, retryAfterMs) {
   const reason = typeof json?.reason === 'string' ? json.reason : undefined;
-  const error = typeof json?.error === 'string' ? json.error : `HTTP ${httpStatus}`;
-  const outcome = { kind: 'retry', httpStatus, json, error, reason, retryAfterMs };
+  let error = typeof json?.error === 'string' ? json.error : `HTTP ${httpStatus}`;
+  let kind = 'retry';
   if (httpStatus >= 200 && httpStatus < 300) {
-    if (json?.status === 'success') outcome.kind = 'ok';
-    else outcome.error = "the answer was not the collector's";
-  } else if (/^(unknown-study|study-closed|study-full)$/.test(reason)) outcome.kind = 'hold';
-  else if (httpStatus === 410) outcome.kind = reason === 'study-archived' ? 'archived' : 'erased';
-  else if (httpStatus === 413) outcome.kind = 'too-large';
-  else if (httpStatus >= 400 && httpStatus < 500 && httpStatus !== 408 && httpStatus !== 429)
-    outcome.kind = 'reject';
-  return outcome;
+    if (json?.status === 'success') kind = 'ok';
+    else error = "the answer was not the collector's";
+  } else if (/^(unknown-study|study-closed|study-full)$/.test(reason)) kind = 'hold';
+  else if (httpStatus === 410) kind = reason === 'study-archived' ? 'archived' : 'erased';
+  else if (httpStatus === 413) kind = 'too-large';
+  else if (httpStatus > 399 && httpStatus < 500 && httpStatus !== 408 && httpStatus !== 429) kind = 'reject';
+  return { kind, httpStatus, json, error, reason, retryAfterMs };
 }
 
 const failed = (error) => classify(0, { error });
@@ -162,12 +161,12 @@ function makeUploader(options) {
   async function request(path, body, keepalive = false, type = 'application/json') {
     const abort = new AbortController();
     const ms = config.timeoutMs;
-    const base = config.collectorUrl || moduleOrigin || location.origin;
     const init = { credentials: 'omit', keepalive, signal: abort.signal };
     if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
     let clock;
     try {
-      // The timer aborts reading the answer too.
+      const base = config.collectorUrl || moduleOrigin || location.origin;
+      // The timer also ends reading the answer.
       const response = await Promise.race([
         new Promise((_, fail) => {
           clock = later(() => fail(Error(`no answer within ${ms} ms`), abort.abort()), ms);
