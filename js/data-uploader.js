@@ -496,12 +496,12 @@ function makeUploader(options) {
     return error;
   }
 
-  // A call whose upload was not sent: queued with `error`, or, gone from the queue, sent by another tab.
+  // A call whose upload was not sent this round: gone from the queue, another tab sent it.
   function settle(id, error) {
     const item = json(ITEM + id);
     if (inflight.has(id)) return;
-    if (error && item) answerFor(item, failed(error));
-    else if (!error && !item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
+    if (!item) resolve(id, { status: 'success', uploadId: id, sentBy: 'another tab' });
+    else if (error) answerFor(item, failed(error));
   }
 
   const settleWaiters = (error) => [...waiters.keys()].forEach((id) => settle(id, error));
