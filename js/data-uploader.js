@@ -129,7 +129,20 @@ function makeUploader(options) {
   let estimate = Infinity;
   let keepaliveBytes = 0;
   let seq = 0;
-  let pendingKey, inRound, pump, again, force, timer, timerAt, statusTimer, started, closed, hidden, pid, tab;
+  let pendingKey,
+    inRound,
+    pump,
+    wake,
+    again,
+    force,
+    timer,
+    timerAt,
+    statusTimer,
+    started,
+    closed,
+    hidden,
+    pid,
+    tab;
   let limit;
 
   const now = () => (config.now || Date.now)();
@@ -363,9 +376,12 @@ function makeUploader(options) {
       return { status: 'error', reason: 'queue-full', ...about(item), persisted: false, error };
     }
     const answer = new Promise((done) => wait(id, done));
-    const trial = item.uploadType === 'trial' && !closed && !backoffWait();
+    const trial = item.uploadType === 'trial' && !closed;
     const delay = trial && waiters.size < config.maxBatchItems && +config.batchDelayMs;
-    if (delay > 0) {
+    if (backoffWait() > 0) {
+      schedule(backoffWait());
+      answerFor(item, failed(WAITING));
+    } else if (delay > 0) {
       if (!othersLease()) lease(now() + delay);
       schedule(delay);
     } else run();
@@ -425,6 +441,7 @@ function makeUploader(options) {
 
   function run() {
     again = true;
+    wake?.();
     if (pump) return pump;
     let done;
     const running = (pump = new Promise((resolve) => (done = resolve)));
@@ -466,7 +483,12 @@ function makeUploader(options) {
         else {
           await locks().request(NS + 'flush', async () => {
             // Held a moment after a round: other tabs see localStorage changes a little later.
-            while (again && !(await round()) && config.lockGraceMs > 0) await pause(config.lockGraceMs);
+            while (again && !(await round()) && config.lockGraceMs > 0) {
+              await new Promise((done) => {
+                const id = later(done, config.lockGraceMs);
+                wake = () => done(cancel(id)); // a call made meanwhile is sent at once
+              });
+            }
           });
         }
       }
