@@ -186,11 +186,13 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=250, help="size of the benchmark jsonDump")
     args = parser.parse_args()
 
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", args.before], capture_output=True, check=True)
+    command = ["git", "-C", str(REPO), "archive", args.before]
+    archive = subprocess.run(command, capture_output=True, check=True).stdout
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as old, sync_playwright() as playwright:
-        tarfile.open(fileobj=BytesIO(archive.stdout)).extractall(old, filter="data")
+        with tarfile.open(fileobj=BytesIO(archive)) as tree:
+            tree.extractall(old, filter="data")
         before_tree, after_tree = Path(old), REPO
         table = [sizes(lambda name: (before_tree / "js" / name).read_bytes())]
         table.append(sizes(lambda name: (after_tree / "js" / name).read_bytes()))
@@ -207,7 +209,8 @@ def main() -> None:
         print(f"page load {label}: {row.pop('page load: files')}")
     print(f"{'':62} {'before (' + args.before + ')':>22} {'after':>22} {'budget':>8}")
     for name, value in after.items():
-        print(f"{name:62} {show(before.get(name, '')):>22} {show(value):>22} {show(BUDGETS.get(name, '')):>8}")
+        budget = show(BUDGETS.get(name, ""))
+        print(f"{name:62} {show(before.get(name, '')):>22} {show(value):>22} {budget:>8}")
 
 
 if __name__ == "__main__":
