@@ -108,8 +108,7 @@ const wrapped = (field, value) =>
   isPlainObject(value)
     ? { [field]: value }
     : { [field]: { value: value ?? null }, [field + 'Wrapped']: true };
-const byQueueOrder = (a, b) =>
-  a.createdAt - b.createdAt || a.seq - b.seq || (a.uploadId < b.uploadId ? -1 : 1);
+const byQueueOrder = (a, b) => a.createdAt - b.createdAt || a.seq - b.seq;
 
 /** An uploader with its own configuration, timers and callers; options: docs/browser-module.md §1. */
 export function createUploader(options) {
@@ -129,21 +128,8 @@ function makeUploader(options) {
   let estimate = Infinity;
   let keepaliveBytes = 0;
   let seq = 0;
-  let pendingKey,
-    inRound,
-    pump,
-    wake,
-    again,
-    force,
-    timer,
-    timerAt,
-    statusTimer,
-    started,
-    closed,
-    hidden,
-    pid,
-    tab;
-  let limit;
+  let pendingKey, inRound, pump, wake, again, force, timer, timerAt, statusTimer;
+  let started, closed, hidden, pid, tab, limit;
 
   const now = () => (config.now || Date.now)();
   const random = () => (config.random || Math.random)();
