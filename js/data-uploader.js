@@ -331,8 +331,23 @@ function makeUploader(options) {
       if (refused) return refused;
       start();
       const item = newItem(String(participantId), uploadType, build, trial);
+      const id = item.uploadId;
       if (!trial) pid = item.participantId;
-      return await submit(item);
+      if (enqueue(item) === 'full') {
+        const error = 'the queue is full; this status upload was not kept';
+        return { status: 'error', reason: 'queue-full', ...about(item), persisted: false, error };
+      }
+      const answer = new Promise((done) => wait(id, done));
+      const delay = trial && !closed && waiters.size < config.maxBatchItems && +config.batchDelayMs;
+      if (backoffWait() > 0) {
+        schedule(backoffWait());
+        answerFor(item, failed(WAITING));
+      } else if (delay > 0) {
+        if (!othersLease()) lease(now() + delay);
+        schedule(delay);
+      } else run();
+      later(() => waiters.has(id) && settle(id, BUSY), +config.batchDelayMs + config.timeoutMs + 1000);
+      return await answer;
     } catch (err) {
       return { status: 'error', participantId, error: `not uploaded: ${errorText(err)}` };
     }
@@ -344,35 +359,10 @@ function makeUploader(options) {
     const ids = { participantId, timestamp: new Date(createdAt).toISOString(), uploadId, uploadType };
     if (config.studyId) ids.studyId = String(config.studyId);
     const fields = trial ? ids : { ...ids, ...collectStudyFields(participantId), ...ids };
+    const item = { ...ids, createdAt, seq: (seq += 1), tries: 0, ...trial };
     // A circular jsonDump throws here, into the call's answer.
-    return {
-      ...ids,
-      createdAt,
-      seq: (seq += 1),
-      tries: 0,
-      ...trial,
-      bodyText: JSON.stringify(build(fields)),
-    };
-  }
-
-  function submit(item) {
-    const id = item.uploadId;
-    if (enqueue(item) === 'full') {
-      const error = 'the queue is full; this status upload was not kept';
-      return { status: 'error', reason: 'queue-full', ...about(item), persisted: false, error };
-    }
-    const answer = new Promise((done) => wait(id, done));
-    const trial = item.uploadType === 'trial' && !closed;
-    const delay = trial && waiters.size < config.maxBatchItems && +config.batchDelayMs;
-    if (backoffWait() > 0) {
-      schedule(backoffWait());
-      answerFor(item, failed(WAITING));
-    } else if (delay > 0) {
-      if (!othersLease()) lease(now() + delay);
-      schedule(delay);
-    } else run();
-    later(() => waiters.has(id) && settle(id, BUSY), +config.batchDelayMs + config.timeoutMs + 1000);
-    return answer;
+    item.bodyText = JSON.stringify(build(fields));
+    return item;
   }
 
   const wait = (id, done) => waiters.set(id, [...(waiters.get(id) || []), done]);
