@@ -92,7 +92,7 @@ function classify(httpStatus, json, retryAfterMs) {
   } else if (/^(unknown-study|study-closed|study-full)$/.test(reason)) kind = 'hold';
   else if (httpStatus === 410) kind = reason === 'study-archived' ? 'archived' : 'erased';
   else if (httpStatus === 413) kind = 'too-large';
-  else if (httpStatus > 399 && httpStatus < 500 && httpStatus !== 408 && httpStatus !== 429) kind = 'reject';
+  else if (httpStatus > 399 && httpStatus < 500 && ![408, 429].includes(httpStatus)) kind = 'reject';
   return { kind, httpStatus, json, error, reason, retryAfterMs };
 }
 
@@ -134,7 +134,7 @@ function makeUploader(options) {
   const now = () => (config.now || Date.now)();
   const random = () => (config.random || Math.random)();
   const later = (fn, ms) => {
-    const id = (config.setTimeout || setTimeout)(() => attempt(fn), Math.max(0, ms));
+    const id = (config.setTimeout || setTimeout)(() => attempt(fn), ms);
     id?.unref?.(); // never keeps a Node process alive
     return id;
   };
@@ -462,7 +462,7 @@ function makeUploader(options) {
             while (again && !(await round()) && config.lockGraceMs > 0) {
               await new Promise((done) => {
                 const id = later(done, config.lockGraceMs);
-                wake = () => done(cancel(id)); // a call made meanwhile is sent at once
+                wake = () => done(cancel(id));
               });
             }
           });
@@ -541,7 +541,6 @@ function makeUploader(options) {
     for (const item of batch) inflight.delete(item.uploadId);
     const results = outcome.kind === 'ok' && outcome.json.results;
     if (outcome.kind === 'ok' && !Array.isArray(results)) outcome = failed('bad batch answer');
-    // A batch refused as a whole is split: each upload gets its own answer.
     if (!Array.isArray(results) && !kept(outcome.kind) && batch.length > 1) return 'split';
     let failure;
     for (const item of batch) {
