@@ -153,8 +153,13 @@ function makeUploader(options) {
     removeRaw(store(), key);
   }
   const ids = (prefix) =>
-    [...attempt(() => Array.from({ length: store().length }, (_, i) => store().key(i)), []), ...mem.keys()]
-      .filter((key, i, all) => String(key).startsWith(prefix) && all.indexOf(key) === i)
+    [
+      ...new Set([
+        ...attempt(() => Array.from({ length: store().length }, (_, i) => store().key(i)), []),
+        ...mem.keys(),
+      ]),
+    ]
+      .filter((key) => String(key).startsWith(prefix))
       .map((key) => key.slice(prefix.length));
 
   async function request(path, body, keepalive = false, type = 'application/json') {
@@ -455,8 +460,10 @@ function makeUploader(options) {
           note.skipped = true;
           schedule(other.until - now() + 50);
           settleWaiters(BUSY);
-        } else if (useLease() || !config.crossTabLock) await round(lease());
-        else {
+        } else if (useLease() || !config.crossTabLock) {
+          lease();
+          await round();
+        } else {
           await locks().request(NS + 'flush', async () => {
             // Held a moment after a round: other tabs see localStorage changes a little later.
             while (again && !(await round()) && config.lockGraceMs > 0) {
@@ -508,8 +515,8 @@ function makeUploader(options) {
     const max = +config.maxUploadBytes || limit;
     const batch = [];
     for (const item of queued()) {
-      const text = batch.length < maxItems && !item.tooLarge && !inflight.has(item.uploadId);
-      if (!text || !(item.bodyText = get(BODY + item.uploadId))) continue;
+      const eligible = batch.length < maxItems && !item.tooLarge && !inflight.has(item.uploadId);
+      if (!eligible || !(item.bodyText = get(BODY + item.uploadId))) continue;
       item.bodyText = withKey(item, item.bodyText);
       // Up to 64 KiB fits any collector; a larger upload needs the limit.
       const size = byteLength(item.bodyText) + WRAPPER_BYTES;
@@ -544,9 +551,12 @@ function makeUploader(options) {
     if (!Array.isArray(results) && !kept(outcome.kind) && batch.length > 1) return 'split';
     let failure;
     for (const item of batch) {
-      const r = Array.isArray(results) ? results.find((r) => r?.uploadId === item.uploadId) : outcome;
-      const own =
-        r === outcome ? r : r ? classify(+r.httpStatus, r, r.retryAfter * 1000 || 0) : failed('no answer');
+      const r = Array.isArray(results) && results.find((r) => r?.uploadId === item.uploadId);
+      const own = !Array.isArray(results)
+        ? outcome
+        : r
+          ? classify(+r.httpStatus, r, r.retryAfter * 1000 || 0)
+          : failed('no answer');
       answerFor(item, own);
       if (kept(own.kind)) failure ||= own;
     }
