@@ -57,23 +57,6 @@ const byteLength = (text) => (/[^ -\x7f]/.test(text) ? new Blob([text]).size : t
 const about = ({ bodyText: _b, createdAt: _c, seq: _s, tries: _t, tooLarge: _l, timestamp: _ts, ...ids }) =>
   ids;
 
-/** Items ({bodyText}) in order, in batches of at most `maxItems` (and 50) and about `maxBytes`. */
-export function splitBatches(items, { maxItems, maxBytes }) {
-  const batches = [];
-  let bytes = 0;
-  for (const item of items) {
-    const size = byteLength(item.bodyText) + 1;
-    const last = batches.at(-1);
-    if (last?.length < Math.min(maxItems, MAX_BATCH_ITEMS) && bytes + size <= maxBytes) last.push(item);
-    else {
-      batches.push([item]);
-      bytes = 0;
-    }
-    bytes += size;
-  }
-  return batches;
-}
-
 /** Milliseconds before try `attempt + 1`: full jitter, exponential ceiling, at least `retryAfterMs`. */
 export function backoffDelay(attempt, { baseMs, maxMs, random = Math.random, retryAfterMs = 0 }) {
   return Math.max(
@@ -511,21 +494,29 @@ function makeUploader(options) {
 
   const settleWaiters = (error) => [...waiters.keys()].forEach((id) => settle(id, error));
 
+  /** The queue's next uploads, in order, within `maxItems` and `budget` bytes (a larger one alone). */
   function nextBatch(maxItems, budget = config.maxBatchBytes) {
     const max = +config.maxUploadBytes || limit;
+    const maxBytes = Math.min(budget, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
     const batch = [];
+    let bytes = 0;
     for (const item of queued()) {
       const eligible = batch.length < maxItems && !item.tooLarge && !inflight.has(item.uploadId);
       if (!eligible || !(item.bodyText = get(BODY + item.uploadId))) continue;
       item.bodyText = withKey(item, item.bodyText);
+      const size = byteLength(item.bodyText) + 1;
       // Up to 64 KiB fits any collector; a larger upload needs the limit.
-      const size = byteLength(item.bodyText) + WRAPPER_BYTES;
-      if (size <= 65536 || size <= max) batch.push(item);
-      else if (!max) return null;
-      else answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' });
+      if (size + WRAPPER_BYTES > Math.max(65536, max || 0)) {
+        if (!max) return null;
+        answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' });
+      } else if (batch.length && bytes + size > maxBytes)
+        maxItems = 0; // the rest goes in the next batch
+      else {
+        batch.push(item);
+        bytes += size;
+      }
     }
-    const maxBytes = Math.min(budget, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
-    return splitBatches(batch, { maxItems, maxBytes })[0] || [];
+    return batch;
   }
 
   async function askLimit() {
