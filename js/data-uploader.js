@@ -170,7 +170,7 @@ function makeUploader(options) {
     }
   }
 
-  function readQueue(withBodies, clean) {
+  function readQueue(clean) {
     const items = [];
     const bodies = new Set(ids(BODY));
     let debris = 0;
@@ -184,14 +184,14 @@ function makeUploader(options) {
       const hasBody = bodies.delete(id);
       if (typeof meta?.uploadId !== 'string') junk(id, 'unreadable queue entry');
       else if (!hasBody && now() - meta.createdAt > 60000) junk(id, 'queue entry without its body');
-      else if (!withBodies || (meta.bodyText = get(BODY + id))) items.push({ ...meta, uploadId: id });
+      else items.push({ ...meta, uploadId: id });
     }
     for (const id of bodies) junk(id);
     return clean ? debris : items.sort(byQueueOrder);
   }
 
   const queued = () => readQueue();
-  const cleanQueue = () => readQueue(false, true);
+  const cleanQueue = () => readQueue(true);
   const inQueue = (id) => typeof get(ITEM + id) === 'string';
   const count = () => (estimate = ids(ITEM).length);
   const metaText = (item) => JSON.stringify({ ...item, bodyText: undefined });
@@ -598,9 +598,11 @@ function makeUploader(options) {
   });
 
   function downloadBackup(participantId) {
-    const uploads = readQueue(true)
+    const uploads = queued()
       .filter((item) => participantId === undefined || item.participantId === String(participantId))
-      .map((item) => attempt(() => JSON.parse(item.bodyText), item.bodyText));
+      .map((item) => get(BODY + item.uploadId))
+      .filter(Boolean)
+      .map((text) => attempt(() => JSON.parse(text), text));
     const filename = `backup-${participantId ?? 'all'}-${new Date(now()).toISOString().slice(0, 10)}.json`;
     const text = JSON.stringify({ uploads }, null, 1);
     attempt(() => {
