@@ -261,10 +261,9 @@ function makeUploader(options) {
     return KEY_PATTERN.test(read()) ? read() : null;
   }
 
-  const isErased = (participantId) => typeof get(ERASED + participantId) === 'string';
   const refusal = (participantId) =>
     validId(participantId)
-      ? isErased(participantId) && erasedAnswer(String(participantId))
+      ? typeof get(ERASED + participantId) === 'string' && erasedAnswer(String(participantId))
       : { status: 'error', participantId, error: mustBe('participantId') };
 
   function forget(participantId) {
@@ -672,7 +671,7 @@ function makeUploader(options) {
     cancel(statusTimer);
     if (!(config.statusIntervalMs > 0) || closed) return;
     statusTimer = later(() => {
-      if (!hidden && pid && !isErased(pid)) uploadUserStatus(pid);
+      if (!hidden && !refusal(pid)) uploadUserStatus(pid);
       restartStatusTimer();
     }, config.statusIntervalMs);
   }
