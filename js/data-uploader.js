@@ -207,6 +207,7 @@ function makeUploader(options) {
     const id = item.uploadId;
     let full;
     if (isStatus || (estimate >= max && count() >= max)) {
+      // Older statuses give way: the participant's own first, then the oldest while over the bound.
       const mine = (old) => isStatus && old.participantId === item.participantId;
       let excess = count() + 1 - max;
       for (const old of queued().sort((a, b) => mine(b) - mine(a))) {
