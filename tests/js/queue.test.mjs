@@ -179,6 +179,7 @@ test('batches: by count (at most 50) and by bytes, order kept, an oversized uplo
   // Bodies of about 1.3 KB, 1.3 KB, 5.3 KB and 0.3 KB under a 3 000-byte batch limit.
   const mixed = ['x'.repeat(1000), 'x'.repeat(1000), 'x'.repeat(5000), ''];
   assert.deepEqual(await batchesOf({ maxBatchBytes: 3000 }, mixed), [[0, 1], [2], [3]]);
+  assert.deepEqual(await batchesOf({}, []), []); // nothing queued: no request
 });
 
 test('a flush sends 120 queued uploads in batches of 50, 50 and 20', async () => {
