@@ -1,7 +1,4 @@
-/**
- * data-uploader.js: backs a browser study's participant data up to the collector it was loaded from.
- * No call throws or rejects. Options, events, guarantees and design: docs/browser-module.md.
- */
+// Backs a study's data up to the collector it came from; no call throws. See docs/browser-module.md.
 
 import {
   ID_PATTERN,
@@ -30,7 +27,7 @@ const KEY = NS + 'key.';
 const ERASED = NS + 'erased.';
 const RETRY = NS + 'retry';
 const LEASE = NS + 'lease';
-const WRAPPER_BYTES = 300; // the batch wrapper and the participant key added when sent
+const WRAPPER_BYTES = 300; // batch wrapper and participant key
 const WAITING = 'waiting before the next try';
 const BUSY = 'another tab is sending the queue';
 
@@ -57,7 +54,6 @@ const byteLength = (text) => (/[^ -\x7f]/.test(text) ? new Blob([text]).size : t
 const about = ({ bodyText: _b, createdAt: _c, seq: _s, tries: _t, tooLarge: _l, timestamp: _ts, ...ids }) =>
   ids;
 
-/** Milliseconds before try `attempt + 1`: full jitter, exponential ceiling, at least `retryAfterMs`. */
 export function backoffDelay(attempt, { baseMs, maxMs, random = Math.random, retryAfterMs = 0 }) {
   return Math.max(
     random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 40)),
@@ -93,7 +89,6 @@ const wrapped = (field, value) =>
     : { [field]: { value: value ?? null }, [field + 'Wrapped']: true };
 const byQueueOrder = (a, b) => a.createdAt - b.createdAt || a.seq - b.seq;
 
-/** An uploader with its own configuration, timers and callers; options: docs/browser-module.md §1. */
 export function createUploader(options) {
   explicitInstances += 1;
   return makeUploader(options);
@@ -118,7 +113,7 @@ function makeUploader(options) {
   const random = () => (config.random || Math.random)();
   const later = (fn, ms) => {
     const id = (config.setTimeout || setTimeout)(() => attempt(fn), ms);
-    id?.unref?.(); // never keeps a Node process alive
+    id?.unref?.(); // Node
     return id;
   };
   const pause = (ms) => new Promise((done) => later(done, ms));
@@ -153,7 +148,6 @@ function makeUploader(options) {
     let clock;
     try {
       const base = config.collectorUrl || moduleOrigin || location.origin;
-      // The timer also ends reading the answer.
       const response = await Promise.race([
         new Promise((_, fail) => {
           clock = later(() => fail(Error(`no answer within ${ms} ms`), abort.abort()), ms);
@@ -207,7 +201,6 @@ function makeUploader(options) {
     const id = item.uploadId;
     let full;
     if (isStatus || (estimate >= max && count() >= max)) {
-      // Older statuses give way: the participant's own first, then the oldest while over the bound.
       const mine = (old) => isStatus && old.participantId === item.participantId;
       let excess = count() + 1 - max;
       for (const old of queued().sort((a, b) => mine(b) - mine(a))) {
@@ -249,7 +242,7 @@ function makeUploader(options) {
     pendingKey = null;
   }
 
-  // Only a key localStorage holds: one lost at the next page load must not claim the participant.
+  // Only a key localStorage holds (docs §8).
   function keyFor(participantId) {
     bindKey(participantId);
     const read = () => supplied.get(participantId) || readRaw(store(), KEY + participantId);
@@ -348,14 +341,12 @@ function makeUploader(options) {
     if (config.studyId) ids.studyId = String(config.studyId);
     const fields = trial ? ids : { ...ids, ...collectStudyFields(participantId), ...ids };
     const item = { ...ids, createdAt, seq: (seq += 1), tries: 0, ...trial };
-    // A circular jsonDump throws here, into the call's answer.
     item.bodyText = JSON.stringify(build(fields));
     return item;
   }
 
   const wait = (id, done) => waiters.set(id, [...(waiters.get(id) || []), done]);
 
-  // Answers wait for the round's end, when the queue and backoff say the same.
   function resolve(id, answer) {
     for (const done of waiters.get(id) || []) ready.push(() => done(answer));
     waiters.delete(id);
@@ -448,7 +439,6 @@ function makeUploader(options) {
           await round();
         } else {
           await locks().request(NS + 'flush', async () => {
-            // Held a moment after a round: other tabs see localStorage changes a little later.
             while (again && !(await round()) && config.lockGraceMs > 0) {
               await new Promise((done) => {
                 const id = later(done, config.lockGraceMs);
@@ -463,7 +453,7 @@ function makeUploader(options) {
       again = false;
       attempt(() => settleWaiters(WAITING));
     }
-    pump = null; // in the step of the last look at `again`: no call is missed
+    pump = null; // in the step of the last look at `again`
     return note;
   }
 
@@ -484,7 +474,6 @@ function makeUploader(options) {
     return error;
   }
 
-  // A call whose upload was not sent this round: gone from the queue, another tab sent it.
   function settle(id, error) {
     const item = json(ITEM + id);
     if (inflight.has(id)) return;
@@ -494,7 +483,6 @@ function makeUploader(options) {
 
   const settleWaiters = (error) => [...waiters.keys()].forEach((id) => settle(id, error));
 
-  /** The queue's next uploads, in order, within `maxItems` and `budget` bytes (a larger one alone). */
   function nextBatch(maxItems, budget = config.maxBatchBytes) {
     const max = +config.maxUploadBytes || limit;
     const maxBytes = Math.min(budget, (max || MAX_UPLOAD_BYTES) - WRAPPER_BYTES);
@@ -505,12 +493,10 @@ function makeUploader(options) {
       if (!eligible || !(item.bodyText = get(BODY + item.uploadId))) continue;
       item.bodyText = withKey(item, item.bodyText);
       const size = byteLength(item.bodyText) + 1;
-      // Up to 64 KiB fits any collector; a larger upload needs the limit.
       if (size + WRAPPER_BYTES > Math.max(65536, max || 0)) {
         if (!max) return null;
         answerFor(item, { kind: 'too-large', error: 'larger than the collector accepts' });
-      } else if (batch.length && bytes + size > maxBytes)
-        maxItems = 0; // the rest goes in the next batch
+      } else if (batch.length && bytes + size > maxBytes) maxItems = 0;
       else {
         batch.push(item);
         bytes += size;
@@ -628,7 +614,7 @@ function makeUploader(options) {
         participantKey: key,
         studyId: config.studyId || undefined,
       });
-      // text/plain: no CORS preflight, one round trip fewer while the study page loads.
+      // text/plain: no CORS preflight
       const outcome = await request('/api/user-status', body, false, 'text/plain');
       if (outcome.kind === 'erased') return { ...forget(id), restored };
       if (outcome.httpStatus === 404 && !outcome.reason) return answer('not-found');
@@ -680,7 +666,6 @@ function makeUploader(options) {
   function onHidden() {
     attempt(() => !hidden && !refusal(pid) && enqueue(newItem(pid, 'status', same)));
     hidden = true;
-    // Browsers refuse keepalive requests past 64 KiB in flight.
     for (let batch; (batch = nextBatch(config.maxBatchItems, 60000 - keepaliveBytes))?.length;) {
       const size = batch.reduce((sum, i) => sum + byteLength(i.bodyText) + 1, 16);
       if (size > 60000 - keepaliveBytes) break;
@@ -736,7 +721,6 @@ function makeUploader(options) {
 let defaultInstance = null;
 let explicitInstances = 0;
 
-/** The default instance, behind the functions below (each its method of the same name). */
 export const getUploader = () => (defaultInstance ||= makeUploader({}));
 const onDefault =
   (method) =>
