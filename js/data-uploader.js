@@ -83,14 +83,14 @@ const erasedAnswer = (participantId) => ({
   participantId,
   error: "erased at the research team's request; nothing more is sent",
 });
+const byQueueOrder = (a, b) => a.createdAt - b.createdAt || a.seq - b.seq;
 const wrapped = (field, value) =>
   isPlainObject(value)
     ? { [field]: value }
     : { [field]: { value: value ?? null }, [field + 'Wrapped']: true };
-const byQueueOrder = (a, b) => a.createdAt - b.createdAt || a.seq - b.seq;
 
 export function createUploader(options) {
-  explicitInstances += 1;
+  explicit = true;
   return makeUploader(options);
 }
 
@@ -143,8 +143,8 @@ function makeUploader(options) {
   async function request(path, body, keepalive = false, type = 'application/json') {
     const abort = new AbortController();
     const ms = config.timeoutMs;
-    const init = { credentials: 'omit', keepalive, signal: abort.signal };
-    if (body) Object.assign(init, { method: 'POST', body, headers: { 'Content-Type': type } });
+    const post = body && { method: 'POST', body, headers: { 'Content-Type': type } };
+    const init = { credentials: 'omit', keepalive, signal: abort.signal, ...post };
     let clock;
     try {
       const base = config.collectorUrl || moduleOrigin || location.origin;
@@ -246,12 +246,12 @@ function makeUploader(options) {
   function keyFor(participantId) {
     bindKey(participantId);
     const read = () => supplied.get(participantId) || readRaw(store(), KEY + participantId);
-    const bytes =
-      read() !== undefined &&
-      !KEY_PATTERN.test(read()) &&
-      attempt(() => crypto().getRandomValues(new Uint8Array(32)));
-    const fresh = bytes && btoa(String.fromCharCode(...bytes)).slice(0, 43);
-    if (fresh) writeRaw(store(), KEY + participantId, fresh.replace(/\+/g, '-').replace(/\//g, '_'));
+    if (read() !== undefined && !KEY_PATTERN.test(read()))
+      attempt(() => {
+        const bytes = crypto().getRandomValues(new Uint8Array(32));
+        const fresh = btoa(String.fromCharCode(...bytes)).slice(0, 43);
+        writeRaw(store(), KEY + participantId, fresh.replace(/\+/g, '-').replace(/\//g, '_'));
+      });
     return KEY_PATTERN.test(read()) ? read() : null;
   }
 
@@ -718,8 +718,7 @@ function makeUploader(options) {
   };
 }
 
-let defaultInstance = null;
-let explicitInstances = 0;
+let defaultInstance, explicit;
 
 export const getUploader = () => (defaultInstance ||= makeUploader({}));
 const onDefault =
@@ -737,4 +736,4 @@ export const getQueueState = onDefault('getQueueState');
 export const collectStudyFields = onDefault('collectStudyFields');
 export const downloadBackup = onDefault('downloadBackup');
 
-if (globalThis.window) setTimeout(() => (defaultInstance || !explicitInstances) && getUploader().start(), 0);
+if (globalThis.window) setTimeout(() => (defaultInstance || !explicit) && getUploader().start(), 0);
