@@ -208,11 +208,11 @@ function makeUploader(options) {
           excess -= 1;
           drop(old.uploadId);
           tell('superseded', old, { by: id });
-          for (const done of waiters.get(old.uploadId) || []) wait(id, done);
+          wait(id, ...(waiters.get(old.uploadId) || []));
           waiters.delete(old.uploadId);
         }
       }
-      if (excess > 0 && isStatus) return 'full';
+      if (excess > 0 && isStatus) return 1;
       if (excess > 0) full = 'queue full';
     }
     const meta = metaText(item);
@@ -314,10 +314,14 @@ function makeUploader(options) {
       const item = newItem(String(participantId), uploadType, build, trial);
       const id = item.uploadId;
       if (!trial) pid = item.participantId;
-      if (enqueue(item) === 'full') {
-        const error = 'the queue is full; this status upload was not kept';
-        return { status: 'error', reason: 'queue-full', ...about(item), persisted: false, error };
-      }
+      if (enqueue(item))
+        return {
+          status: 'error',
+          reason: 'queue-full',
+          ...about(item),
+          persisted: false,
+          error: 'queue full',
+        };
       const answer = new Promise((done) => wait(id, done));
       const delay = trial && !closed && waiters.size < config.maxBatchItems && +config.batchDelayMs;
       if (backoffWait() > 0) {
@@ -345,7 +349,7 @@ function makeUploader(options) {
     return item;
   }
 
-  const wait = (id, done) => waiters.set(id, [...(waiters.get(id) || []), done]);
+  const wait = (id, ...done) => waiters.set(id, [...(waiters.get(id) || []), ...done]);
 
   function resolve(id, answer) {
     for (const done of waiters.get(id) || []) ready.push(() => done(answer));
