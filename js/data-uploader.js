@@ -77,12 +77,9 @@ function classify(httpStatus, json, retryAfterMs) {
 
 const failed = (error) => classify(0, { error });
 const kept = (kind) => kind === 'retry' || kind === 'hold';
-const erasedAnswer = (participantId) => ({
-  status: 'error',
-  reason: 'erased',
-  participantId,
-  error: "erased at the research team's request; nothing more is sent",
-});
+const problem = (participantId, error, extra) => ({ status: 'error', participantId, error, ...extra });
+const erasedAnswer = (participantId) =>
+  problem(participantId, "erased at the research team's request; nothing more is sent", { reason: 'erased' });
 const byQueueOrder = (a, b) => a.createdAt - b.createdAt || a.seq - b.seq;
 const wrapped = (field, value) =>
   isPlainObject(value)
@@ -99,7 +96,6 @@ function makeUploader(options) {
   const mem = new Map();
   const waiters = new Map();
   const inflight = new Set();
-  const supplied = new Map();
   const ready = [];
   const tally = { stored: 0, rejected: 0 };
   const listening = new AbortController();
@@ -236,16 +232,14 @@ function makeUploader(options) {
   }
 
   function bindKey(participantId) {
-    if (!pendingKey) return;
-    supplied.set(participantId, pendingKey);
-    writeRaw(store(), KEY + participantId, pendingKey);
+    if (pendingKey) put(KEY + participantId, pendingKey);
     pendingKey = null;
   }
 
   // Only a key localStorage holds (docs §8).
   function keyFor(participantId) {
     bindKey(participantId);
-    const read = () => supplied.get(participantId) || readRaw(store(), KEY + participantId);
+    const read = () => get(KEY + participantId);
     if (read() !== undefined && !KEY_PATTERN.test(read()))
       attempt(() => {
         const bytes = crypto().getRandomValues(new Uint8Array(32));
@@ -258,7 +252,7 @@ function makeUploader(options) {
   const refusal = (participantId) =>
     validId(participantId)
       ? typeof get(ERASED + participantId) === 'string' && erasedAnswer(String(participantId))
-      : { status: 'error', participantId, error: mustBe('participantId') };
+      : problem(participantId, mustBe('participantId'));
 
   function forget(participantId) {
     put(ERASED + participantId, JSON.stringify({ erasedAt: new Date(now()) }));
@@ -334,7 +328,7 @@ function makeUploader(options) {
       later(() => waiters.has(id) && settle(id, BUSY), +config.batchDelayMs + config.timeoutMs + 1000);
       return await answer;
     } catch (err) {
-      return { status: 'error', participantId, error: `not uploaded: ${errorText(err)}` };
+      return problem(participantId, `not uploaded: ${errorText(err)}`);
     }
   }
 
@@ -705,7 +699,7 @@ function makeUploader(options) {
       let error = validId(sessionId) ? '' : mustBe('sessionId');
       if (!Number.isInteger(trialIndex) || trialIndex < 0 || trialIndex > MAX_TRIAL_INDEX)
         error = `trialIndex must be an integer from 0 to ${MAX_TRIAL_INDEX}`;
-      if (error) return Promise.resolve({ status: 'error', participantId, error });
+      if (error) return Promise.resolve(problem(participantId, error));
       const trial = { sessionId: String(sessionId), trialIndex };
       const build = (ids) => {
         const { participantKey: _k, studyId: _s, ...own } = isPlainObject(extraFields) ? extraFields : {};
