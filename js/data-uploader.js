@@ -62,16 +62,17 @@ export function backoffDelay(attempt, { baseMs, maxMs, random = Math.random, ret
 }
 
 function classify(httpStatus, json, retryAfterMs) {
-  const reason = typeof json?.reason === 'string' ? json.reason : undefined;
-  let error = typeof json?.error === 'string' ? json.error : `HTTP ${httpStatus}`;
+  const text = (value) => (typeof value === 'string' ? value : undefined);
+  const reason = text(json?.reason);
+  let error = text(json?.error) || `HTTP ${httpStatus}`;
   let kind = 'retry';
-  if (httpStatus >= 200 && httpStatus < 300) {
+  if (/^2\d\d$/.test(httpStatus)) {
     if (json?.status === 'success') kind = 'ok';
     else error = "the answer was not the collector's";
   } else if (/^(unknown-study|study-closed|study-full)$/.test(reason)) kind = 'hold';
   else if (httpStatus === 410) kind = reason === 'study-archived' ? 'archived' : 'erased';
   else if (httpStatus === 413) kind = 'too-large';
-  else if (httpStatus > 399 && httpStatus < 500 && ![408, 429].includes(httpStatus)) kind = 'reject';
+  else if (/^4(?!08|29)\d\d$/.test(httpStatus)) kind = 'reject';
   return { kind, httpStatus, json, error, reason, retryAfterMs };
 }
 
