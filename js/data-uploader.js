@@ -309,17 +309,10 @@ function makeUploader(options) {
       const item = newItem(String(participantId), uploadType, build, trial);
       const id = item.uploadId;
       if (!trial) pid = item.participantId;
-      if (enqueue(item))
-        return {
-          status: 'error',
-          reason: 'queue-full',
-          ...about(item),
-          persisted: false,
-          error: 'queue full',
-        };
       const answer = new Promise((done) => wait(id, done));
       const delay = trial && !closed && waiters.size < config.maxBatchItems && +config.batchDelayMs;
-      if (backoffWait() > 0) {
+      if (enqueue(item)) answerFor(item, { error: 'queue full', reason: 'queue-full' });
+      else if (backoffWait() > 0) {
         schedule(backoffWait());
         answerFor(item, failed(WAITING));
       } else if (delay > 0) {
