@@ -278,7 +278,6 @@ function makeUploader(options) {
         emit('invalid-option', { option, error: `${option} must be ${rule}; it was ignored` });
       const { participantKey: key, ...picked } = given;
       const { studyId } = config;
-      config = { ...config };
       for (const [name, value] of Object.entries(picked)) if (value !== undefined) config[name] = value;
       if (config.studyId && !validId(config.studyId)) {
         config.studyId = studyId;
