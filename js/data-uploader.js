@@ -504,9 +504,7 @@ function makeUploader(options) {
 
   function withKey(item, text) {
     const key = keyFor(item.participantId);
-    return key
-      ? `{"participantKey":${JSON.stringify(key)}${text === '{}' ? '}' : ',' + text.slice(1)}`
-      : text;
+    return key ? `{"participantKey":"${key}",${text.slice(1)}` : text;
   }
 
   async function send(batch, keepalive, type) {
@@ -515,12 +513,13 @@ function makeUploader(options) {
     let outcome = await request('/api/upload-user-data/batch', body, keepalive, type);
     for (const item of batch) inflight.delete(item.uploadId);
     const results = outcome.kind === 'ok' && outcome.json.results;
-    if (outcome.kind === 'ok' && !Array.isArray(results)) outcome = failed('bad batch answer');
-    if (!Array.isArray(results) && !kept(outcome.kind) && batch.length > 1) return 'split';
+    const listed = Array.isArray(results);
+    if (!listed && outcome.kind === 'ok') outcome = failed('bad batch answer');
+    if (!listed && !kept(outcome.kind) && batch[1]) return 'split';
     let failure;
     for (const item of batch) {
-      const r = Array.isArray(results) && results.find((r) => r?.uploadId === item.uploadId);
-      const own = !Array.isArray(results)
+      const r = listed && results.find((r) => r?.uploadId === item.uploadId);
+      const own = !listed
         ? outcome
         : r
           ? classify(+r.httpStatus, r, r.retryAfter * 1000 || 0)
