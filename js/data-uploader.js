@@ -1,4 +1,4 @@
-// Backs a study's data up to the collector it came from; no call throws. See docs/browser-module.md.
+// Options, events, guarantees and design: docs/browser-module.md.
 
 import {
   ID_PATTERN,
@@ -27,7 +27,7 @@ const KEY = NS + 'key.';
 const ERASED = NS + 'erased.';
 const RETRY = NS + 'retry';
 const LEASE = NS + 'lease';
-const WRAPPER_BYTES = 300; // batch wrapper and participant key
+const WRAPPER_BYTES = 300;
 const WAITING = 'waiting before the next try';
 const BUSY = 'another tab is sending the queue';
 
@@ -110,7 +110,7 @@ function makeUploader(options) {
   const random = () => (config.random || Math.random)();
   const later = (fn, ms) => {
     const id = (config.setTimeout || setTimeout)(() => attempt(fn), ms);
-    id?.unref?.(); // Node
+    id?.unref?.();
     return id;
   };
   const pause = (ms) => new Promise((done) => later(done, ms));
