@@ -93,7 +93,7 @@ export function createUploader(options) {
 }
 
 function makeUploader(options) {
-  let config = { ...DEFAULTS };
+  const config = { ...DEFAULTS };
   const mem = new Map();
   const waiters = new Map();
   const inflight = new Set();
