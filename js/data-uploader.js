@@ -490,7 +490,7 @@ function makeUploader(options) {
       } else if (batch.length && bytes + size > maxBytes) maxItems = 0;
       else {
         batch.push(item);
-        bytes += size;
+        batch.bytes = bytes += size;
       }
     }
     return batch;
@@ -657,7 +657,7 @@ function makeUploader(options) {
     attempt(() => !hidden && !refusal(pid) && enqueue(newItem(pid, 'status', same)));
     hidden = true;
     for (let batch; (batch = nextBatch(config.maxBatchItems, 60000 - keepaliveBytes))?.length;) {
-      const size = batch.reduce((sum, i) => sum + byteLength(i.bodyText) + 1, 16);
+      const size = batch.bytes + 16;
       if (size > 60000 - keepaliveBytes) break;
       keepaliveBytes += size;
       send(batch, true, 'text/plain').then((failure) => {
