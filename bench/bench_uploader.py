@@ -1,21 +1,31 @@
-"""Browser module figures against their budgets: sizes, and main-thread time per call in headless Chromium.
+"""Browser module figures against their budgets, before (a git ref, main by default) and after (this tree).
 
-Run: ``.venv/bin/python bench/bench_uploader.py [--calls 200]``. It prints
+Run: ``.venv/bin/python bench/bench_uploader.py [--before main] [--calls 200]``. It prints
 
-* the sizes of js/data-uploader.js (as served, and gzip -9) and js/jspsych-collector.js (gzip -9);
+* sizes, as served and gzip -9: js/data-uploader.js alone, and everything a page loads to use
+  ``uploadSubmissionData`` (data-uploader.js and every module it imports, followed transitively;
+  each file is fetched and compressed on its own, so the total is the sum); js/jspsych-collector.js;
 * for ``uploadUserStatus`` and ``uploadSubmissionData`` (a jsonDump of about 30 KB), loaded from a
   real collector on a temporary folder: the synchronous part (what blocks the study's code,
   performance.now() around the call; the budget is on its median) and the whole main-thread cost
   (Chromium's TaskDuration over all calls, the request and its answer included);
 * for the jsPsych hook ``on_data_update``: the synchronous part per trial.
+
+The before figures come from a collector run on ``git archive <before>`` in a temporary folder, in the
+same run as the after figures: compare the two columns, not figures from different runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import re
+import subprocess
 import sys
+import tarfile
 import tempfile
+from collections.abc import Callable
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +36,14 @@ from tests.support.chromium import launch_chromium  # noqa: E402
 from tests.support.collector_process import CollectorProcess  # noqa: E402
 from tests.support.settings import local_settings  # noqa: E402
 
-MODULE = REPO / "js" / "data-uploader.js"
-HOOKS = REPO / "js" / "jspsych-collector.js"
-BUDGETS = {"served": 30_000, "gzipped": 8_000, "hooks gzipped": 3_000, "submission ms": 1.0, "trial ms": 0.3}
+BUDGETS = {
+    "data-uploader.js served": 30_000,
+    "data-uploader.js gzip -9": 8_000,
+    "jspsych-collector.js gzip -9": 3_000,
+    "uploadSubmissionData sync median ms": 1.0,
+    "on_data_update sync median ms": 0.3,
+}
+IMPORT = re.compile(r"""^(?:import|export)\b[^;]*?\bfrom\s+'\./([\w-]+\.js)'""", re.MULTILINE)
 
 # Study keys as the study leaves them after a few weeks, and a jsonDump of about 40 KB.
 SETUP = """async ([url, regions]) => {
@@ -85,6 +100,34 @@ TIME_CALLS = """async ([kind, calls]) => {
 }"""
 
 
+def page_load(read: Callable[[str], bytes], entry: str = "data-uploader.js") -> dict[str, bytes]:
+    """`entry` and every module it imports (``from './x.js'``), transitively: what a page fetches."""
+    files: dict[str, bytes] = {}
+    pending = [entry]
+    while pending:
+        name = pending.pop()
+        if name not in files:
+            files[name] = read(name)
+            pending.extend(IMPORT.findall(files[name].decode()))
+    return files
+
+
+def gz(data: bytes) -> int:
+    return len(gzip.compress(data, 9))
+
+
+def sizes(read: Callable[[str], bytes]) -> dict[str, Any]:
+    loaded = page_load(read)
+    return {
+        "data-uploader.js served": len(loaded["data-uploader.js"]),
+        "data-uploader.js gzip -9": gz(loaded["data-uploader.js"]),
+        "page load: files": " ".join(sorted(loaded)),
+        "page load served": sum(len(b) for b in loaded.values()),
+        "page load gzip -9 (sum per file)": sum(gz(b) for b in loaded.values()),
+        "jspsych-collector.js gzip -9": gz(read("jspsych-collector.js")),
+    }
+
+
 def task_seconds(cdp: Any) -> float:
     metrics = cdp.send("Performance.getMetrics")["metrics"]
     return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
@@ -98,60 +141,78 @@ def measure(page: Any, cdp: Any, kind: str, calls: int, expected: str) -> tuple[
     return sync[len(sync) // 2], sync[int(len(sync) * 0.95)], total_ms
 
 
-def report(label: str, figures: tuple[float, float, float]) -> None:
-    print("{:52} {:9.3f}ms {:7.3f}ms {:14.3f}ms".format(label, *figures))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=200)
-    parser.add_argument("--regions", type=int, default=250, help="size of the benchmark jsonDump")
-    args = parser.parse_args()
-
-    raw = MODULE.read_bytes()
-    gzipped = len(gzip.compress(raw, 9))
-    hooks = len(gzip.compress(HOOKS.read_bytes(), 9))
-    print(f"js/data-uploader.js: {len(raw)} bytes served (budget {BUDGETS['served']}), ", end="")
-    print(f"{gzipped} bytes gzipped (budget {BUDGETS['gzipped']})")
-    print(f"js/jspsych-collector.js: {hooks} bytes gzipped (budget {BUDGETS['hooks gzipped']})")
-
-    from playwright.sync_api import sync_playwright
-
-    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as playwright:
-        collector = CollectorProcess(local_settings(Path(tmp) / "data"))
-        browser = launch_chromium(playwright)
+def timings(browser: Any, checkout: Path, calls: int, regions: int) -> dict[str, Any]:
+    """Every timing row for the module `checkout` serves, on a fresh page of a fresh collector."""
+    rows: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        # No rate limit: hundreds of calls a second from one address are the benchmark, not an attack.
+        settings = local_settings(Path(tmp) / "data", rate_limit_per_minute=0)
+        collector = CollectorProcess(settings, checkout=checkout)
+        context = browser.new_context()
         try:
-            page = browser.new_page()
+            page = context.new_page()
             page.goto(collector.url + "/healthz")
-            cdp = page.context.new_cdp_session(page)
+            cdp = context.new_cdp_session(page)
             cdp.send("Performance.enable")
-            dump_bytes = page.evaluate(SETUP, [collector.url, args.regions])
-            print(
-                f"Chromium {browser.version}, {args.calls} sequential calls each, jsonDump {dump_bytes} bytes"
-            )
-            print(f"{'call':52} {'sync median':>11} {'sync p95':>9} {'main thread/call':>16}")
-            rows = [
-                ("uploadUserStatus, collector up", "status", "success"),
-                ("uploadSubmissionData, collector up", "submission", "success"),
-            ]
-            for label, kind, expected in rows:
-                report(label, measure(page, cdp, kind, args.calls, expected))
-            trials = page.evaluate(TIME_TRIALS, [collector.url, args.calls])
-            median, p95 = trials[len(trials) // 2], trials[int(len(trials) * 0.95)]
-            print("{:52} {:9.3f}ms {:7.3f}ms".format("on_data_update (jsPsych hooks)", median, p95))
-            print(
-                f"budgets: uploadSubmissionData sync median < {BUDGETS['submission ms']} ms, "
-                f"on_data_update median < {BUDGETS['trial ms']} ms"
-            )
+            rows["jsonDump bytes"] = page.evaluate(SETUP, [collector.url, regions])
+            status = measure(page, cdp, "status", calls, "success")
+            submission = measure(page, cdp, "submission", calls, "success")
+            trials = page.evaluate(TIME_TRIALS, [collector.url, calls])
+            rows["uploadSubmissionData sync median ms"] = submission[0]
+            rows["on_data_update sync median ms"] = trials[len(trials) // 2]
+            rows["uploadUserStatus sync median / p95 / main thread ms"] = status
+            rows["uploadSubmissionData sync median / p95 / main thread ms"] = submission
+            rows["on_data_update sync p95 ms"] = trials[int(len(trials) * 0.95)]
             collector.stop()  # now every call fails and stays queued: the queue grows to `calls` items
             page.evaluate(
                 "m.configureUploader({ retryBaseMs: 3600000, retryMaxMs: 3600000, maxQueueItems: 100000 })"
             )
-            label = f"uploadSubmissionData, collector down (0..{args.calls} queued)"
-            report(label, measure(page, cdp, "submission", args.calls, "queued"))
+            label = f"uploadSubmissionData, collector down (0..{calls} queued) ms"
+            rows[label] = measure(page, cdp, "submission", calls, "queued")
+        finally:
+            context.close()
+            collector.stop()
+    return rows
+
+
+def show(value: Any) -> str:
+    if isinstance(value, tuple):
+        return " / ".join(f"{v:.3f}" for v in value)
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", default="main", help="git ref of the before figures")
+    parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--regions", type=int, default=250, help="size of the benchmark jsonDump")
+    args = parser.parse_args()
+
+    command = ["git", "-C", str(REPO), "archive", args.before]
+    archive = subprocess.run(command, capture_output=True, check=True).stdout
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as old, sync_playwright() as playwright:
+        with tarfile.open(fileobj=BytesIO(archive)) as tree:
+            tree.extractall(old, filter="data")
+        before_tree, after_tree = Path(old), REPO
+        table = [sizes(lambda name: (before_tree / "js" / name).read_bytes())]
+        table.append(sizes(lambda name: (after_tree / "js" / name).read_bytes()))
+        browser = launch_chromium(playwright)
+        try:
+            print(f"Chromium {browser.version}, {args.calls} sequential calls each")
+            for tree, row in zip((before_tree, after_tree), table, strict=True):
+                row.update(timings(browser, tree, args.calls, args.regions))
         finally:
             browser.close()
-            collector.stop()
+
+    before, after = table
+    for label, row in (("before", before), ("after", after)):
+        print(f"page load {label}: {row.pop('page load: files')}")
+    print(f"{'':62} {'before (' + args.before + ')':>22} {'after':>22} {'budget':>8}")
+    for name, value in after.items():
+        budget = show(BUDGETS.get(name, ""))
+        print(f"{name:62} {show(before.get(name, '')):>22} {show(value):>22} {budget:>8}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { backoffDelay, splitBatches } from '../../js/data-uploader.js';
+import { backoffDelay } from '../../js/data-uploader.js';
 import { FakeClock, FakeStorage, fakeCollector, jsonAnswer, offline, sentUploads, setUp } from './fakes.mjs';
 
 const PID = 'P001ABC';
@@ -162,19 +162,24 @@ test('the bound: oldest statuses give way; a submission over it is kept in memor
   assert.equal(storage.queueKeys().filter((k) => k.includes('.item.')).length, 3);
 });
 
-test('splitBatches: by count (at most 50) and by bytes, order kept, an oversized item alone', () => {
-  const item = (n, size = 10) => ({ n, bodyText: 'x'.repeat(size) });
-  const sizes = (batches) => batches.map((b) => b.map((i) => i.n));
-  const five = [1, 2, 3, 4, 5].map((n) => item(n));
-  assert.deepEqual(sizes(splitBatches(five, { maxItems: 2, maxBytes: 1e6 })), [[1, 2], [3, 4], [5]]);
-  const many = Array.from({ length: 120 }, (_, n) => item(n));
-  assert.deepEqual(
-    splitBatches(many, { maxItems: 500, maxBytes: 1e9 }).map((b) => b.length),
-    [50, 50, 20],
-  );
-  const mixed = [item(1, 40), item(2, 40), item(3, 500), item(4, 10)];
-  assert.deepEqual(sizes(splitBatches(mixed, { maxItems: 50, maxBytes: 100 })), [[1, 2], [3], [4]]);
-  assert.deepEqual(splitBatches([], { maxItems: 5, maxBytes: 5 }), []);
+test('batches: by count (at most 50) and by bytes, order kept, an oversized upload alone', async () => {
+  const batchesOf = async (options, texts) => {
+    const { uploader } = setUp({ collector: offline(), maxQueueItems: 500, ...options });
+    for (const [i, text] of texts.entries()) await uploader.uploadSubmissionData(PID, { i, text });
+    const collector = fakeCollector();
+    uploader.configure({ fetch: collector.fetch });
+    assert.equal((await uploader.flushQueue()).remaining, 0);
+    return collector.calls.map((call) => call.body.uploads.map((u) => u.submissionData.i));
+  };
+  const five = ['', '', '', '', ''];
+  assert.deepEqual(await batchesOf({ maxBatchItems: 2 }, five), [[0, 1], [2, 3], [4]]);
+  const many = Array.from({ length: 120 }, () => '');
+  const counts = (await batchesOf({ maxBatchItems: 500 }, many)).map((b) => b.length);
+  assert.deepEqual(counts, [50, 50, 20]); // 500 asked, 50 allowed
+  // Bodies of about 1.3 KB, 1.3 KB, 5.3 KB and 0.3 KB under a 3 000-byte batch limit.
+  const mixed = ['x'.repeat(1000), 'x'.repeat(1000), 'x'.repeat(5000), ''];
+  assert.deepEqual(await batchesOf({ maxBatchBytes: 3000 }, mixed), [[0, 1], [2], [3]]);
+  assert.deepEqual(await batchesOf({}, []), []); // nothing queued: no request
 });
 
 test('a flush sends 120 queued uploads in batches of 50, 50 and 20', async () => {
