@@ -96,16 +96,16 @@ def test_a_write_that_fails_half_way_removes_its_temporary(
 ) -> None:
     store = LocalStore(tmp_path)
 
-    def write_half_then_fail(path: Path, body: bytes) -> None:
-        path.write_bytes(body[: len(body) // 2])
+    def write_half_then_fail(path: str, body: bytes) -> None:
+        Path(path).write_bytes(body[: len(body) // 2])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(local_module, "_write", write_half_then_fail)
     with pytest.raises(LowOnSpace):
         store.put("p/one.json", b"x" * 10_000, if_absent=True)
 
-    def write_then_fail_otherwise(path: Path, body: bytes) -> None:
-        path.write_bytes(body[:10])
+    def write_then_fail_otherwise(path: str, body: bytes) -> None:
+        Path(path).write_bytes(body[:10])
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(local_module, "_write", write_then_fail_otherwise)
@@ -188,8 +188,8 @@ def test_an_async_write_that_fails_half_way_removes_its_temporary(
     store = LocalStore(tmp_path)
     failure = {"errno": errno.ENOSPC}
 
-    def write_half_then_fail(path: Path, body: bytes) -> None:
-        path.write_bytes(body[: len(body) // 2])
+    def write_half_then_fail(path: str, body: bytes) -> None:
+        Path(path).write_bytes(body[: len(body) // 2])
         raise OSError(failure["errno"], os.strerror(failure["errno"]))
 
     monkeypatch.setattr(local_module, "_write", write_half_then_fail)

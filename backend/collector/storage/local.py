@@ -6,7 +6,10 @@ than each write fsyncing its own file and directory, concurrent writes wait for 
 the whole filesystem (``syncfs``) that began after they wrote. Each write passes two barriers, so
 the order holds that crash safety needs:
 
-1. the temporary file is written, then a barrier: its data is on disk before any name points at it;
+1. the temporary file is written, then a barrier: its data is on disk before any name points at it
+   (and so are the entries of any folder the write made: the temporary is opened beside the
+   object first, and only when that open finds the folder missing are the folders made, deepest
+   first, and the open tried again, so a write into an existing folder costs no ``stat``);
 2. the name is linked (or renamed) into place, then a barrier: the directory entry is on disk
    before ``put`` returns, so a 200 means stored.
 
@@ -95,6 +98,9 @@ class LocalStore(ObjectStore):
         """``sync``: what makes everything written so far durable; ``syncfs`` of the root unless a
         test passes a stand-in."""
         self.root = Path(root).absolute()
+        # Paths on the write path are plain strings: a Path per key, its parent and its temporary
+        # cost more CPU than the system calls they name (issue 18).
+        self._prefix = str(self.root).rstrip("/") + "/"
         self.min_free_bytes = min_free_bytes
         self.min_free_inodes = min_free_inodes
         self._barrier = SyncBarrier(self.root, sync)  # put() from threads
@@ -106,19 +112,19 @@ class LocalStore(ObjectStore):
             if removed:
                 logger.warning("⚠️ Removed %d temporary files left by interrupted writes", removed)
 
-    def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        # Keys come from KeyLayout, but the store defends its own root regardless.
-        if not key or any(p in ("", ".", "..") or p.startswith(".") for p in parts):
+    def _path(self, key: str) -> str:
+        # Keys come from KeyLayout, but the store defends its own root regardless: no empty part
+        # (a leading, trailing or doubled "/"), and no part starting with "." (".", "..", and the
+        # names of temporaries). The same test as splitting on "/", without the list.
+        if not key or key[0] in "./" or key[-1] == "/" or "//" in key or "/." in key:
             raise StorageError(f"key not allowed in a local store: {key!r}")
-        return self.root.joinpath(*parts)
+        return self._prefix + key
 
     def put(self, key: str, body: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
-        path, temp = self._prepare(key)
+        directory, path, temp = self._prepare(key)
         try:
-            _make_dirs(path.parent)
             try:
-                _write(temp, body)
+                _write_making_dirs(temp, directory, body)
                 self._barrier.wait()  # the data is on disk before a name points at it
                 if if_absent:
                     # link() is atomic create-if-absent on its own, across processes: no lock.
@@ -126,7 +132,7 @@ class LocalStore(ObjectStore):
                     # looks absent while it exists.)
                     self._replace(temp, path, if_absent=True, if_match=None)
                 else:
-                    with _locked(path.parent):
+                    with _locked(directory):
                         self._replace(temp, path, if_absent=False, if_match=if_match)
             finally:
                 # Inside the try: a write that fails half-way (no space) leaves nothing behind.
@@ -145,16 +151,15 @@ class LocalStore(ObjectStore):
         The file operations run here, on the loop (a few KB into the page cache, a link, a rename:
         microseconds); only the two syncs leave it, as awaits on the committer thread.
         """
-        path, temp = self._prepare(key)
+        directory, path, temp = self._prepare(key)
         try:
-            _make_dirs(path.parent)
             try:
-                _write(temp, body)
+                _write_making_dirs(temp, directory, body)
                 await self._commit()  # the data is on disk before a name points at it
                 if if_absent:
                     self._replace(temp, path, if_absent=True, if_match=None)
                 else:
-                    async with _locked_async(path.parent):
+                    async with _locked_async(directory):
                         self._replace(temp, path, if_absent=False, if_match=if_match)
             finally:
                 _unlink_quietly(temp)
@@ -164,11 +169,13 @@ class LocalStore(ObjectStore):
             raise self._write_failed(key, exc) from exc
         return content_etag(body)
 
-    def _prepare(self, key: str) -> tuple[Path, Path]:
-        """The object's path and a fresh temporary beside it; ``LowOnSpace`` when space is short."""
+    def _prepare(self, key: str) -> tuple[str, str, str]:
+        """The object's folder, its path and a fresh temporary beside it; ``LowOnSpace`` when
+        space is short."""
         path = self._path(key)
         self._refuse_when_low_on_space()
-        return path, path.with_name(f".{path.name}{_TEMP_MARK}{_temp_suffix()}")
+        directory, _, name = path.rpartition("/")
+        return directory, path, f"{directory}/.{name}{_TEMP_MARK}{_temp_suffix()}"
 
     def _write_failed(self, key: str, exc: OSError) -> StorageError:
         if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -243,26 +250,26 @@ class LocalStore(ObjectStore):
                 raise StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}") from exc
 
     @staticmethod
-    def _replace(temp: Path, path: Path, *, if_absent: bool, if_match: str | None) -> None:
+    def _replace(temp: str, path: str, *, if_absent: bool, if_match: str | None) -> None:
         if if_absent:
             try:
                 os.link(temp, path)  # atomic create-if-absent, full content or nothing
             except FileExistsError:
-                raise AlreadyExists(str(path)) from None
+                raise AlreadyExists(path) from None
             return
         if if_match is not None:
             try:
-                current = content_etag(path.read_bytes())
+                current = content_etag(_read(path))
             except FileNotFoundError:
-                raise PreconditionFailed(str(path)) from None
+                raise PreconditionFailed(path) from None
             if current != if_match:
-                raise PreconditionFailed(str(path))
+                raise PreconditionFailed(path)
         os.replace(temp, path)
 
     def get(self, key: str) -> StoredObject:
         path = self._path(key)
         try:
-            body = path.read_bytes()
+            body = _read(path)
         except (FileNotFoundError, NotADirectoryError):
             raise ObjectNotFound(key) from None
         except OSError as exc:
@@ -280,7 +287,7 @@ class LocalStore(ObjectStore):
         """
         path = self._path(key)
         try:
-            path.unlink()
+            os.unlink(path)
             self._barrier.wait()
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -290,7 +297,7 @@ class LocalStore(ObjectStore):
     async def delete_async(self, key: str) -> None:
         path = self._path(key)
         try:
-            path.unlink()
+            os.unlink(path)
             await self._commit()
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -337,7 +344,7 @@ class LocalStore(ObjectStore):
 
     def check(self) -> None:
         try:
-            _make_dirs(self.root)
+            _make_dirs(str(self.root))
         except OSError as exc:
             raise StorageError(f"local store root {self.root} unusable: {exc}") from exc
         if not os.access(self.root, os.W_OK | os.X_OK):
@@ -514,24 +521,60 @@ class SyncBarrier:
 # --- files ---------------------------------------------------------------------------------------
 
 
-def _make_dirs(directory: Path) -> None:
-    """Create ``directory`` and its parents (their entries become durable at the next barrier)."""
-    if directory.is_dir():
-        return
-    _make_dirs(directory.parent)
+def _write_making_dirs(temp: str, directory: str, body: bytes) -> None:
+    """Write ``temp`` in ``directory``, making the folders only when the open finds one missing.
+
+    Optimistic: most writes go to a folder that exists, and checking first would cost a ``stat``
+    per level for nothing. Made between a failed open and the retry (by another writer), or
+    removed again (by an erasure's prune), a folder makes the retry succeed or fail as any write.
+    """
     try:
-        directory.mkdir()
+        _write(temp, body)
+    except FileNotFoundError:
+        _make_dirs(directory)
+        _write(temp, body)
+
+
+def _make_dirs(directory: str) -> None:
+    """Create ``directory`` and its missing parents, deepest first: one ``mkdir`` when only the
+    last level is missing. Their entries become durable at the write's next barrier."""
+    try:
+        os.mkdir(directory)
     except FileExistsError:
-        return
+        return  # made meanwhile; if it is no folder, the write into it says so
+    except FileNotFoundError:
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            raise
+        _make_dirs(parent)
+        with suppress(FileExistsError):
+            os.mkdir(directory)
 
 
-def _write(path: Path, body: bytes) -> None:
+def _write(path: str, body: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
     try:
-        view = memoryview(body)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
+        written = os.write(fd, body)  # a regular file takes it whole, short of a full disk
+        if written < len(body):
+            view = memoryview(body)[written:]
+            while view:
+                view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> bytes:
+    """The whole file, in one ``read`` of its size (objects are never changed in place)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        size = os.fstat(fd).st_size
+        body = os.read(fd, size + 1)  # asking one byte more sees the end in the same call
+        if len(body) == size:
+            return body
+        chunks = [body]  # a short read, or the file grew: read on to its end
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -545,13 +588,15 @@ def _temp_suffix() -> str:
     return f"{os.getpid():x}-{next(_temp_counter):x}"
 
 
-def _unlink_quietly(path: Path) -> None:
-    with suppress(FileNotFoundError):
+def _unlink_quietly(path: str | Path) -> None:
+    try:  # noqa: SIM105 - on every write: suppress() would add a context manager's calls
         os.unlink(path)
+    except FileNotFoundError:
+        pass  # renamed into place, or never made
 
 
 @asynccontextmanager
-async def _locked_async(directory: Path) -> AsyncIterator[None]:
+async def _locked_async(directory: str) -> AsyncIterator[None]:
     """``_locked`` on the event loop: tries without blocking, and sleeps between tries.
 
     Inside one process the lock is never awaited while held (the compare-and-swap under it has
@@ -577,7 +622,7 @@ async def _locked_async(directory: Path) -> AsyncIterator[None]:
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def _locked(directory: str | Path) -> Iterator[None]:
     """Exclusive lock on a directory, shared by every process writing into it."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
