@@ -102,15 +102,59 @@ def test_racing_compare_and_swaps_lose_no_increment(any_store: ObjectStore) -> N
     assert any_store.get("counter.json").body == b"24"
 
 
+# Every way out of the root, or onto a temporary's name: an empty part (leading, trailing or doubled
+# "/"), "." or "..", a part starting with ".".
+ESCAPING_KEYS = [
+    "../escape.json",
+    "x/../../escape.json",
+    "..",
+    "/abs.json",
+    "x//y.json",
+    "x/",
+    "x/./y.json",
+    "x/.hidden",
+    ".hidden.json",
+    "x/.y.json.tmp-1-2",
+    "",
+]
+
+
 def test_local_store_leaves_no_temporaries_and_refuses_escaping_keys(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     store.put("x/y.json", b"1", if_absent=True)
     store.put("x/y.json", b"2")
     assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["y.json"]
-    for key in ["../escape.json", "/abs.json", "x//y.json", "x/.hidden", ""]:
+    for key in ESCAPING_KEYS:
         with pytest.raises(StorageError):
             store.put(key, b"no")
     assert not (tmp_path.parent / "escape.json").exists()
+
+
+def test_local_store_makes_missing_folders_again_and_refuses_a_file_as_a_folder(tmp_path: Path) -> None:
+    # The temporary is opened first and folders are made only when that open finds one missing:
+    # a root that does not exist yet, several new levels, and folders an erasure pruned.
+    store = LocalStore(tmp_path / "new" / "root")
+    store.put("a/b/c/one.json", b"1", if_absent=True)
+    store.delete("a/b/c/one.json")
+    store.prune_empty_folders("a/")
+    assert not (tmp_path / "new" / "root" / "a").exists()
+    store.put("a/b/c/two.json", b"2", if_absent=True)
+
+    async def scenario() -> None:
+        await store.delete_async("a/b/c/two.json")
+        store.prune_empty_folders("a/")
+        await store.put_async("a/b/c/three.json", b"3", if_absent=True)
+        store.put("f.json", b"a file")
+        with pytest.raises(StorageError):
+            await store.put_async("f.json/x.json", b"no", if_absent=True)
+
+    asyncio.run(scenario())
+    store.close()
+    with pytest.raises(StorageError):
+        store.put("f.json/y/x.json", b"no")
+    assert [i.key for i in store.list("")] == ["a/b/c/three.json", "f.json"]
+    assert store.get("a/b/c/three.json").body == b"3"
+    assert [p.name for p in (tmp_path / "new").rglob(".*")] == []
 
 
 def test_local_store_hides_interrupted_writes_from_listing(tmp_path: Path) -> None:
@@ -250,7 +294,7 @@ def test_local_store_async_writes_leave_no_temporaries_and_refuse_escaping_keys(
     async def scenario() -> None:
         await store.put_async("x/y.json", b"1", if_absent=True)
         await store.put_async("x/y.json", b"2")
-        for key in ["../escape.json", "/abs.json", "x//y.json", "x/.hidden", ""]:
+        for key in ESCAPING_KEYS:
             with pytest.raises(StorageError):
                 await store.put_async(key, b"no")
             with pytest.raises(StorageError):
