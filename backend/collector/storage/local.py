@@ -543,7 +543,7 @@ def _make_dirs(directory: str) -> None:
     except FileExistsError:
         return  # made meanwhile; if it is no folder, the write into it says so
     except FileNotFoundError:
-        parent = os.path.dirname(directory)
+        parent = directory.rpartition("/")[0] or "/"  # absolute: "/" ends the climb
         if parent == directory:
             raise
         _make_dirs(parent)
