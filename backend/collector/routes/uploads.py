@@ -99,9 +99,7 @@ def _admitted(request: Request) -> tuple[Services, str]:
     services: Services = request.app.state.services  # what ``web.services.get_services`` returns
     client = client_address(request)
     if services.limits is not None:
-        wait = services.limits.uploads.wait_seconds(client)
-        if wait > 0:
-            raise too_many_uploads(wait)
+        services.limits.uploads.admit(client)
     return services, client
 
 
