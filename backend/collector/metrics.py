@@ -18,6 +18,7 @@ class Metrics:
             ["upload_type", "outcome"],
             registry=self.registry,
         )
+        self._upload_counters: dict[tuple[str, str], Counter] = {}
         self.storage_seconds = Histogram(
             "collector_storage_request_seconds",
             "Latency of one storage request.",
@@ -37,6 +38,15 @@ class Metrics:
             ["operation"],
             registry=self.registry,
         )
+
+    def count_upload(self, upload_type: str, outcome: str) -> None:
+        """Count one upload in ``collector_uploads_total`` (its outcomes: ``pipeline.answer.outcome``)."""
+        # Each labelled counter is kept: ``labels()`` checks its arguments and takes a lock on
+        # every call, and uploads are the hot path. A few at most (upload types x outcomes).
+        counter = self._upload_counters.get((upload_type, outcome))
+        if counter is None:
+            counter = self._upload_counters[upload_type, outcome] = self.uploads.labels(upload_type, outcome)
+        counter.inc()
 
     def render(self) -> bytes:
         """The registry in Prometheus text exposition format."""

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +30,8 @@ from ..trials import TrialUpload, is_trial, parse_trial
 from ..web.error_handlers import refusal_body, refuse
 from ..web.rate_limit import client_address, too_many_uploads
 from ..web.request_body import ReceivedBody, receive_body
-from ..web.services import Services, ServicesDep
+from ..web.responses import CompactJSONResponse
+from ..web.services import Services
 from .study_uploads import route_to_study
 
 logger = logging.getLogger(__name__)
@@ -87,10 +87,26 @@ def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
     return resolve(schema)
 
 
-async def _receive(request: Request, services: Services) -> ReceivedBody:
+def _admitted(request: Request) -> tuple[Services, str]:
+    """The app's services and the client's address, once the address's rate-limit token is taken.
+
+    Neither is a FastAPI dependency (``ServicesDep``, ``Depends(limits.uploads)``) on these
+    routes, the hot path: solving them cost about a sixth of an upload's request CPU
+    (bench/bench_request_cpu.py --profile). Taken first, as the dependencies were, so a flooding
+    address is refused before its body is read; the request bodies are documented by hand
+    (``_json_body_doc``), so the OpenAPI description is the same.
+    """
+    services: Services = request.app.state.services  # what ``web.services.get_services`` returns
+    client = client_address(request)
+    if services.limits is not None:
+        services.limits.uploads.admit(client)
+    return services, client
+
+
+async def _receive(request: Request, services: Services, client: str) -> ReceivedBody:
     """The whole body, received outside the upload slot (bounded per address: web.concurrency)."""
     s = services.settings
-    limits, client = services.limits, client_address(request)
+    limits = services.limits
     with services.bodies.receiving(client) if services.bodies is not None else nullcontext():
         return await receive_body(
             request,
@@ -100,14 +116,9 @@ async def _receive(request: Request, services: Services) -> ReceivedBody:
         )
 
 
-@asynccontextmanager
-async def _slot(services: Services) -> AsyncIterator[None]:
+def _slot(services: Services) -> AbstractAsyncContextManager[None]:
     """One of the process's upload slots, for parsing and storing a body that has arrived."""
-    if services.slots is None:
-        yield
-        return
-    async with services.slots.slot():
-        yield
+    return services.slots.slot() if services.slots is not None else nullcontext()
 
 
 async def _store(services: Services, value: Any, client: str, origin: str | None) -> Answer | Refusal:
@@ -123,12 +134,12 @@ async def _store(services: Services, value: Any, client: str, origin: str | None
             upload = parse_upload(value, received_at=received_at, clock_skew=services.uploads.clock_skew)
     except CollectorError as refused:  # before its type is known: counted as "unknown"
         refusal = Refusal.of(refused)
-        services.metrics.uploads.labels("unknown", outcome(refusal)).inc()
+        services.metrics.count_upload("unknown", outcome(refusal))
         return refusal
     admission = Admission(services.limits, client, study)
     result = await services.uploads.store_upload(upload, received_at=received_at, admission=admission)
     kind = "trial" if isinstance(upload, TrialUpload) else upload.upload_type
-    services.metrics.uploads.labels(kind, outcome(result)).inc()
+    services.metrics.count_upload(kind, outcome(result))
     return result
 
 
@@ -139,20 +150,21 @@ async def _store(services: Services, value: Any, client: str, origin: str | None
     openapi_extra=_json_body_doc(UploadRequest),
     summary="Store one participant upload",
 )
-async def upload_user_data(request: Request, services: ServicesDep) -> JSONResponse:
+async def upload_user_data(request: Request) -> JSONResponse:
     """Store a status, submission or trial upload; 200 only once it is durably stored."""
+    services, client = _admitted(request)
     try:
-        body = await _receive(request, services)
+        body = await _receive(request, services, client)
         async with _slot(services):
             value = await body.parse(max_depth=services.settings.max_json_depth)
             origin = request.headers.get("origin")
-            result = await _store(services, value, client_address(request), origin)
+            result = await _store(services, value, client, origin)
     except InvalidUpload:
-        services.metrics.uploads.labels("unknown", "refused").inc()
+        services.metrics.count_upload("unknown", "refused")
         raise
     if isinstance(result, Refusal):
         return refuse(request, result)
-    return JSONResponse(result.body())
+    return CompactJSONResponse(result.body())
 
 
 @router.post(
@@ -161,7 +173,7 @@ async def upload_user_data(request: Request, services: ServicesDep) -> JSONRespo
     openapi_extra=_json_body_doc(BatchRequest),
     summary="Store several queued uploads, each answered on its own",
 )
-async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
+async def upload_batch(request: Request) -> JSONResponse:
     """Answers ``{"status": "success", "results": [...]}``: one result per upload, in order.
 
     Each result carries ``httpStatus`` (what the single endpoint would have answered), the
@@ -172,16 +184,16 @@ async def upload_batch(request: Request, services: ServicesDep) -> JSONResponse:
     beyond the address's budget are answered 429 on their own, with ``retryAfter``, and the
     client keeps them for later.
     """
-    body = await _receive(request, services)
+    services, client = _admitted(request)
+    body = await _receive(request, services, client)
     async with _slot(services):
         return await _store_batch(
-            request, services, await body.parse(max_depth=services.settings.max_json_depth)
+            request, services, client, await body.parse(max_depth=services.settings.max_json_depth)
         )
 
 
-async def _store_batch(request: Request, services: Services, value: Any) -> JSONResponse:
+async def _store_batch(request: Request, services: Services, client: str, value: Any) -> JSONResponse:
     items = parse_batch(value, max_items=services.settings.max_batch_items)
-    client = client_address(request)
     origin = request.headers.get("origin")
     results: list[dict[str, Any]] = []
     storage_down: Refusal | None = None
@@ -208,7 +220,7 @@ async def _store_batch(request: Request, services: Services, value: Any) -> JSON
     if storage_down is not None:
         retry_after = max(retry_after or 0, storage_down.retry_after or 1)
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return JSONResponse({"status": "success", "results": results}, headers=headers)
+    return CompactJSONResponse({"status": "success", "results": results}, headers=headers)
 
 
 def _item_refusal(refusal: Refusal) -> dict[str, Any]:
@@ -239,13 +251,14 @@ def _charge(services: Services, client: str, index: int) -> Refusal | None:
     openapi_extra=_json_body_doc(RestoreRequest),
     summary="Read back one participant's status with its key (no submissions, no survey answers)",
 )
-async def restore_user_status(request: Request, services: ServicesDep) -> JSONResponse:
+async def restore_user_status(request: Request) -> JSONResponse:
     """The stored status fields, so the study app can rebuild progress flags and counters.
 
     POST, so the key travels in the body, never in a URL. An unknown participant, an erased one,
     and a missing or wrong key all get the same 404, byte for byte.
     """
-    body = await _receive(request, services)
+    services, client = _admitted(request)
+    body = await _receive(request, services, client)
     async with _slot(services):
         value = await body.parse(max_depth=services.settings.max_json_depth)
         if not isinstance(value, dict):
@@ -256,4 +269,6 @@ async def restore_user_status(request: Request, services: ServicesDep) -> JSONRe
         services = (await route_to_study(services, value, request.headers.get("origin"))).services
         key = value.get(KEY_FIELD)
         status = await services.uploads.read_status(participant_id, key if isinstance(key, str) else None)
+    # Starlette's encoder, not CompactJSONResponse: the fields were read from the bucket by
+    # Python's json, which accepts NaN, and a NaN is refused (500) as it always was (web.responses).
     return JSONResponse({"status": "success", "participantId": participant_id, "userStatus": status})

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import CollectorError, Refusal, log_refusal
+from .responses import CompactJSONResponse
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def refusal_response(refusal: Refusal, *, headers: Mapping[str, str] | None = No
         # The rest of the body was never read: close, or a trickling client keeps the
         # connection (and the server keeps reading and discarding) for as long as it likes.
         all_headers["Connection"] = "close"
-    return JSONResponse(refusal_body(refusal), status_code=refusal.status, headers=all_headers)
+    return CompactJSONResponse(refusal_body(refusal), status_code=refusal.status, headers=all_headers)
 
 
 def collector_error_response(exc: CollectorError) -> JSONResponse:

@@ -27,7 +27,7 @@ MAX_TRACKED_CLIENTS = 50_000
 
 
 class RateLimiter:
-    """A FastAPI dependency: ``APIRouter(dependencies=[Depends(RateLimiter(...))])``."""
+    """A token bucket per client address (``admit``, or ``wait_seconds`` to ask without refusing)."""
 
     def __init__(
         self,
@@ -85,9 +85,9 @@ class RateLimiter:
                 tokens, at = self._buckets[client]
                 self._buckets[client] = (min(self.burst, tokens + min(cost, self.burst)), at)
 
-    async def __call__(self, request: Request) -> None:
-        # Async on purpose: it runs on the event loop, so it costs no thread round trip.
-        wait = self.wait_seconds(client_address(request))
+    def admit(self, client: str) -> None:
+        """Take one token for ``client``, or raise ``RateLimited`` (429 + Retry-After)."""
+        wait = self.wait_seconds(client)
         if wait > 0:
             raise too_many_uploads(wait)
 

@@ -1,6 +1,7 @@
 """What one app instance holds (settings, store, key layout, metrics, the upload pipeline, the
 registered studies), and the
-dependency aliases route handlers declare to receive it (``services: ServicesDep``)."""
+dependency aliases route handlers declare to receive it (``services: ServicesDep``). The participant
+upload routes, the hot path, read it from the request instead (``routes.uploads._admitted``)."""
 
 from __future__ import annotations
 
