@@ -4,7 +4,9 @@ Run: ``.venv/bin/python bench/bench_uploader.py [--before main] [--calls 200]``.
 
 * sizes, as served and gzip -9: js/data-uploader.js alone, and everything a page loads to use
   ``uploadSubmissionData`` (data-uploader.js and every module it imports, followed transitively;
-  each file is fetched and compressed on its own, so the total is the sum); js/jspsych-collector.js;
+  each file is fetched and compressed on its own, so the total is the sum); apart from that total,
+  the modules it loads on first use (``import('./x.js')``, js/uploader-extras.js), which a page that
+  never calls ``restoreUserStatus`` or ``downloadBackup`` never fetches; js/jspsych-collector.js;
 * for ``uploadUserStatus`` and ``uploadSubmissionData`` (a jsonDump of about 30 KB), loaded from a
   real collector on a temporary folder: the synchronous part (what blocks the study's code,
   performance.now() around the call; the budget is on its median) and the whole main-thread cost
@@ -44,6 +46,7 @@ BUDGETS = {
     "on_data_update sync median ms": 0.3,
 }
 IMPORT = re.compile(r"""^(?:import|export)\b[^;]*?\bfrom\s+'\./([\w-]+\.js)'""", re.MULTILINE)
+LAZY_IMPORT = re.compile(r"""\bimport\(\s*'\./([\w-]+\.js)'\s*\)""")  # loaded on first use only
 
 # Study keys as the study leaves them after a few weeks, and a jsonDump of about 40 KB.
 SETUP = """async ([url, regions]) => {
@@ -118,12 +121,19 @@ def gz(data: bytes) -> int:
 
 def sizes(read: Callable[[str], bytes]) -> dict[str, Any]:
     loaded = page_load(read)
+    lazy: dict[str, bytes] = {}
+    for text in loaded.values():
+        for name in LAZY_IMPORT.findall(text.decode()):
+            lazy.update({n: b for n, b in page_load(read, name).items() if n not in loaded})
     return {
         "data-uploader.js served": len(loaded["data-uploader.js"]),
         "data-uploader.js gzip -9": gz(loaded["data-uploader.js"]),
         "page load: files": " ".join(sorted(loaded)),
         "page load served": sum(len(b) for b in loaded.values()),
         "page load gzip -9 (sum per file)": sum(gz(b) for b in loaded.values()),
+        "on first use: files": " ".join(sorted(lazy)) or "-",
+        "on first use served (not in page load)": sum(len(b) for b in lazy.values()),
+        "on first use gzip -9 (not in page load)": sum(gz(b) for b in lazy.values()),
         "jspsych-collector.js gzip -9": gz(read("jspsych-collector.js")),
     }
 
@@ -208,7 +218,8 @@ def main() -> None:
 
     before, after = table
     for label, row in (("before", before), ("after", after)):
-        print(f"page load {label}: {row.pop('page load: files')}")
+        lazy = row.pop("on first use: files")
+        print(f"page load {label}: {row.pop('page load: files')}; on first use: {lazy}")
     print(f"{'':62} {'before (' + args.before + ')':>22} {'after':>22} {'budget':>8}")
     for name, value in after.items():
         budget = show(BUDGETS.get(name, ""))

@@ -257,10 +257,8 @@ function makeUploader(options) {
 
   function forget(participantId) {
     put(ERASED + participantId, JSON.stringify({ erasedAt: new Date(now()) }));
-    const answer = erasedAnswer(participantId);
-    dropWhere('participantId', participantId, 'participant erased', answer);
+    dropWhere('participantId', participantId, 'participant erased', erasedAnswer(participantId));
     emit('erased', { participantId });
-    return answer;
   }
 
   function dropWhere(field, value, reason, answer) {
@@ -573,50 +571,6 @@ function makeUploader(options) {
     flushing: Boolean(pump),
   });
 
-  function downloadBackup(participantId) {
-    const uploads = queued()
-      .filter((item) => participantId === undefined || item.participantId === String(participantId))
-      .map((item) => get(BODY + item.uploadId))
-      .filter(Boolean)
-      .map((text) => attempt(() => JSON.parse(text), text));
-    const filename = `backup-${participantId ?? 'all'}-${new Date(now()).toISOString().slice(0, 10)}.json`;
-    const text = JSON.stringify({ uploads }, null, 1);
-    attempt(() => {
-      const link = document.createElement('a');
-      link.href = URL.createObjectURL(new Blob([text], { type: 'application/json' }));
-      link.download = filename;
-      link.click();
-    });
-    return { filename, text, count: uploads.length };
-  }
-
-  async function restoreUserStatus(participantId) {
-    const restored = {};
-    const answer = (status, extra) => ({ status, participantId, restored, ...extra });
-    try {
-      const refused = refusal(participantId);
-      if (refused) return { ...refused, restored };
-      const id = (participantId = String(participantId));
-      start();
-      const key = keyFor(id) || undefined;
-      const body = JSON.stringify({
-        participantId: id,
-        participantKey: key,
-        studyId: config.studyId || undefined,
-      });
-      // text/plain: no CORS preflight
-      const outcome = await request('/api/user-status', body, false, 'text/plain');
-      if (outcome.kind === 'erased') return { ...forget(id), restored };
-      if (outcome.httpStatus === 404 && !outcome.reason) return answer('not-found');
-      const status = outcome.kind === 'ok' && outcome.json.userStatus;
-      if (!isPlainObject(status)) return answer('error', { error: outcome.error, reason: outcome.reason });
-      Object.assign(restored, config.restoreFields(id, status, store()));
-      return answer('success');
-    } catch (err) {
-      return answer('error', { error: errorText(err) });
-    }
-  }
-
   function start() {
     if (started || closed) return;
     started = true;
@@ -675,6 +629,16 @@ function makeUploader(options) {
   const same = (body) => body;
   const uploadUserStatus = (participantId) => upload(participantId, 'status', same);
 
+  const lazy = (name, extra) => async (participantId) => {
+    try {
+      const extras = await import('./uploader-extras.js');
+      const own = { config, store, get, now, queued, refusal, keyFor, start, request, forget, BODY };
+      return await extras[name](own, participantId);
+    } catch (err) {
+      return problem(participantId, errorText(err), extra);
+    }
+  };
+
   configure(options);
   return {
     configure,
@@ -699,12 +663,12 @@ function makeUploader(options) {
       };
       return upload(participantId, 'trial', build, trial);
     },
-    restoreUserStatus,
     flushQueue,
     flush,
     getQueueState,
     cleanQueue,
-    downloadBackup,
+    restoreUserStatus: lazy('restoreUserStatus', { restored: {} }),
+    downloadBackup: lazy('downloadBackup', { count: 0 }),
   };
 }
 

@@ -126,6 +126,7 @@ def test_the_installed_collector_serves_exports_and_verifies(
     assert module.headers["content-type"].startswith("application/javascript")
     assert "export" in module.text
     assert httpx.get(f"{url}/js/jspsych-collector.js", timeout=10).status_code == 200
+    assert httpx.get(f"{url}/js/uploader-extras.js", timeout=10).status_code == 200  # loaded on first use
     login = httpx.get(f"{url}/admin/login", timeout=10)
     assert login.status_code == 200 and "password" in login.text.lower()
     assert httpx.get(f"{url}/admin/static/admin.css", timeout=10).status_code == 200

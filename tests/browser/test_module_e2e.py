@@ -100,3 +100,36 @@ def test_an_upload_too_large_is_kept_and_given_to_the_participant_as_a_file(
     assert upload["submissionData"]["text"] == "x" * 150000
     assert upload["uploadId"] == kept["uploadId"]
     assert "participantKey" not in upload
+
+
+def test_restore_and_backup_code_is_fetched_only_when_first_called(
+    context: Any, example_site: str, local_collector: tuple[CollectorProcess, Stored]
+) -> None:
+    """A page that only uploads never fetches js/uploader-extras.js; the first restore fetches it."""
+    collector, _ = local_collector
+    page = blank_page(context, example_site)
+    modules: list[str] = []
+    page.on("request", lambda r: r.url.endswith(".js") and modules.append(r.url.rsplit("/", 1)[1]))
+    page.evaluate(IMPORT, collector.url)
+    assert page.evaluate("m.uploadSubmissionData('P001ABC', {n: 1})")["status"] == "success"
+    assert "uploader-extras.js" not in modules
+    assert set(modules) == {"data-uploader.js", "collector-common.js", "seed-study.js"}
+    restored = page.evaluate("m.restoreUserStatus('P001ABC')")
+    assert (restored["status"], restored["participantId"]) == ("success", "P001ABC")  # the upload made it
+    assert modules.count("uploader-extras.js") == 1
+    assert page.evaluate("m.downloadBackup('P001ABC').then((b) => b.count)") == 0
+    assert modules.count("uploader-extras.js") == 1  # loaded once, then kept
+
+
+def test_when_the_extras_cannot_be_loaded_the_calls_still_resolve(
+    context: Any, example_site: str, local_collector: tuple[CollectorProcess, Stored]
+) -> None:
+    collector, _ = local_collector
+    page = blank_page(context, example_site)
+    page.route("**/js/uploader-extras.js", lambda route: route.abort())
+    page.evaluate(IMPORT, collector.url)
+    restored = page.evaluate("m.restoreUserStatus('P001ABC')")
+    assert (restored["status"], restored["participantId"], restored["restored"]) == ("error", "P001ABC", {})
+    assert restored["error"]
+    backup = page.evaluate("m.downloadBackup('P001ABC')")
+    assert (backup["status"], backup["count"]) == ("error", 0)

@@ -108,13 +108,13 @@ test('too large for the collector: not sent, kept, answered too-large; downloadB
   const [kept] = uploader.getQueueState().items;
   assert.equal(kept.tooLarge, true);
   assert.ok(storage.queueKeys().some((k) => k.includes('.body.')));
-  const backup = uploader.downloadBackup(PID);
+  const backup = await uploader.downloadBackup(PID); // resolves: loaded on first use
   assert.equal(backup.count, 1);
   assert.match(backup.filename, /^backup-P001ABC-.*\.json$/);
   const parsed = JSON.parse(backup.text);
   assert.deepEqual(parsed.uploads[0].submissionData, big);
   assert.equal('participantKey' in parsed.uploads[0], false); // the key stays in this browser
-  assert.equal(uploader.downloadBackup('SOMEONE').count, 0);
+  assert.equal((await uploader.downloadBackup('SOMEONE')).count, 0);
 });
 
 test('a 413 from the collector is too-large too: kept, never dropped', async () => {

@@ -42,13 +42,15 @@ _MODULE_RESPONSES: dict[int | str, dict] = {
 }
 
 
-# Each module the collector serves, and what it is. data-uploader.js imports the two shared ones,
-# jspsych-collector.js imports data-uploader.js: they are served side by side, from the same path.
+# Each module the collector serves, and what it is. data-uploader.js imports the two shared ones (and
+# uploader-extras.js when first needed), jspsych-collector.js imports data-uploader.js: they are served
+# side by side, from the same path.
 MODULES = {
     "data-uploader.js": "The browser uploader module (docs/browser-module.md)",
     "jspsych-collector.js": "The jsPsych hooks module (imports ./data-uploader.js; docs/jspsych.md)",
     "collector-common.js": "What the browser modules share (imported by both)",
     "seed-study.js": "The seed study's localStorage fields (imported by data-uploader.js)",
+    "uploader-extras.js": "restoreUserStatus and downloadBackup, loaded by data-uploader.js on first use",
 }
 
 
