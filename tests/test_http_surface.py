@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from collector.app import create_app
 from collector.keys import KeyLayout
+from collector.routes.static import MODULES
 from collector.storage import MemoryStore, ObjectStore, StoredObject, open_store
 from tests.support.collector_process import REPO, CollectorProcess, free_port, venv_bin
 from tests.support.settings import TEST_ADMIN_PASSWORD, local_settings, s3_settings
@@ -406,11 +407,8 @@ def test_every_documented_status_is_provoked_above(tmp_path: Path) -> None:
         ("POST " + RESTORE, 408),
         # Uploads in progress over the limit: tests/test_hostile_input.py (a store that blocks).
         ("POST " + BATCH, 503),
-        # The modules missing from the installation.
-        ("GET /js/data-uploader.js", 404),
-        ("GET /js/jspsych-collector.js", 404),
-        ("GET /js/collector-common.js", 404),
-        ("GET /js/seed-study.js", 404),
+        # Every module missing from the installation (tests/browser/test_module_route.py).
+        *((f"GET /js/{name}", 404) for name in MODULES),
     }
     spec = scene(tmp_path).client.get("/openapi.json").json()
     missing = [
