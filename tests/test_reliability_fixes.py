@@ -27,20 +27,8 @@ from collector.storage import (
 )
 from collector.trials import parse_trial
 from tests.faults.proxy import Fault, FaultPlan, FaultProxy
+from tests.support.fake_clock import FakeClock
 from tests.support.settings import local_settings, make_bucket
-
-
-class FakeClock:
-    """Time that moves only when the code under test sleeps or a storage call 'takes' time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class SlowFlakyStore(ObjectStore):

@@ -31,6 +31,7 @@ from collector.storage import AlreadyExists, ObjectStore, StorageError, open_sto
 from collector.tombstone import CONFIRM_WINDOW_SECONDS
 from collector.verify import verify_bucket
 from tests.support.counting_store import CountingStore
+from tests.support.fake_clock import FakeClock
 from tests.support.settings import local_settings, s3_settings
 
 URL = "/api/upload-user-data"
@@ -78,16 +79,6 @@ def trial(pid: str, index: int, key: str | None = KEY) -> dict[str, Any]:
     return body
 
 
-class FakeClock:
-    """The cache's clock, moved by hand: trial freshness without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class SharedStore(CountingStore):
     """Counts requests; leaves the shared store open when one app shuts down."""
 
@@ -101,7 +92,7 @@ class Collector:
     def __init__(self, settings: Settings, store: ObjectStore) -> None:
         self.counting = SharedStore(store)
         self.app = create_app(settings, store=self.counting)
-        self.clock = FakeClock()
+        self.clock = FakeClock(start=1000.0)
         uploads = self.app.state.services.uploads
         if uploads.status_cache is not None:  # same size, a clock the test moves
             uploads.status_cache = StatusCache(settings.status_cache_size, clock=self.clock)
@@ -614,7 +605,7 @@ def test_a_retry_after_the_status_was_swapped_but_the_submission_failed_stores_i
 
 
 def test_the_cache_is_bounded_and_forgets_only_the_etag_it_was_told() -> None:
-    clock = FakeClock()
+    clock = FakeClock(start=1000.0)
     cache = StatusCache(3, clock=clock)
     moment = datetime(2026, 1, 1, tzinfo=UTC)
     for pid in ("P1", "P2", "P3"):

@@ -25,22 +25,7 @@ from collector.storage import (
 )
 from collector.storage.base import ForwardingStore
 from collector.storage.retrying import shared_deadline
-
-
-class FakeClock:
-    """Time that moves only when the code under test sleeps or a storage call 'takes' time."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.fake_clock import FakeClock
 
 
 class FlakyStore(ObjectStore):
@@ -86,7 +71,7 @@ class FlakyStore(ObjectStore):
 
 def retrying(inner: ObjectStore, clock: FakeClock, metrics: Metrics | None = None) -> RetryingStore:
     return RetryingStore(
-        inner, metrics or Metrics(), deadline_seconds=2.0, async_sleep=clock.sleep, clock=clock
+        inner, metrics or Metrics(), deadline_seconds=2.0, async_sleep=clock.sleep_async, clock=clock
     )
 
 

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from ..compact_json import compact_json_bytes
 from ..errors import CollectorError, ParticipantErased, RateLimited, Refusal, storage_unavailable
 from ..keys import KeyLayout
 from ..models import Upload
@@ -221,8 +222,6 @@ class UploadPipeline:
         self, trial: TrialUpload, write: TrialWrite, charge: Callable[[int], None] | None
     ) -> tuple[str, bool]:
         """Create the trial once; (its key, whether a different trial holds that key)."""
-        from ..compact_json import compact_json_bytes
-
         body = compact_json_bytes(write.document)
         if charge is not None:
             charge(len(body))

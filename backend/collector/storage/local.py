@@ -214,40 +214,41 @@ class LocalStore(ObjectStore):
         The block belongs to the context it was opened in (a thread, or an asyncio task and the
         worker threads it hands calls to), not to the store: concurrent uploads each have their own.
         """
-        if self._open_block() is not None:
-            yield  # nested: the outer block syncs
-            return
-        block = _NamesBlock(self)
-        token = _names_block.set(block)
-        try:
+        with self._names_block() as block:
             yield
-        finally:
-            block.active = False
-            _names_block.reset(token)
-        if block.pending:
+        if block is not None and block.pending:
             try:
                 self._barrier.wait()
             except OSError as exc:
-                raise StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}") from exc
+                raise self._sync_failed(exc) from exc
 
     @asynccontextmanager
     async def names_synced_at_end_async(self) -> AsyncIterator[None]:
         """``names_synced_at_end`` for a task: the last name's sync is one await on the committer."""
-        if self._open_block() is not None:
+        with self._names_block() as block:
             yield
+        if block is not None and block.pending:
+            try:
+                await self._commit()
+            except OSError as exc:
+                raise self._sync_failed(exc) from exc
+
+    @contextmanager
+    def _names_block(self) -> Iterator[_NamesBlock | None]:
+        """Open this context's names-synced block; None inside one already open (the outer one syncs)."""
+        if self._open_block() is not None:
+            yield None
             return
         block = _NamesBlock(self)
         token = _names_block.set(block)
         try:
-            yield
+            yield block
         finally:
             block.active = False
             _names_block.reset(token)
-        if block.pending:
-            try:
-                await self._commit()
-            except OSError as exc:
-                raise StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}") from exc
+
+    def _sync_failed(self, exc: OSError) -> StorageError:
+        return StorageError(f"local store cannot sync {self.root}: {exc.strerror or exc}")
 
     @staticmethod
     def _replace(temp: str, path: str, *, if_absent: bool, if_match: str | None) -> None:
